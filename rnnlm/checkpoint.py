@@ -1,0 +1,189 @@
+"""Checkpoints: one .npz of plain arrays plus a JSON `meta` entry. Never pickle.
+
+Keys:
+  rnn.weight_ih_l0, ..., out.weight, out.bias   parameters, named and shaped as PyTorch's
+                                                state_dict of nn.RNN/LSTM/GRU + nn.Linear
+  optim/<slot>                                  optimizer state (e.g. optim/m.out.weight)
+  state/l<layer>/<i>                            carried hidden state of every stream
+  meta                                          JSON text: format version, config, vocabulary,
+                                                step, epoch, best val loss, data cursor, RNG
+
+Writes are atomic: a temporary file in the same directory, flushed and fsynced, then
+renamed over the target, so a crash leaves the old checkpoint or the new one, never half.
+"""
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rnnlm import RnnlmError, __version__
+from rnnlm.cells import CELLS
+from rnnlm.data import Vocab
+from rnnlm.model import Spec, check_params, param_shapes
+
+FORMAT = "rnnlm-checkpoint"
+VERSION = 1
+MAX_ENTRIES = 10_000
+
+
+@dataclass
+class Checkpoint:
+    params: dict
+    spec: Spec
+    vocab: Vocab
+    meta: dict  # meta["config"] is the resolved config as a plain dict
+    slots: dict = field(default_factory=dict)  # optimizer state
+    state: list = None  # per-layer tuples of (B, H) arrays, or None
+
+
+def save(path, ckpt):
+    """Write ckpt to path atomically. Raises RnnlmError (the old file intact) on failure."""
+    path = Path(path)
+    arrays = dict(ckpt.params)
+    arrays.update({f"optim/{k}": v for k, v in ckpt.slots.items()})
+    for layer, tensors in enumerate(ckpt.state or ()):
+        arrays.update({f"state/l{layer}/{i}": a for i, a in enumerate(tensors)})
+    meta = dict(ckpt.meta, format=FORMAT, version=VERSION, rnnlm=__version__,
+                vocab=ckpt.vocab.chars)
+    arrays["meta"] = np.array(json.dumps(meta))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RnnlmError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # not every platform lets a directory be opened
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_headers(path, archive):
+    """Refuse object arrays and arrays whose header promises more bytes than the entry
+    holds, before anything is allocated or unpickled."""
+    infos = archive.infolist()
+    if len(infos) > MAX_ENTRIES:
+        raise RnnlmError(f"checkpoint {path} has {len(infos)} entries; not an rnnlm checkpoint")
+    for info in infos:
+        if not info.filename.endswith(".npy"):
+            raise RnnlmError(f"checkpoint {path} holds {info.filename!r}, which is not an array")
+        with archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                      (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if reader is None:
+                raise RnnlmError(f"checkpoint {path}: entry {info.filename} uses array "
+                                 f"format {version}, which rnnlm does not read")
+            shape, _, dtype = reader(f, max_header_size=10_000)
+            if dtype.hasobject:
+                raise RnnlmError(f"checkpoint {path}: entry {info.filename} holds pickled "
+                                 f"Python objects; refused (rnnlm never unpickles)")
+            size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if size > info.file_size:
+                raise RnnlmError(f"checkpoint {path}: entry {info.filename} claims "
+                                 f"{size} bytes but holds {info.file_size}; corrupt")
+
+
+def read_arrays(path):
+    """Every array of an .npz, checked before it is read. Returns dict name -> array."""
+    path = Path(path)
+    if path.is_dir():
+        raise RnnlmError(f"checkpoint {path} is a directory, not a file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            _check_headers(path, archive)
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except FileNotFoundError:
+        raise RnnlmError(f"checkpoint {path} does not exist") from None
+    except zipfile.BadZipFile:
+        raise RnnlmError(f"checkpoint {path} is not an .npz file, or is truncated") from None
+    except (ValueError, EOFError, OSError, zipfile.LargeZipFile) as e:
+        raise RnnlmError(f"checkpoint {path} is unreadable or corrupt: {e}") from None
+
+
+def load(path):
+    """Read and validate a checkpoint written by save()."""
+    arrays = read_arrays(path)
+    meta = _read_meta(path, arrays.pop("meta", None))
+    spec = _spec_of(path, meta, len(meta["vocab"]))
+    params = {k: arrays.pop(k) for k in param_shapes(spec) if k in arrays}
+    try:
+        check_params(params, spec)
+    except RnnlmError as e:
+        raise RnnlmError(f"checkpoint {path}: {e}") from None
+    dtype = params["out.weight"].dtype
+    if not np.issubdtype(dtype, np.floating):
+        raise RnnlmError(f"checkpoint {path}: parameters have dtype {dtype}, not floating")
+    slots = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
+    return Checkpoint(params, spec, Vocab(meta["vocab"]), meta, slots,
+                      _read_state(path, arrays, spec))
+
+
+def _read_meta(path, raw):
+    if raw is None or raw.shape != () or raw.dtype.kind != "U":
+        raise RnnlmError(f"checkpoint {path} has no meta entry; not an rnnlm checkpoint")
+    try:
+        meta = json.loads(str(raw))
+    except json.JSONDecodeError:
+        raise RnnlmError(f"checkpoint {path}: its meta entry is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise RnnlmError(f"checkpoint {path} is not an rnnlm checkpoint")
+    version = meta.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise RnnlmError(f"checkpoint {path} has an invalid format version {version!r}")
+    if version > VERSION:
+        raise RnnlmError(f"checkpoint {path} has format version {version}, newer than the "
+                         f"{VERSION} this rnnlm {__version__} reads; upgrade rnnlm")
+    if not isinstance(meta.get("vocab"), str) or not meta["vocab"]:
+        raise RnnlmError(f"checkpoint {path}: its vocabulary is missing")
+    if len(set(meta["vocab"])) != len(meta["vocab"]):
+        raise RnnlmError(f"checkpoint {path}: its vocabulary repeats characters")
+    if not isinstance(meta.get("config"), dict):
+        raise RnnlmError(f"checkpoint {path}: its config is missing")
+    return meta
+
+
+def _spec_of(path, meta, vocab_size):
+    cfg = meta["config"]
+    cell, hidden, layers = cfg.get("cell"), cfg.get("hidden"), cfg.get("layers")
+    if cell not in CELLS:
+        raise RnnlmError(f"checkpoint {path}: unknown cell {cell!r}")
+    for key, value in (("hidden", hidden), ("layers", layers)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RnnlmError(f"checkpoint {path}: invalid {key} {value!r}")
+    return Spec(cell, vocab_size, hidden, layers)
+
+
+def _read_state(path, arrays, spec):
+    if not any(k.startswith("state/") for k in arrays):
+        return None
+    state = []
+    for layer in range(spec.layers):
+        tensors = []
+        for i in range(spec.state_size):
+            a = arrays.get(f"state/l{layer}/{i}")
+            if a is None or a.ndim != 2 or a.shape[1] != spec.hidden:
+                raise RnnlmError(f"checkpoint {path}: carried state state/l{layer}/{i} "
+                                 f"is missing or misshapen")
+            tensors.append(a)
+        state.append(tuple(tensors))
+    return state

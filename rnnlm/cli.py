@@ -1,0 +1,215 @@
+"""The command line: each command parses, calls the library once, and prints.
+
+Generated text goes to stdout; progress, logs and errors to stderr.
+"""
+import math
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from rnnlm import RnnlmError, __version__
+from rnnlm import checkpoint, config, data, gradcheck as gradcheck_lib, sample as sample_lib
+from rnnlm.train import Eval, Step, train as train_loop
+
+
+class Group(click.Group):
+    """Turns the library's errors into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RnnlmError as e:
+            raise click.ClickException(str(e)) from None
+
+
+def log(message):
+    click.echo(message, err=True)
+
+
+def bits(nats):
+    return nats / math.log(2)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rnnlm")
+def cli():
+    """Character-level recurrent language models, trained by truncated BPTT in NumPy."""
+
+
+@cli.command()
+@click.argument("corpus", required=False, type=click.Path(path_type=Path))
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="YAML file of settings (see configs/).")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Override one setting; repeatable. Wins over --config.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Run directory [default: runs/<corpus name>, numbered if taken].")
+@click.option("--seed", type=int, help="Shortcut for --set seed=N.")
+@click.option("--max-steps", type=int, help="Shortcut for --set max_steps=N.")
+@click.option("--encoding", help="Shortcut for --set encoding=NAME (default utf-8).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, no log.")
+def train(corpus, config_file, assignments, out, seed, max_steps, encoding, quiet):
+    """Train a model on CORPUS, a text file (default: a built-in corpus).
+
+    \b
+    Example:
+      rnnlm train corpus.txt --config configs/shakespeare.yaml --set hidden=512
+    """
+    cfg = config.build(file=config_file, assignments=assignments, seed=seed,
+                       max_steps=max_steps, encoding=encoding)
+    if corpus is None:
+        if not quiet:
+            log(f"no corpus given: training on {data.BUILTIN_NAME} (no download)")
+        vocab, ids = data.text_corpus(data.builtin_text())
+        name, default_out = data.BUILTIN_NAME, Path("runs") / "stdlib"
+    else:
+        vocab, ids = data.read_corpus(corpus, cfg.encoding)
+        name, default_out = str(corpus), Path("runs") / (corpus.stem or "corpus")
+    out = _run_dir(out, default_out)
+    events = train_loop(cfg, vocab, ids, out, corpus_name=name)
+    begin = next(events)
+    if not quiet:
+        for line in begin.lines:
+            log(line)
+    bar = tqdm(total=cfg.max_steps, unit="step", file=sys.stderr, disable=quiet,
+               dynamic_ncols=True)
+    smoothed, last_val, best = None, None, None
+    with bar:
+        for event in events:
+            if isinstance(event, Step):
+                smoothed = event.loss if smoothed is None else 0.98 * smoothed + 0.02 * event.loss
+                bar.update(event.step - bar.n)
+                bar.set_postfix_str(f"loss {smoothed:.3f}"
+                                    + (f" val {last_val:.3f}" if last_val is not None else "")
+                                    + f" {event.chars_per_sec:,.0f} chars/s", refresh=False)
+            elif isinstance(event, Eval):
+                last_val = event.val_loss
+                best = event if event.best else best
+                if not quiet:
+                    val = ("no validation split" if event.val_loss is None else
+                           f"val {event.val_loss:.4f} nats/char, "
+                           f"{bits(event.val_loss):.4f} bits/char" + (" (best)" if event.best else ""))
+                    bar.write(f"step {event.step}: {val}; saved "
+                              + ", ".join(p.name for p in event.saved), file=sys.stderr)
+                    bar.write("    " + event.sample.replace("\n", "\n    "), file=sys.stderr)
+    if not quiet:
+        where = f"best val {best.val_loss:.4f} nats/char at step {best.step}; " if best else ""
+        log(f"done: {where}checkpoints in {out}")
+
+
+def _run_dir(out, default):
+    """The run directory. An explicit one that already holds a run is refused rather
+    than overwritten; the default gets a number instead."""
+    if out is not None:
+        if (out / "last.npz").exists():
+            raise RnnlmError(f"{out} already holds a trained model (last.npz); choose "
+                             f"another --out, or move it away")
+        return out
+    candidate, n = default, 1
+    while (candidate / "last.npz").exists():
+        n += 1
+        candidate = default.with_name(f"{default.name}-{n}")
+    return candidate
+
+
+@cli.command()
+@click.option("--ckpt", required=True, type=click.Path(path_type=Path),
+              help="Checkpoint (.npz) to sample from.")
+@click.option("--prime", default="", help="Text to start from; printed first.")
+@click.option("-n", "--length", default=500, show_default=True,
+              type=click.IntRange(min=0), help="Characters to generate (the prime not counted).")
+@click.option("--temperature", default=1.0, show_default=True, type=float,
+              help="Divides the logits: < 1 is more conservative, > 1 wilder. Must be > 0.")
+@click.option("--top-k", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Draw only from the K most likely characters (0: all).")
+@click.option("--argmax", is_flag=True, help="Always take the most likely character.")
+@click.option("--seed", type=click.IntRange(min=0), help="Same seed, same text [default: random].")
+def sample(ckpt, prime, length, temperature, top_k, argmax, seed):
+    """Generate text from a checkpoint, streamed to stdout.
+
+    \b
+    Example:
+      rnnlm sample --ckpt runs/shk/best.npz --prime "ROMEO:" -n 500 --temperature 0.8
+    """
+    if not temperature > 0 or not math.isfinite(temperature):
+        raise RnnlmError(f"--temperature must be a number > 0, got {temperature}")
+    model = checkpoint.load(ckpt)
+    rng = np.random.default_rng(seed)
+    chars = sample_lib.generate(model.params, model.spec, model.vocab, rng, prime, length,
+                                temperature, top_k, argmax)
+    first = next(chars, "")  # raises on a bad prime before anything is printed
+    out = sys.stdout
+    out.write(prime + first)
+    out.flush()
+    for ch in chars:
+        out.write(ch)
+        out.flush()
+    out.write("\n")
+
+
+@cli.command(name="eval")
+@click.option("--ckpt", required=True, type=click.Path(path_type=Path),
+              help="Checkpoint (.npz) to evaluate.")
+@click.argument("textfile", type=click.Path(path_type=Path))
+@click.option("--skip-unknown", is_flag=True,
+              help="Skip characters outside the vocabulary (and count them) instead of failing.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Of TEXTFILE.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Contiguous streams the file is cut into.")
+def eval_(ckpt, textfile, skip_unknown, encoding, batch_size):
+    """Loss of a checkpoint on TEXTFILE: nats/char, bits/char and perplexity.
+
+    \b
+    Example:
+      rnnlm eval --ckpt runs/shk/best.npz heldout.txt
+    """
+    model = checkpoint.load(ckpt)
+    ids, skipped = data.encode_file(textfile, model.vocab, encoding, skip_unknown)
+    nats = sample_lib.evaluate(model.params, model.spec, ids, batch_size)
+    click.echo(f"{textfile}: {len(ids):,} characters, {nats:.4f} nats/char, "
+               f"{bits(nats):.4f} bits/char, perplexity {math.exp(nats):.3f}"
+               + (f"; {skipped:,} unknown characters skipped" if skip_unknown else ""))
+
+
+@cli.command(name="gradcheck")
+@click.option("--cell", "cells", multiple=True, type=click.Choice(["rnn", "lstm", "gru"]),
+              help="Cell(s) to check [default: all].")
+@click.option("--layers", "layer_counts", multiple=True, type=click.IntRange(min=1),
+              help="Depth(s) to check [default: 1 and 2].")
+@click.option("--dropout", "dropouts", multiple=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Dropout rate(s), with a fixed mask [default: 0 and 0.3].")
+@click.option("--hidden", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--vocab", default=7, show_default=True, type=click.IntRange(min=1))
+@click.option("--seq-len", default=6, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+def gradcheck(cells, layer_counts, dropouts, hidden, vocab, seq_len, batch, seed):
+    """Check every analytic gradient against centred finite differences (float64).
+
+    Prints one row per parameter tensor; exits 1 if any relative error exceeds the
+    tolerance.
+
+    \b
+    Example:
+      rnnlm gradcheck --cell lstm --layers 2
+    """
+    rows = gradcheck_lib.check_all(cells or ("rnn", "lstm", "gru"), layer_counts or (1, 2),
+                                   dropouts or (0.0, 0.3), hidden=hidden, vocab=vocab,
+                                   seq_len=seq_len, batch=batch, seed=seed)
+    click.echo(f"{'case':<18} {'parameter':<18} {'shape':<10} {'max rel error':>13}")
+    for r in rows:
+        shape = "x".join(map(str, r.shape))
+        click.echo(f"{r.case:<18} {r.name:<18} {shape:<10} {r.max_rel_error:>13.2e}"
+                   + ("" if r.ok else "  FAIL"))
+    failed = [r for r in rows if not r.ok]
+    click.echo(f"{len(rows) - len(failed)} of {len(rows)} tensors within tolerance "
+               f"{gradcheck_lib.TOLERANCE:g}" + (f"; {len(failed)} FAILED" if failed else ""))
+    if failed:
+        sys.exit(1)
+
+
+def main():
+    cli(prog_name="rnnlm")

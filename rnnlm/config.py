@@ -1,0 +1,209 @@
+"""Every setting and its default, once; YAML files and KEY=VALUE overrides on top.
+
+Precedence, lowest first: the defaults below, a YAML file (--config), then --set KEY=VALUE
+and the dedicated command-line flags. Unknown keys, wrong types and out-of-range values
+raise RnnlmError naming the key.
+"""
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass
+
+import yaml
+
+from rnnlm import RnnlmError
+from rnnlm.cells import CELLS
+from rnnlm.optim import OPTIMIZERS
+
+SCHEDULES = ("constant", "step", "cosine")
+INITS = ("orthogonal", "uniform")
+
+
+@dataclass
+class Config:
+    # model
+    cell: str = "rnn"  # rnn | lstm | gru
+    hidden: int = 256  # units per layer (H)
+    layers: int = 1  # stacked cells
+    dropout: float = 0.0  # inverted dropout on every layer's output, training only
+    init: str = "orthogonal"  # orthogonal W_hh blocks, or PyTorch's all-uniform
+    forget_bias: float = 1.0  # LSTM forget-gate bias at init: remember by default
+    # data
+    encoding: str = "utf-8"  # of the corpus file
+    val_fraction: float = 0.1  # the last part of the text, held out for validation
+    batch_size: int = 32  # parallel streams (B)
+    seq_len: int = 64  # BPTT window (T): gradients flow back at most this far
+    # optimisation
+    optimizer: str = "adam"  # sgd | adagrad | rmsprop | adam
+    lr: float = 2e-3  # peak learning rate
+    momentum: float = 0.9  # sgd
+    beta1: float = 0.9  # adam
+    beta2: float = 0.999  # adam
+    alpha: float = 0.99  # rmsprop's moving-average decay
+    eps: float = 1e-8  # adam, adagrad, rmsprop denominators
+    schedule: str = "constant"  # constant | step | cosine
+    decay_rate: float = 0.97  # step: lr *= decay_rate every decay_every updates
+    decay_every: int = 1000  # step
+    min_lr: float = 0.0  # cosine: the rate reached at max_steps
+    warmup_steps: int = 0  # linear warm-up from lr/warmup_steps
+    clip_norm: float = 5.0  # rescale gradients whose global norm exceeds this; 0 = off
+    clip_value: float = 0.0  # then clip each entry to +-this (min-char-rnn); 0 = off
+    # run
+    max_steps: int = 3000  # updates, each one window of B x T characters
+    max_seconds: float = 0.0  # wall-clock limit; 0 = none
+    eval_every: int = 500  # updates between val loss, sample and checkpoints
+    log_every: int = 50  # updates between rows of metrics.csv
+    sample_length: int = 200  # characters of the sample shown at each eval
+    seed: int = 1337  # weights, dropout and samples all come from this
+
+
+# key -> (check, message): what a value must satisfy beyond its type.
+RULES = {
+    "cell": (lambda v: v in CELLS, f"one of {', '.join(CELLS)}"),
+    "init": (lambda v: v in INITS, f"one of {', '.join(INITS)}"),
+    "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+    "schedule": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+    "hidden": (lambda v: v >= 1, ">= 1"),
+    "layers": (lambda v: v >= 1, ">= 1"),
+    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "seq_len": (lambda v: v >= 1, ">= 1"),
+    "lr": (lambda v: v > 0, "> 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "alpha": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "eps": (lambda v: v > 0, "> 0"),
+    "decay_rate": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "decay_every": (lambda v: v >= 1, ">= 1"),
+    "min_lr": (lambda v: v >= 0, ">= 0"),
+    "warmup_steps": (lambda v: v >= 0, ">= 0"),
+    "clip_norm": (lambda v: v >= 0, ">= 0"),
+    "clip_value": (lambda v: v >= 0, ">= 0"),
+    "max_steps": (lambda v: v >= 1, ">= 1"),
+    "max_seconds": (lambda v: v >= 0, ">= 0"),
+    "eval_every": (lambda v: v >= 1, ">= 1"),
+    "log_every": (lambda v: v >= 1, ">= 1"),
+    "sample_length": (lambda v: v >= 0, ">= 0"),
+    "seed": (lambda v: 0 <= v < 2 ** 63, "in [0, 2**63)"),
+}
+
+FIELDS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _unknown(key, where):
+    close = difflib.get_close_matches(key, FIELDS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return RnnlmError(f"{where}unknown config key {key!r}{hint}")
+
+
+def coerce(key, value, where=""):
+    """Check value's type for key, converting what YAML leaves ambiguous (it reads 1e-3
+    as a string). Then check its range."""
+    if key not in FIELDS:
+        raise _unknown(key, where)
+    kind = FIELDS[key]
+    bad = RnnlmError(f"{where}{key} must be {_KIND_NAMES[kind]}, got {value!r}")
+    if kind is str:
+        if not isinstance(value, str):
+            raise bad
+    elif isinstance(value, bool):  # bool is an int in Python; never a number here
+        raise bad
+    elif kind is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad
+        value = float(value)
+    elif kind is int:
+        if isinstance(value, str):
+            try:
+                value = float(value)  # "1e4" from YAML
+            except ValueError:
+                raise bad from None
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise bad
+            value = int(value)
+        if not isinstance(value, int):
+            raise bad
+    ok, wanted = RULES.get(key, (lambda v: True, ""))
+    if not ok(value):
+        raise RnnlmError(f"{where}{key} must be {wanted}, got {value!r}")
+    return value
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number"}
+
+
+def parse_assignment(text):
+    """'KEY=VALUE' -> (key, value), the value read as YAML (so 'true', '3', 'adam')."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise RnnlmError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def read_yaml(path):
+    """The mapping in a YAML config file (empty file: no settings)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise RnnlmError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise RnnlmError(f"config file {path} is a directory") from None
+    except UnicodeDecodeError as e:
+        raise RnnlmError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise RnnlmError(f"cannot read config file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "cannot parse"
+        raise RnnlmError(f"config file {path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RnnlmError(f"config file {path} must hold a mapping of key: value, "
+                         f"not a {type(data).__name__}")
+    return data
+
+
+def build(base=None, file=None, assignments=(), **overrides):
+    """Resolve a Config: base (defaults if None) < file < assignments < overrides.
+    `overrides` holds command-line flags; None means the flag was not given."""
+    values = dataclasses.asdict(base) if base is not None else dataclasses.asdict(Config())
+    if file is not None:
+        for key, value in read_yaml(file).items():
+            if not isinstance(key, str):
+                raise RnnlmError(f"config file {file}: key {key!r} is not a string")
+            values[key] = coerce(key, value, f"config file {file}: ")
+    for text in assignments:
+        key, value = parse_assignment(text)
+        values[key] = coerce(key, value, "--set: ")
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = coerce(key, value)
+    return Config(**values)
+
+
+def from_dict(data, where=""):
+    """A Config from a plain dict (a checkpoint's), every value checked."""
+    values = dataclasses.asdict(Config())
+    for key, value in data.items():
+        values[key] = coerce(key, value, where)
+    return Config(**values)
+
+
+def to_yaml(cfg):
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)

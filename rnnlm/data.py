@@ -1,0 +1,229 @@
+"""Text in, ids out: reading corpora, the vocabulary, splitting and batching.
+
+A corpus is read in chunks, twice (once for the vocabulary, once to encode), so the whole
+text is never held as one string, let alone a list of characters: peak memory is the ids
+array (one byte a character for vocabularies up to 256) plus a chunk.
+"""
+import codecs
+import math
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+
+from rnnlm import RnnlmError
+
+CHUNK_BYTES = 1 << 22
+
+
+class Vocab:
+    """The sorted set of a corpus's characters (code points); id = position in it."""
+
+    def __init__(self, chars):
+        self.chars = "".join(sorted(set(chars)))
+        if not self.chars:
+            raise RnnlmError("the vocabulary is empty")
+        self.codepoints = np.array([ord(c) for c in self.chars], np.uint32)
+        self.dtype = np.min_scalar_type(len(self.chars) - 1)  # smallest unsigned that fits
+
+    @property
+    def size(self):
+        return len(self.chars)
+
+    def __eq__(self, other):
+        return isinstance(other, Vocab) and self.chars == other.chars
+
+    def unknown(self, text):
+        """The characters of text that are not in the vocabulary, sorted."""
+        return sorted(set(text) - set(self.chars))
+
+    def encode(self, text, skip_unknown=False):
+        """text -> ids. Unknown characters are an error naming them, or with skip_unknown
+        are dropped; returns (ids, number dropped)."""
+        cps = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+        idx = np.searchsorted(self.codepoints, cps)
+        known = self.codepoints[np.minimum(idx, self.size - 1)] == cps
+        if not known.all():
+            if not skip_unknown:
+                missing = self.unknown(text)
+                raise RnnlmError(f"{len(missing)} character(s) not in the vocabulary: "
+                                 f"{describe_chars(missing)}")
+            idx = idx[known]
+        return idx.astype(self.dtype), int(known.size - np.count_nonzero(known))
+
+    def decode(self, ids):
+        return "".join(self.chars[i] for i in ids)
+
+
+def describe_chars(chars, limit=20):
+    shown = " ".join(repr(c) for c in chars[:limit])
+    return shown + (f" ... ({len(chars) - limit} more)" if len(chars) > limit else "")
+
+
+def _decoded_chunks(path, encoding):
+    """Yield (text chunk, character offset of its start) of a file, decoded strictly.
+    Errors name the file and the byte offset."""
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    except LookupError:
+        raise RnnlmError(f"unknown encoding {encoding!r}") from None
+    path = Path(path)
+    if path.is_dir():
+        raise RnnlmError(f"corpus {path} is a directory, not a text file")
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise RnnlmError(f"corpus {path} does not exist") from None
+    except OSError as e:
+        raise RnnlmError(f"cannot read corpus {path}: {e.strerror}") from None
+    with f:
+        consumed, chars = 0, 0
+        while True:
+            raw = f.read(CHUNK_BYTES)
+            pending = decoder.getstate()[0]
+            try:
+                text = decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:
+                offset = consumed - len(pending) + e.start
+                raise RnnlmError(f"corpus {path} is not valid {encoding}: undecodable byte "
+                                 f"at offset {offset} (is it binary? try --encoding)") from None
+            nul = text.find("\x00")
+            if nul >= 0:
+                raise RnnlmError(f"corpus {path} looks binary: NUL character at "
+                                 f"character {chars + nul}")
+            consumed += len(raw)
+            if text:
+                yield text, chars
+                chars += len(text)
+            if not raw:
+                return
+
+
+def read_corpus(path, encoding="utf-8"):
+    """Read a text file -> (Vocab, ids), ids a 1-D array of the vocabulary's dtype."""
+    seen, total = set(), 0
+    for text, _ in _decoded_chunks(path, encoding):
+        seen.update(text)
+        total += len(text)
+    if total == 0:
+        raise RnnlmError(f"corpus {path} is empty")
+    vocab = Vocab(seen)
+    ids = np.empty(total, vocab.dtype)
+    for text, start in _decoded_chunks(path, encoding):
+        ids[start:start + len(text)] = vocab.encode(text)[0]
+    return vocab, ids
+
+
+def encode_file(path, vocab, encoding="utf-8", skip_unknown=False):
+    """Encode a text file with an existing vocabulary -> (ids, characters skipped).
+    Unknown characters are an error naming them unless skip_unknown."""
+    parts, skipped, unknown = [], 0, set()
+    for text, _ in _decoded_chunks(path, encoding):
+        if skip_unknown:
+            ids, n = vocab.encode(text, skip_unknown=True)
+            parts.append(ids)
+            skipped += n
+        else:
+            unknown.update(vocab.unknown(text))
+            if not unknown:
+                parts.append(vocab.encode(text)[0])
+    if unknown:
+        missing = sorted(unknown)
+        raise RnnlmError(f"{path} has {len(missing)} character(s) not in the model's "
+                         f"vocabulary: {describe_chars(missing)} (or use --skip-unknown)")
+    if not parts:
+        raise RnnlmError(f"{path} is empty")
+    return np.concatenate(parts), skipped
+
+
+BUILTIN_NAME = "the Python standard library's source"
+BUILTIN_CHARS = 2_000_000
+
+
+def builtin_text(limit=BUILTIN_CHARS):
+    """The built-in corpus: this Python's standard-library modules (top-level .py files,
+    sorted by name) concatenated up to `limit` characters. Needs no download."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts, size = [], 0
+    for path in sorted(root.glob("*.py")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        parts.append(text)
+        size += len(text)
+        if size >= limit:
+            break
+    if not parts:
+        raise RnnlmError(f"no built-in corpus: no Python sources found in {root}")
+    return "".join(parts)[:limit]
+
+
+def text_corpus(text):
+    """(Vocab, ids) of a string."""
+    if not text:
+        raise RnnlmError("the text is empty")
+    vocab = Vocab(text)
+    return vocab, vocab.encode(text)[0]
+
+
+def split(ids, val_fraction):
+    """The last val_fraction of the characters, contiguous, validate; the rest train."""
+    n_val = int(round(len(ids) * val_fraction))
+    return ids[:len(ids) - n_val], ids[len(ids) - n_val:]
+
+
+def min_corpus_length(batch, seq_len, val_fraction):
+    """The shortest corpus whose training split holds one window for every stream."""
+    need = batch * (seq_len + 1)
+    n = math.ceil(need / (1 - val_fraction))
+    while n - int(round(n * val_fraction)) < need:
+        n += 1
+    return n
+
+
+class Streams:
+    """B parallel streams over ids, read as windows of T characters.
+
+    Stream b is the b-th contiguous 1/B of the text, so hidden state carried from one
+    window to the next in a stream has seen the text that precedes it. Window k gives
+    x = data[:, kT:(k+1)T] and targets y = x shifted by one. The last len(ids) mod B
+    characters, and each stream's tail shorter than a window, are not visited.
+    """
+
+    def __init__(self, ids, batch, seq_len):
+        length = len(ids) // batch
+        self.data = ids[:batch * length].reshape(batch, length)  # (B, L), a view
+        self.seq_len = seq_len
+        self.windows = (length - 1) // seq_len if length else 0  # per epoch
+        if self.windows < 1:
+            raise RnnlmError(f"training text of {len(ids)} characters is too short for "
+                             f"{batch} streams of one {seq_len}-character window: it needs "
+                             f"at least {batch * (seq_len + 1)}")
+
+    @property
+    def chars_per_epoch(self):
+        return self.data.shape[0] * self.windows * self.seq_len
+
+    def window(self, k):
+        """x, y of window k, each (B, T)."""
+        T = self.seq_len
+        return self.data[:, k * T:(k + 1) * T], self.data[:, k * T + 1:(k + 1) * T + 1]
+
+
+def eval_windows(ids, batch, seq_len):
+    """Windows covering every prediction in ids exactly once: yields (x, y, mask) each
+    (B, t) with t <= T, mask 1 where y is real and 0 on padding. The text is cut into B
+    contiguous streams; state is meant to be carried across windows within a stream."""
+    n = len(ids) - 1  # predictions: ids[1:] given what precedes them
+    if n < 1:
+        return
+    batch = min(batch, n)
+    length = -(-n // batch)
+    pad = batch * length - n
+    x = np.concatenate([ids[:-1], np.zeros(pad, ids.dtype)]).reshape(batch, length)
+    y = np.concatenate([ids[1:], np.zeros(pad, ids.dtype)]).reshape(batch, length)
+    mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)]).reshape(batch, length)
+    for start in range(0, length, seq_len):
+        end = start + seq_len
+        yield x[:, start:end], y[:, start:end], mask[:, start:end]

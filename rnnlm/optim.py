@@ -1,0 +1,133 @@
+"""Optimizers over parameter dicts, gradient clipping and the learning-rate schedule.
+
+An optimizer keeps its state in `slots`, a flat dict of arrays (checkpoints save it as is),
+and updates every parameter in place with the same few ufuncs; none has per-weight code.
+"""
+import math
+
+import numpy as np
+
+from rnnlm import RnnlmError
+
+
+class Optimizer:
+    slot_kinds = ()  # per-parameter state arrays, e.g. ("m", "v")
+
+    def __init__(self, params, **hyper):
+        self.hyper = hyper
+        self.slots = {f"{kind}.{name}": np.zeros_like(p)
+                      for kind in self.slot_kinds for name, p in params.items()}
+        self.slots["t"] = np.zeros((), np.int64)  # updates done
+
+    def step(self, params, grads, lr):
+        self.slots["t"] += 1
+        for name, p in params.items():
+            self.update(p, grads[name], lr, *(self.slots[f"{k}.{name}"] for k in self.slot_kinds))
+
+    def load_slots(self, slots):
+        """Take slot arrays from a checkpoint; RnnlmError if any is missing or misshapen."""
+        for key, mine in self.slots.items():
+            if key not in slots:
+                raise RnnlmError(f"optimizer slot {key} is missing")
+            if slots[key].shape != mine.shape:
+                raise RnnlmError(f"optimizer slot {key} has shape {slots[key].shape}, "
+                                 f"expected {mine.shape}")
+            mine[...] = slots[key]
+
+
+class SGD(Optimizer):
+    """PyTorch's momentum: buf = momentum * buf + g;  p -= lr * buf."""
+    slot_kinds = ("buf",)
+
+    def update(self, p, g, lr, buf):
+        buf *= self.hyper["momentum"]
+        buf += g
+        p -= lr * buf
+
+
+class Adagrad(Optimizer):
+    """sum += g^2;  p -= lr * g / (sqrt(sum) + eps). min-char-rnn's optimizer."""
+    slot_kinds = ("sum",)
+
+    def update(self, p, g, lr, acc):
+        acc += g * g
+        p -= lr * g / (np.sqrt(acc) + self.hyper["eps"])
+
+
+class RMSprop(Optimizer):
+    """v = alpha v + (1 - alpha) g^2;  p -= lr * g / (sqrt(v) + eps)."""
+    slot_kinds = ("v",)
+
+    def update(self, p, g, lr, v):
+        alpha = self.hyper["alpha"]
+        v *= alpha
+        v += (1.0 - alpha) * g * g
+        p -= lr * g / (np.sqrt(v) + self.hyper["eps"])
+
+
+class Adam(Optimizer):
+    """Adam with bias correction, written as PyTorch writes it."""
+    slot_kinds = ("m", "v")
+
+    def step(self, params, grads, lr):
+        t = int(self.slots["t"]) + 1
+        b1, b2 = self.hyper["beta1"], self.hyper["beta2"]
+        self._step_size = lr / (1.0 - b1 ** t)
+        self._v_scale = 1.0 / math.sqrt(1.0 - b2 ** t)
+        super().step(params, grads, lr)
+
+    def update(self, p, g, lr, m, v):
+        b1, b2 = self.hyper["beta1"], self.hyper["beta2"]
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        v += (1.0 - b2) * g * g
+        denom = np.sqrt(v)
+        denom *= self._v_scale
+        denom += self.hyper["eps"]
+        p -= self._step_size * m / denom
+
+
+OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}
+
+
+def make_optimizer(cfg, params):
+    return OPTIMIZERS[cfg.optimizer](params, momentum=cfg.momentum, beta1=cfg.beta1,
+                                     beta2=cfg.beta2, alpha=cfg.alpha, eps=cfg.eps)
+
+
+def global_norm(grads):
+    return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+
+
+def clip_gradients(grads, max_norm=0.0, max_value=0.0):
+    """Scale all gradients together so that their global norm is at most max_norm (0: no
+    limit), then clip each entry to [-max_value, max_value] (0: no limit). In place.
+    Returns the global norm before clipping."""
+    norm = global_norm(grads)
+    if max_norm > 0 and norm > max_norm:
+        scale = max_norm / norm
+        for g in grads.values():
+            g *= scale
+    if max_value > 0:
+        for g in grads.values():
+            np.clip(g, -max_value, max_value, out=g)
+    return norm
+
+
+def learning_rate(cfg, step):
+    """The rate for update number `step` (0-based).
+
+    constant: lr.  step: lr * decay_rate ** (step // decay_every).  cosine: from lr down to
+    min_lr over max_steps. Any of them after a linear warm-up over warmup_steps.
+    """
+    if cfg.schedule == "step":
+        lr = cfg.lr * cfg.decay_rate ** (step // cfg.decay_every)
+    elif cfg.schedule == "cosine":
+        progress = min(step / max(cfg.max_steps, 1), 1.0)
+        lr = cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        lr = cfg.lr
+    if step < cfg.warmup_steps:
+        lr *= (step + 1) / cfg.warmup_steps
+    return lr
