@@ -1,0 +1,41 @@
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shakespeare():
+    path = SHARED_DATA / "tinyshakespeare.txt"
+    if not path.exists():
+        pytest.skip("../shared/data is absent")
+    return path
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """A small corpus with enough text for the tiny config."""
+    path = tmp_path / "corpus.txt"
+    path.write_text("the quick brown fox jumps over the lazy dog.\n" * 40, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def trained(runner, corpus, tmp_path):
+    """A run directory with a checkpoint trained by the tiny config."""
+    from rnnlm.cli import cli
+
+    out = tmp_path / "run"
+    result = runner.invoke(cli, ["train", str(corpus), "--config", str(CONFIGS / "tiny.yaml"),
+                                 "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out

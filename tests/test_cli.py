@@ -1,0 +1,265 @@
+"""Every command through Click's runner, good input and bad, and the installed script."""
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnlm import cells
+from rnnlm.cli import cli
+
+from conftest import CONFIGS
+
+TINY = str(CONFIGS / "tiny.yaml")
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["sample"], ["eval"], ["gradcheck"]])
+def test_every_command_has_help(runner, command):
+    result = runner.invoke(cli, command + ["--help"])
+    assert result.exit_code == 0
+    assert "Usage: rnnlm" in result.output or "Usage: cli" in result.output
+    if command:
+        assert "Example" in result.output
+
+
+def test_version(runner):
+    from rnnlm import __version__
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_train_writes_a_run_directory(trained):
+    assert {p.name for p in trained.iterdir()} == {"last.npz", "best.npz", "config.yaml",
+                                                  "metrics.csv"}
+    rows = list(csv.DictReader(open(trained / "metrics.csv")))
+    assert list(rows[0]) == ["step", "epoch", "train_loss", "val_loss", "grad_norm", "lr",
+                             "chars_per_sec", "elapsed_s"]
+    assert [int(r["step"]) for r in rows] == [5, 10, 15, 20]
+    assert rows[1]["val_loss"] and rows[3]["val_loss"] and not rows[0]["val_loss"]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert "hidden: 16" in (trained / "config.yaml").read_text()
+
+
+def test_train_logs_to_stderr_only(runner, corpus, tmp_path):
+    result = runner.invoke(cli, ["train", str(corpus), "--config", TINY, "--out",
+                                 str(tmp_path / "r"), "--set", "sample_length=5"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "val" in result.stderr and "bits/char" in result.stderr
+    assert "done: best val" in result.stderr
+
+
+def test_train_without_a_corpus_uses_the_builtin_one(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli, ["train", "--config", TINY, "--max-steps", "3"])
+    assert result.exit_code == 0, result.output
+    assert "no corpus given: training on the Python standard library's source" in result.stderr
+    assert (tmp_path / "runs" / "stdlib" / "last.npz").exists()
+    again = runner.invoke(cli, ["train", "--config", TINY, "--max-steps", "3", "-q"])
+    assert again.exit_code == 0
+    assert (tmp_path / "runs" / "stdlib-2" / "last.npz").exists()  # the first run is kept
+
+
+def test_train_refuses_to_overwrite_a_run(runner, trained, corpus):
+    before = (trained / "last.npz").read_bytes()
+    result = runner.invoke(cli, ["train", str(corpus), "--config", TINY, "--out", str(trained)])
+    assert_one_line_error(result, "already holds a trained model")
+    assert (trained / "last.npz").read_bytes() == before
+
+
+def test_flags_override_config(runner, corpus, tmp_path):
+    out = tmp_path / "r"
+    result = runner.invoke(cli, ["train", str(corpus), "--config", TINY, "--out", str(out),
+                                 "--max-steps", "4", "--seed", "9", "--set", "hidden=8", "-q"])
+    assert result.exit_code == 0, result.output
+    text = (out / "config.yaml").read_text()
+    assert "max_steps: 4" in text and "seed: 9" in text and "hidden: 8" in text
+
+
+def bad_corpus(tmp_path, kind):
+    path = tmp_path / "corpus.txt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "binary":
+        path.write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00" * 50)
+    elif kind == "png":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00" * 50)
+    elif kind == "latin-1":
+        path.write_bytes("ab\n" .encode() * 500 + "café".encode("latin-1"))
+    elif kind == "short":
+        path.write_text("too short")
+    return path
+
+
+@pytest.mark.parametrize("kind,fragments", [
+    ("missing", ["corpus.txt does not exist"]),
+    ("empty", ["corpus.txt is empty"]),
+    ("directory", ["corpus.txt is a directory"]),
+    ("binary", ["corpus.txt looks binary: NUL character at character 7"]),
+    ("png", ["corpus.txt is not valid utf-8: undecodable byte at offset 0", "binary"]),
+    ("latin-1", ["not valid utf-8", "offset 1503"]),
+    ("short", ["too short: 9 characters", "need at least 40"]),
+])
+def test_train_bad_corpus(runner, tmp_path, kind, fragments):
+    path = bad_corpus(tmp_path, kind)
+    result = runner.invoke(cli, ["train", str(path), "--config", TINY,
+                                 "--out", str(tmp_path / "r")])
+    assert_one_line_error(result, *fragments)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--set", "hidden=0"], "hidden must be >= 1, got 0"),
+    (["--set", "lr=-1"], "lr must be > 0"),
+    (["--set", "val_fraction=1"], "val_fraction must be in [0, 1)"),
+    (["--set", "seq_len=0"], "seq_len must be >= 1"),
+    (["--set", "nope=1"], "unknown config key 'nope'"),
+    (["--set", "hidden=big"], "hidden must be an integer"),
+    (["--max-steps", "0"], "max_steps must be >= 1"),
+    (["--config", "missing.yaml"], "config file missing.yaml does not exist"),
+])
+def test_train_bad_settings(runner, corpus, tmp_path, args, fragment):
+    result = runner.invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "r")] + args)
+    assert_one_line_error(result, fragment)
+
+
+def test_train_invalid_yaml(runner, corpus, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cell: rnn\nhidden: [1, 2\n")
+    result = runner.invoke(cli, ["train", str(corpus), "--config", str(bad)])
+    assert_one_line_error(result, "bad.yaml: invalid YAML at line")
+
+
+def test_train_unwritable_output(runner, corpus, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = runner.invoke(cli, ["train", str(corpus), "--config", TINY,
+                                 "--out", str(blocker / "run")])
+    assert_one_line_error(result, "cannot write to output directory")
+
+
+def test_sample_prints_prime_then_generated_text(runner, trained):
+    args = ["sample", "--ckpt", str(trained / "best.npz"), "--prime", "the ", "-n", "40",
+            "--seed", "3"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("the ")
+    assert len(result.stdout) == len("the ") + 40 + 1  # and a final newline
+    assert result.stderr == ""
+    assert runner.invoke(cli, args).stdout == result.stdout
+    assert runner.invoke(cli, args[:-1] + ["4"]).stdout != result.stdout
+
+
+def test_sample_options(runner, trained):
+    ckpt = str(trained / "last.npz")
+    a = runner.invoke(cli, ["sample", "--ckpt", ckpt, "--argmax", "-n", "30", "--seed", "1"])
+    b = runner.invoke(cli, ["sample", "--ckpt", ckpt, "--argmax", "-n", "30", "--seed", "2"])
+    assert a.exit_code == 0 and a.stdout == b.stdout
+    c = runner.invoke(cli, ["sample", "--ckpt", ckpt, "--top-k", "1", "-n", "30", "--seed", "5"])
+    assert c.stdout == a.stdout  # top-1 is greedy
+    d = runner.invoke(cli, ["sample", "--ckpt", ckpt, "-n", "0", "--prime", "fox"])
+    assert d.stdout == "fox\n"
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--prime", "the ZQ"], ["2 character(s) not in the model's vocabulary", "'Q'", "'Z'"]),
+    (["--temperature", "0"], ["--temperature must be a number > 0"]),
+    (["--temperature", "-1"], ["--temperature must be a number > 0"]),
+])
+def test_sample_bad_input(runner, trained, args, fragments):
+    result = runner.invoke(cli, ["sample", "--ckpt", str(trained / "best.npz")] + args)
+    assert_one_line_error(result, *fragments)
+    assert result.stdout == ""
+
+
+def test_sample_bad_checkpoints(runner, tmp_path):
+    missing = runner.invoke(cli, ["sample", "--ckpt", str(tmp_path / "nope.npz")])
+    assert_one_line_error(missing, "nope.npz does not exist")
+    junk = tmp_path / "junk.npz"
+    junk.write_text("not a zip")
+    assert_one_line_error(runner.invoke(cli, ["sample", "--ckpt", str(junk)]), "not an .npz")
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, meta=np.array([{"a": 1}], dtype=object))
+    assert_one_line_error(runner.invoke(cli, ["sample", "--ckpt", str(pickled)]),
+                          "pickled Python objects; refused")
+
+
+def test_eval(runner, trained, corpus, tmp_path):
+    result = runner.invoke(cli, ["eval", "--ckpt", str(trained / "best.npz"), str(corpus)])
+    assert result.exit_code == 0, result.output
+    line = result.stdout.strip()
+    parts = line.split(", ")
+    nats, bits_, ppl = (float(p.split()[0 if i < 2 else 1])
+                        for i, p in enumerate(parts[1:4]))
+    assert bits_ == pytest.approx(nats / np.log(2), abs=1e-3)
+    assert ppl == pytest.approx(np.exp(nats), rel=1e-3)
+    assert "1,800 characters" in line
+
+    other = tmp_path / "other.txt"
+    other.write_text("the quick brown fox: 42\n")
+    bad = runner.invoke(cli, ["eval", "--ckpt", str(trained / "best.npz"), str(other)])
+    assert_one_line_error(bad, "3 character(s) not in the model's vocabulary: '2' '4' ':'")
+    skip = runner.invoke(cli, ["eval", "--ckpt", str(trained / "best.npz"), str(other),
+                               "--skip-unknown"])
+    assert skip.exit_code == 0
+    assert "3 unknown characters skipped" in skip.stdout
+
+
+def test_eval_bad_text(runner, trained, tmp_path):
+    result = runner.invoke(cli, ["eval", "--ckpt", str(trained / "best.npz"),
+                                 str(tmp_path / "none.txt")])
+    assert_one_line_error(result, "none.txt does not exist")
+
+
+def test_gradcheck_command(runner):
+    result = runner.invoke(cli, ["gradcheck", "--cell", "gru", "--layers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "rnn.weight_hh_l1" in result.stdout and "gru L2 dropout" in result.stdout
+    assert "20 of 20 tensors within tolerance 1e-06" in result.stdout
+
+
+def test_gradcheck_command_fails_on_a_wrong_backward(runner, monkeypatch):
+    def wrong(dstate, cache, w_hh):
+        dgx, dgh, (dh_prev, dc_prev) = cells.lstm_backward(dstate, cache, w_hh)
+        return dgx, dgh, (dh_prev, dc_prev * 0.5)
+
+    monkeypatch.setitem(cells.CELLS, "lstm", (4, 2, cells.lstm_forward, wrong))
+    result = runner.invoke(cli, ["gradcheck", "--cell", "lstm", "--layers", "1",
+                                 "--dropout", "0"])
+    assert result.exit_code == 1
+    assert "FAIL" in result.stdout and "FAILED" in result.stdout
+
+
+def test_installed_console_script_end_to_end(corpus, tmp_path):
+    exe = Path(sys.executable).with_name("rnnlm")
+    exe = str(exe) if exe.exists() else shutil.which("rnnlm")
+    if exe is None:
+        pytest.skip("the rnnlm console script is not installed")
+    out = tmp_path / "run"
+    subprocess.run([exe, "train", str(corpus), "--config", TINY, "--out", str(out), "-q"],
+                   check=True, timeout=120)
+    sampled = subprocess.run([exe, "sample", "--ckpt", str(out / "best.npz"), "-n", "25",
+                              "--prime", "the"], check=True, capture_output=True, text=True)
+    assert sampled.stdout.startswith("the") and len(sampled.stdout) == 3 + 25 + 1
+    evaluated = subprocess.run([exe, "eval", "--ckpt", str(out / "best.npz"), str(corpus)],
+                               check=True, capture_output=True, text=True)
+    assert "nats/char" in evaluated.stdout
+    module = subprocess.run([sys.executable, "-m", "rnnlm", "--version"], check=True,
+                            capture_output=True, text=True)
+    assert "rnnlm" in module.stdout
+    failed = subprocess.run([exe, "sample", "--ckpt", str(tmp_path / "x.npz")],
+                            capture_output=True, text=True)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
