@@ -1,143 +1,225 @@
 """One time step of each recurrent cell, forward and backward.
 
-The input-to-hidden product of a whole window is done once, outside the time loop, as one
-GEMM (or a lookup for one-hot input), so a step receives it ready-made:
-
-    gx = x W_ih^T + b_ih        (B, G*H), G = 1 (rnn), 4 (lstm), 3 (gru)
-
-and a step's backward returns the gradient with respect to it, `dgx`, together with `dgh`,
-the gradient with respect to the hidden-side pre-activation `gh = h_prev W_hh^T + b_hh`.
-The model turns the stacked `dgx`, `dgh` of a window into weight gradients with one GEMM
-each. The two differ only for the GRU, where r gates the hidden side of n.
-
 Gate order and equations are PyTorch's, so checkpoints load into nn.RNN/LSTM/GRU.
-State is a tuple: (h,) for rnn and gru, (h, c) for lstm.
+
+How a step is fed. The input-to-hidden product of a whole window is one GEMM (or a lookup
+for one-hot input) done before the time loop, so step t receives it ready-made,
+
+    gx[t] = x_t W_ih^T + b_ih  (+ b_hh where it can be folded in)        (B, G*H)
+
+and its backward writes `dgx[t]`, the gradient with respect to that pre-activation, and
+`dgh[t]`, the one with respect to the hidden side `h_prev W_hh^T + b_hh`. The model turns
+the stacked dgx, dgh of a window into weight gradients with one GEMM each. They differ only
+for the GRU, where r gates the hidden side of n.
+
+Where a step keeps things. A step reads the previous state from, and writes its
+activations into, slot t of `buf`, the window's buffers (a dict of (T or T+1, B, ...)
+arrays from `buffers()`): `buf["h"][t]` is the state before step t, `buf["h"][t+1]` after
+it. So state is never copied, the backward pass finds every cache where the forward left it,
+and nothing is allocated inside the time loop. The step functions are pure over (buf, t):
+any window can be recomputed from its inputs.
+
+A trick for speed: sigmoid(a) = (1 + tanh(a / 2)) / 2, so the rows of W_hh, W_ih and the
+biases that feed sigmoid gates are pre-scaled by 1/2 (`Prepared.scale`), and one tanh call
+over all G*H pre-activations then yields every gate. Gradients are always with respect to
+the true, unscaled pre-activations.
 """
+from typing import NamedTuple
+
 import numpy as np
 
 
-def sigmoid(x, out=None):
-    """Logistic function via tanh: stable for any x and one ufunc pass."""
-    out = np.multiply(x, 0.5, out=out)
-    np.tanh(out, out=out)
-    out += 1.0
-    out *= 0.5
-    return out
+class Prepared(NamedTuple):
+    """One layer's weights, laid out once per window for the time loop."""
+
+    hh: np.ndarray  # W_hh (G*H, H), true values: dh_prev = da @ hh
+    hh_t: np.ndarray  # (W_hh * scale)^T, contiguous (H, G*H): a = h_prev @ hh_t
+    bias: np.ndarray  # what is added inside the step: scaled b_hh for the GRU; else None
+    lo: np.ndarray  # (G*H,) after tanh: act = tanh_out * hi + lo  (sigmoid gates: 0.5, 0.5)
+    hi: np.ndarray
 
 
-# --- Elman RNN ------------------------------------------------------------------------
-# Equations:
-#   h = tanh(gx + h_prev W_hh^T + b_hh)
-
-def rnn_forward(gx, state, w_hh, b_hh):
-    """Inputs: gx (B, H), state (h_prev,) with h_prev (B, H), w_hh (H, H), b_hh (H,).
-    Returns (h,), cache."""
-    (h_prev,) = state
-    h = h_prev @ w_hh.T
-    h += gx
-    h += b_hh
-    np.tanh(h, out=h)
-    return (h,), (h,)
+def _gate_scale(kinds, hidden, dtype):
+    """Per-row input scale, and the (hi, lo) that map tanh outputs to activations, for gates
+    of the given kinds ('s' sigmoid, 't' tanh)."""
+    scale = np.repeat([0.5 if k == "s" else 1.0 for k in kinds], hidden).astype(dtype)
+    lo = np.repeat([0.5 if k == "s" else 0.0 for k in kinds], hidden).astype(dtype)
+    return scale, scale.copy(), lo
 
 
-def rnn_backward(dstate, cache, w_hh):
-    """Inputs: dstate (dh,) with dh (B, H), the cache of rnn_forward, w_hh (H, H).
-    Returns dgx (B, H), dgh (B, H), (dh_prev,)."""
-    (dh,) = dstate
-    (h,) = cache
-    dhraw = dh * (1.0 - h * h)  # backprop through tanh
-    return dhraw, dhraw, (dhraw @ w_hh,)
+class RNN:
+    """Elman RNN.  Equations:
+        h = tanh(gx + h_prev W_hh^T),   gx = W_ih x + b_ih + b_hh
+    """
+
+    gates, state_names, kinds = 1, ("h",), "t"
+    fold_hidden_bias = True  # b_hh can join b_ih in gx
+
+    @staticmethod
+    def buffers(T, B, H, dtype):
+        return {"h": np.empty((T + 1, B, H), dtype)}
+
+    @staticmethod
+    def forward(t, gx, buf, w):
+        h_prev, h = buf["h"][t], buf["h"][t + 1]
+        np.dot(h_prev, w.hh_t, out=h)
+        h += gx
+        np.tanh(h, out=h)
+
+    @staticmethod
+    def backward(t, buf, w, dstate, dgx, dgh, dprev):
+        """dstate (dh,) reaching h after step t; fills dgx (= dgh here) and dprev (dh_prev,)."""
+        (dh,), h = dstate, buf["h"][t + 1]
+        np.multiply(h, h, out=dgx)
+        np.subtract(1.0, dgx, out=dgx)
+        dgx *= dh  # backprop through tanh
+        np.dot(dgx, w.hh, out=dprev[0])
 
 
-# --- LSTM -----------------------------------------------------------------------------
-# Equations (gates i, f, g, o stacked in that order in W_ih, W_hh and the biases):
-#   a = gx + h_prev W_hh^T + b_hh
-#   i = sigmoid(a_i)   f = sigmoid(a_f)   g = tanh(a_g)   o = sigmoid(a_o)
-#   c = f * c_prev + i * g
-#   h = o * tanh(c)
+class LSTM:
+    """LSTM, gates i, f, g, o stacked in that order.  Equations:
+        a = gx + h_prev W_hh^T,   gx = W_ih x + b_ih + b_hh
+        i = sigmoid(a_i)   f = sigmoid(a_f)   g = tanh(a_g)   o = sigmoid(a_o)
+        c = f * c_prev + i * g
+        h = o * tanh(c)
+    """
 
-def lstm_forward(gx, state, w_hh, b_hh):
-    """Inputs: gx (B, 4H), state (h_prev, c_prev) each (B, H), w_hh (4H, H), b_hh (4H,).
-    Returns (h, c), cache."""
-    h_prev, c_prev = state
-    H = h_prev.shape[1]
-    acts = h_prev @ w_hh.T  # (B, 4H): pre-activations, then activations in place
-    acts += gx
-    acts += b_hh
-    g = np.tanh(acts[:, 2 * H:3 * H])
-    sigmoid(acts, out=acts)
-    acts[:, 2 * H:3 * H] = g
-    i, f, o = acts[:, :H], acts[:, H:2 * H], acts[:, 3 * H:]
-    c = f * c_prev
-    c += i * g
-    tanh_c = np.tanh(c)
-    h = o * tanh_c
-    return (h, c), (acts, c_prev, tanh_c)
+    gates, state_names, kinds = 4, ("h", "c"), "ssts"
+    fold_hidden_bias = True
 
+    @staticmethod
+    def buffers(T, B, H, dtype):
+        return {"h": np.empty((T + 1, B, H), dtype), "c": np.empty((T + 1, B, H), dtype),
+                "acts": np.empty((T, B, 4 * H), dtype),  # i, f, g, o after activation
+                "tanh_c": np.empty((T, B, H), dtype)}
 
-def lstm_backward(dstate, cache, w_hh):
-    """Inputs: dstate (dh, dc) each (B, H), the cache of lstm_forward, w_hh (4H, H).
-    Returns dgx (B, 4H), dgh (B, 4H), (dh_prev, dc_prev)."""
-    dh, dc = dstate
-    acts, c_prev, tanh_c = cache
-    H = dh.shape[1]
-    i, f, g, o = acts[:, :H], acts[:, H:2 * H], acts[:, 2 * H:3 * H], acts[:, 3 * H:]
-    dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
-    da = np.empty_like(acts)
-    np.multiply(dc * g, i * (1.0 - i), out=da[:, :H])
-    np.multiply(dc * c_prev, f * (1.0 - f), out=da[:, H:2 * H])
-    np.multiply(dc * i, 1.0 - g * g, out=da[:, 2 * H:3 * H])
-    np.multiply(dh * tanh_c, o * (1.0 - o), out=da[:, 3 * H:])
-    return da, da, (da @ w_hh, dc * f)
+    @staticmethod
+    def forward(t, gx, buf, w):
+        acts, tanh_c = buf["acts"][t], buf["tanh_c"][t]
+        c_prev, c, h = buf["c"][t], buf["c"][t + 1], buf["h"][t + 1]
+        H = c.shape[1]
+        np.dot(buf["h"][t], w.hh_t, out=acts)
+        acts += gx
+        np.tanh(acts, out=acts)
+        acts *= w.hi  # tanh(a/2) -> sigmoid(a) on i, f, o
+        acts += w.lo
+        i, f, g, o = acts[:, :H], acts[:, H:2 * H], acts[:, 2 * H:3 * H], acts[:, 3 * H:]
+        np.multiply(f, c_prev, out=c)
+        np.multiply(i, g, out=tanh_c)
+        c += tanh_c
+        np.tanh(c, out=tanh_c)
+        np.multiply(o, tanh_c, out=h)
 
-
-# --- GRU ------------------------------------------------------------------------------
-# Equations (gates r, z, n stacked in that order):
-#   gh = h_prev W_hh^T + b_hh
-#   r = sigmoid(gx_r + gh_r)   z = sigmoid(gx_z + gh_z)
-#   n = tanh(gx_n + r * gh_n)
-#   h = (1 - z) * n + z * h_prev
-
-def gru_forward(gx, state, w_hh, b_hh):
-    """Inputs: gx (B, 3H), state (h_prev,) with h_prev (B, H), w_hh (3H, H), b_hh (3H,).
-    Returns (h,), cache."""
-    (h_prev,) = state
-    H = h_prev.shape[1]
-    gh = h_prev @ w_hh.T
-    gh += b_hh
-    rz = sigmoid(gx[:, :2 * H] + gh[:, :2 * H])
-    r, z = rz[:, :H], rz[:, H:]
-    n = r * gh[:, 2 * H:]
-    n += gx[:, 2 * H:]
-    np.tanh(n, out=n)
-    h = h_prev - n
-    h *= z
-    h += n
-    return (h,), (h_prev, rz, n, gh[:, 2 * H:])
+    @staticmethod
+    def backward(t, buf, w, dstate, dgx, dgh, dprev):
+        """dstate (dh, dc) after step t; fills dgx (= dgh) and dprev (dh_prev, dc_prev)."""
+        dh, dc_next = dstate
+        dh_prev, dc = dprev  # dc is built in dc_prev's buffer, then scaled by f at the end
+        acts, tanh_c, c_prev = buf["acts"][t], buf["tanh_c"][t], buf["c"][t]
+        B, H = dh.shape
+        i, f, g, o = acts[:, :H], acts[:, H:2 * H], acts[:, 2 * H:3 * H], acts[:, 3 * H:]
+        # local derivatives: s(1 - s) for the sigmoid gates, 1 - g^2 for g
+        np.subtract(1.0, acts, out=dgx)
+        dgx *= acts
+        da_i, da_f, da_g, da_o = (dgx[:, k * H:(k + 1) * H] for k in range(4))
+        np.multiply(g, g, out=da_g)
+        np.subtract(1.0, da_g, out=da_g)
+        # dc = dc_next + dh * o * (1 - tanh(c)^2)
+        np.multiply(tanh_c, tanh_c, out=dc)
+        np.subtract(1.0, dc, out=dc)
+        dc *= o
+        dc *= dh
+        dc += dc_next
+        da_o *= tanh_c
+        da_o *= dh
+        da_i *= g
+        da_f *= c_prev
+        da_g *= i
+        dgx.reshape(B, 4, H)[:, :3] *= dc[:, None, :]  # i, f, g all scale with dc
+        np.dot(dgx, w.hh, out=dh_prev)
+        dc *= f  # dc_prev
 
 
-def gru_backward(dstate, cache, w_hh):
-    """Inputs: dstate (dh,) with dh (B, H), the cache of gru_forward, w_hh (3H, H).
-    Returns dgx (B, 3H), dgh (B, 3H), (dh_prev,)."""
-    (dh,) = dstate
-    h_prev, rz, n, gh_n = cache
-    H = dh.shape[1]
-    r, z = rz[:, :H], rz[:, H:]
-    dgx = np.empty_like(rz, shape=(dh.shape[0], 3 * H))
-    dn_raw = dgx[:, 2 * H:]
-    np.multiply(dh * (1.0 - z), 1.0 - n * n, out=dn_raw)  # backprop through tanh
-    np.multiply(dn_raw * gh_n, r * (1.0 - r), out=dgx[:, :H])
-    np.multiply(dh * (h_prev - n), z * (1.0 - z), out=dgx[:, H:2 * H])
-    dgh = dgx.copy()
-    dgh[:, 2 * H:] *= r
-    dh_prev = dgh @ w_hh
-    dh_prev += dh * z
-    return dgx, dgh, (dh_prev,)
+class GRU:
+    """GRU, gates r, z, n stacked in that order (PyTorch's formula).  Equations:
+        gh = h_prev W_hh^T + b_hh,   gx = W_ih x + b_ih
+        r = sigmoid(gx_r + gh_r)   z = sigmoid(gx_z + gh_z)
+        n = tanh(gx_n + r * gh_n)
+        h = (1 - z) * n + z * h_prev
+    """
+
+    gates, state_names, kinds = 3, ("h",), "sst"
+    fold_hidden_bias = False  # b_hn sits inside r * (...)
+
+    @staticmethod
+    def buffers(T, B, H, dtype):
+        return {"h": np.empty((T + 1, B, H), dtype),
+                "gh": np.empty((T, B, 3 * H), dtype),  # hidden side, r and z parts scaled
+                "rzn": np.empty((T, B, 3 * H), dtype)}  # r, z, n after activation
+
+    @staticmethod
+    def forward(t, gx, buf, w):
+        gh, rzn, h_prev, h = buf["gh"][t], buf["rzn"][t], buf["h"][t], buf["h"][t + 1]
+        H = h.shape[1]
+        np.dot(h_prev, w.hh_t, out=gh)
+        gh += w.bias
+        rz, n = rzn[:, :2 * H], rzn[:, 2 * H:]
+        np.add(gx[:, :2 * H], gh[:, :2 * H], out=rz)
+        np.tanh(rz, out=rz)
+        rz *= 0.5  # tanh(a/2) -> sigmoid(a)
+        rz += 0.5
+        np.multiply(rzn[:, :H], gh[:, 2 * H:], out=n)
+        n += gx[:, 2 * H:]
+        np.tanh(n, out=n)
+        np.subtract(h_prev, n, out=h)
+        h *= rzn[:, H:2 * H]
+        h += n
+
+    @staticmethod
+    def backward(t, buf, w, dstate, dgx, dgh, dprev):
+        """dstate (dh,) after step t; fills dgx, dgh and dprev (dh_prev,)."""
+        (dh,), (dh_prev,) = dstate, dprev
+        gh, rzn, h_prev = buf["gh"][t], buf["rzn"][t], buf["h"][t]
+        H = dh.shape[1]
+        r, z, n = rzn[:, :H], rzn[:, H:2 * H], rzn[:, 2 * H:]
+        da_r, da_z, da_n = dgx[:, :H], dgx[:, H:2 * H], dgx[:, 2 * H:]
+        # local derivatives s(1 - s) for r and z
+        np.subtract(1.0, rzn[:, :2 * H], out=dgx[:, :2 * H])
+        dgx[:, :2 * H] *= rzn[:, :2 * H]
+        # da_n = dh * (1 - z) * (1 - n^2)      (backprop through tanh)
+        np.multiply(n, n, out=da_n)
+        np.subtract(1.0, da_n, out=da_n)
+        np.subtract(1.0, z, out=dh_prev)  # dh_prev as scratch until the GEMM
+        da_n *= dh_prev
+        da_n *= dh
+        # da_z = dh * (h_prev - n) * z(1 - z);  da_r = da_n * gh_n * r(1 - r)
+        np.subtract(h_prev, n, out=dh_prev)
+        da_z *= dh_prev
+        da_z *= dh
+        da_r *= gh[:, 2 * H:]
+        da_r *= da_n
+        dgh[:, :2 * H] = dgx[:, :2 * H]
+        np.multiply(da_n, r, out=dgh[:, 2 * H:])
+        np.dot(dgh, w.hh, out=dh_prev)
+        dh_prev += dh * z
 
 
-CELLS = {
-    "rnn": (1, 1, rnn_forward, rnn_backward),
-    "lstm": (4, 2, lstm_forward, lstm_backward),
-    "gru": (3, 1, gru_forward, gru_backward),
-}
-"""name -> (gates G, state tuple length, step forward, step backward)."""
+CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+def prepare(cell, w_ih, w_hh, b_ih, b_hh):
+    """Lay out one layer's weights for a window: returns (w_in_t, b_in, Prepared) where the
+    input projection is gx = x @ w_in_t + b_in, or rows of w_in_t looked up for one-hot x.
+    w_in_t is (in, G*H); it is a view, not a copy, where nothing is scaled and W_ih is
+    stored column-major (as the model stores layer 0's)."""
+    H = w_hh.shape[1]
+    scale, hi, lo = _gate_scale(cell.kinds, H, w_hh.dtype)
+    scaled = bool((scale != 1).any())
+    b_in = (b_ih + b_hh) if cell.fold_hidden_bias else b_ih.copy()
+    w_in_t = w_ih.T
+    if scaled:
+        w_in_t = np.multiply(w_in_t, scale, order="C")
+        b_in *= scale
+    hh_t = np.ascontiguousarray((w_hh * scale[:, None]).T if scaled else w_hh.T)
+    bias = None if cell.fold_hidden_bias else b_hh * scale
+    return w_in_t, b_in, Prepared(w_hh, hh_t, bias, lo, hi)

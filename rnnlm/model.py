@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnlm import RnnlmError
-from rnnlm.cells import CELLS
+from rnnlm.cells import CELLS, prepare
 
 
 @dataclass(frozen=True)
@@ -25,12 +25,12 @@ class Spec:
 
     @property
     def gates(self):
-        return CELLS[self.cell][0]
+        return CELLS[self.cell].gates
 
     @property
     def state_size(self):
         """Arrays in one layer's state tuple: 1, or 2 for the LSTM's (h, c)."""
-        return CELLS[self.cell][1]
+        return len(CELLS[self.cell].state_names)
 
 
 def layer_keys(layer):
@@ -105,79 +105,70 @@ def dropout_masks(spec, batch, seq_len, p, rng, dtype=np.float32):
             for _ in range(spec.layers)]
 
 
-def _input_projection(params, layer, inputs):
-    """gx = x W_ih^T + b_ih for a whole window. Layer 0's inputs are ids (T, B): a
-    lookup. Deeper layers' are activations (T, B, H): one GEMM. Returns (T, B, G*H)."""
-    w_ih, _, b_ih, _ = layer_keys(layer)
+def _lookup_grad(values, ids, n_rows):
+    """The gradient of a row lookup, transposed: column j of the result (D, n_rows) sums
+    the rows of values (N, D) whose id is j. np.add.at is the obvious way and measured here
+    several times slower than either of these: a one-hot GEMM while the vocabulary is
+    small, else np.bincount over flat indices."""
+    N, D = values.shape
+    if n_rows <= 512:
+        onehot = np.zeros((N, n_rows), values.dtype)
+        onehot[np.arange(N), ids] = 1
+        return values.T @ onehot
+    flat = (np.arange(D) * n_rows + ids.astype(np.intp)[:, None]).ravel()
+    sums = np.bincount(flat, weights=values.ravel(), minlength=n_rows * D)
+    return sums.reshape(D, n_rows).astype(values.dtype)
+
+
+def _layer_forward(cell, params, layer, inputs, state):
+    """Run one layer over a window. inputs: ids (T, B) for layer 0, else activations
+    (T, B, H). Returns the window's buffers (buf["h"][1:] is the output) and the prepared
+    weights, which the backward pass reuses."""
+    w_in_t, b_in, w = prepare(cell, *(params[k] for k in layer_keys(layer)))
     if layer == 0:
-        gx = np.ascontiguousarray(params[w_ih].T).take(inputs, axis=0)
+        table = np.add(w_in_t, b_in, order="C")  # (V, G*H): one-hot x @ W_ih^T, a lookup
+        gx = table.take(inputs, axis=0)  # (T, B, G*H)
     else:
-        gx = inputs @ params[w_ih].T
-    gx += params[b_ih]
-    return gx
-
-
-def _scatter_rows(values, ids, n_rows):
-    """Sum rows of values (N, D) into (n_rows, D) by ids (N,): the gradient of a lookup.
-    Sorting then np.add.reduceat beats np.add.at many times over."""
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-    sums = np.add.reduceat(values[order], starts, axis=0)
-    out = np.zeros((n_rows, values.shape[1]), values.dtype)
-    out[sorted_ids[starts]] = sums
-    return out
-
-
-def _layer_forward(spec, params, layer, gx, state, keep_cache):
-    """Run one layer's cells over T steps. Returns hs (T+1, B, H) with hs[0] = h_prev,
-    the final state, and the per-step caches (or None)."""
-    _, _, step_forward, _ = CELLS[spec.cell]
-    _, w_hh, _, b_hh = layer_keys(layer)
-    w_hh, b_hh = params[w_hh], params[b_hh]
+        gx = inputs @ w_in_t  # one GEMM over all T*B rows
+        gx += b_in
     T, B = gx.shape[:2]
-    hs = np.empty((T + 1, B, spec.hidden), gx.dtype)
-    hs[0] = state[0]
-    caches = [] if keep_cache else None
+    buf = cell.buffers(T, B, w.hh.shape[1], gx.dtype)
+    for name, s in zip(cell.state_names, state):
+        buf[name][0] = s
     for t in range(T):
-        state, cache = step_forward(gx[t], state, w_hh, b_hh)
-        hs[t + 1] = state[0]
-        if keep_cache:
-            caches.append(cache)
-    return hs, state, caches
+        cell.forward(t, gx[t], buf, w)
+    return buf, w
 
 
-def _layer_backward(spec, params, layer, dhs, caches):
-    """BPTT through one layer's window. dhs (T, B, H) is the loss gradient reaching each
-    step's output h from above. The gradient does not flow into the carried-in state:
-    that is the truncation. Returns dgx, dgh, each (T, B, G*H)."""
-    _, _, _, step_backward = CELLS[spec.cell]
-    w_hh = params[layer_keys(layer)[1]]
+def _layer_backward(cell, buf, w, dhs):
+    """BPTT through one layer's window. dhs (T, B, H), the loss gradient reaching each
+    step's output from above, is used as scratch. The gradient does not flow into the
+    carried-in state: that is the truncation. Returns dgx, dgh, each (T, B, G*H)."""
     T, B, H = dhs.shape
-    GH = spec.gates * H
-    dgx = np.empty((T, B, GH), dhs.dtype)
-    dgh = dgx if spec.cell != "gru" else np.empty((T, B, GH), dhs.dtype)
-    dnext = tuple(np.zeros((B, H), dhs.dtype) for _ in range(spec.state_size))
+    dgx = np.empty((T, B, cell.gates * H), dhs.dtype)
+    dgh = dgx if cell.fold_hidden_bias else np.empty_like(dgx)
+    dnext = tuple(np.zeros((B, H), dhs.dtype) for _ in cell.state_names)
+    dprev = tuple(np.empty((B, H), dhs.dtype) for _ in cell.state_names)
     for t in reversed(range(T)):
-        dstate = (dnext[0] + dhs[t],) + dnext[1:]
-        dgx[t], dgh_t, dnext = step_backward(dstate, caches[t], w_hh)
-        if dgh is not dgx:
-            dgh[t] = dgh_t
+        dh = dhs[t]
+        dh += dnext[0]
+        cell.backward(t, buf, w, (dh,) + dnext[1:], dgx[t], dgh[t], dprev)
+        dnext, dprev = dprev, dnext
     return dgx, dgh
 
 
 def softmax_cross_entropy(logits, targets):
-    """Mean cross-entropy of logits (N, V) against integer targets (N,).
-    Returns the loss and its gradient with respect to the logits (N, V)."""
+    """Mean cross-entropy of logits (N, V) against integer targets (N,). Returns the loss
+    and its gradient with respect to the logits, computed in logits' own buffer."""
     N = logits.shape[0]
     rows = np.arange(N)
-    z = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(z)
+    logits -= logits.max(axis=1, keepdims=True)
+    target_logits = logits[rows, targets]
+    probs = np.exp(logits, out=logits)
     sums = probs.sum(axis=1)
-    loss = float(np.mean(np.log(sums) - z[rows, targets]))
-    probs /= sums[:, None]
-    probs[rows, targets] -= 1.0
-    probs /= N
+    loss = float(np.mean(np.log(sums) - target_logits))
+    probs *= (1.0 / N) / sums[:, None]
+    probs[rows, targets] -= 1.0 / N
     return loss, probs
 
 
@@ -189,17 +180,16 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
     or None. Returns (loss, grads, new_state): the mean cross-entropy per character, a dict
     of gradients with the keys of params, and the state after the window.
     """
+    cell = CELLS[spec.cell]
     xs, ys = x.T, y.T  # (T, B): time-major
     T, B = xs.shape
     H, V = spec.hidden, spec.vocab_size
     inputs, layers, new_state = xs, [], []
     for layer in range(spec.layers):
-        gx = _input_projection(params, layer, inputs)  # (T, B, G*H)
-        hs, last, caches = _layer_forward(spec, params, layer, gx, state[layer], True)
-        out = hs[1:] if masks is None else hs[1:] * masks[layer]  # (T, B, H)
-        layers.append((inputs, hs, caches))
-        new_state.append(last)
-        inputs = out
+        buf, w = _layer_forward(cell, params, layer, inputs, state[layer])
+        layers.append((inputs, buf, w))
+        new_state.append(tuple(buf[name][T].copy() for name in cell.state_names))
+        inputs = buf["h"][1:] if masks is None else buf["h"][1:] * masks[layer]  # (T, B, H)
 
     top = inputs.reshape(T * B, H)
     logits = top @ params["out.weight"].T  # (T*B, V)
@@ -209,18 +199,18 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
     grads = {"out.weight": dlogits.T @ top, "out.bias": dlogits.sum(axis=0)}
     dout = (dlogits @ params["out.weight"]).reshape(T, B, H)
     for layer in reversed(range(spec.layers)):
-        layer_inputs, hs, caches = layers[layer]
+        layer_inputs, buf, w = layers[layer]
         if masks is not None:
             dout *= masks[layer]
-        dgx, dgh = _layer_backward(spec, params, layer, dout, caches)
+        dgx, dgh = _layer_backward(cell, buf, w, dout)
         w_ih, w_hh, b_ih, b_hh = layer_keys(layer)
         GH = dgx.shape[2]
         dgx2, dgh2 = dgx.reshape(T * B, GH), dgh.reshape(T * B, GH)
-        grads[w_hh] = dgh2.T @ hs[:-1].reshape(T * B, H)
-        grads[b_hh] = dgh2.sum(axis=0)
+        grads[w_hh] = dgh2.T @ buf["h"][:-1].reshape(T * B, H)
         grads[b_ih] = dgx2.sum(axis=0)
+        grads[b_hh] = grads[b_ih].copy() if dgh is dgx else dgh2.sum(axis=0)
         if layer == 0:
-            grads[w_ih] = np.ascontiguousarray(_scatter_rows(dgx2, layer_inputs.reshape(-1), V).T)
+            grads[w_ih] = _lookup_grad(dgx2, layer_inputs.reshape(-1), V)
         else:
             grads[w_ih] = dgx2.T @ layer_inputs.reshape(T * B, H)
             dout = (dgx2 @ params[w_ih]).reshape(T, B, H)
@@ -229,15 +219,12 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
 
 def forward(params, spec, x, state):
     """Inference over a window: x ids (B, T) -> logits (B, T, V), new state. No dropout."""
-    xs = x.T
-    T, B = xs.shape
-    inputs, new_state = xs, []
+    cell = CELLS[spec.cell]
+    inputs, new_state = x.T, []
     for layer in range(spec.layers):
-        gx = _input_projection(params, layer, inputs)
-        hs, last, _ = _layer_forward(spec, params, layer, gx, state[layer], False)
-        new_state.append(last)
-        inputs = hs[1:]
+        buf, _ = _layer_forward(cell, params, layer, inputs, state[layer])
+        new_state.append(tuple(buf[name][-1].copy() for name in cell.state_names))
+        inputs = buf["h"][1:]
     logits = inputs @ params["out.weight"].T
     logits += params["out.bias"]
     return logits.transpose(1, 0, 2), new_state
-

@@ -4,34 +4,48 @@ import math
 import numpy as np
 
 from rnnlm import RnnlmError
-from rnnlm.cells import CELLS
+from rnnlm.cells import CELLS, prepare
 from rnnlm.data import describe_chars, eval_windows
 from rnnlm.model import forward, layer_keys, zero_state
 
 
 class Stepper:
-    """The model run one character at a time for one stream (batch 1), with every
-    weight laid out once for the step: layer 0's input weight as rows to look up."""
+    """The model run one character at a time for one stream (batch 1): each layer's
+    weights laid out once, its buffers allocated once and reused for every step."""
 
     def __init__(self, params, spec):
-        self.spec = spec
-        _, _, self.step_forward, _ = CELLS[spec.cell]
+        self.cell = CELLS[spec.cell]
+        dtype = params["out.weight"].dtype
         self.layers = []
         for layer in range(spec.layers):
-            w_ih, w_hh, b_ih, b_hh = (params[k] for k in layer_keys(layer))
-            self.layers.append((np.ascontiguousarray(w_ih.T), w_hh, b_ih, b_hh))
+            w_in_t, b_in, w = prepare(self.cell, *(params[k] for k in layer_keys(layer)))
+            if layer == 0:
+                w_in_t = np.add(w_in_t, b_in, order="C")  # the bias joins the lookup table
+            buf = self.cell.buffers(1, 1, spec.hidden, dtype)
+            for a in buf.values():
+                a[...] = 0
+            gx = np.empty((1, w.hh.shape[0]), dtype)
+            self.layers.append((w_in_t, b_in, w, buf, gx))
         self.out_t = np.ascontiguousarray(params["out.weight"].T)  # (H, V)
         self.out_b = params["out.bias"]
-        self.state = zero_state(spec, 1, params["out.weight"].dtype)
+        self.logits = np.empty((1, spec.vocab_size), dtype)
 
     def __call__(self, char_id):
         """Feed one character id; returns the logits (V,) for the next one."""
         x = None
-        for layer, (w_ih_t, w_hh, b_ih, b_hh) in enumerate(self.layers):
-            gx = (w_ih_t[char_id:char_id + 1] if layer == 0 else x @ w_ih_t) + b_ih  # (1, GH)
-            self.state[layer], _ = self.step_forward(gx, self.state[layer], w_hh, b_hh)
-            x = self.state[layer][0]
-        return (x @ self.out_t + self.out_b)[0]
+        for layer, (w_in_t, b_in, w, buf, gx) in enumerate(self.layers):
+            for name in self.cell.state_names:
+                buf[name][0] = buf[name][1]
+            if layer == 0:
+                gx = w_in_t[char_id:char_id + 1]
+            else:
+                np.dot(x, w_in_t, out=gx)
+                gx += b_in
+            self.cell.forward(0, gx, buf, w)
+            x = buf["h"][1]
+        np.dot(x, self.out_t, out=self.logits)
+        self.logits += self.out_b
+        return self.logits[0].copy()
 
 
 def pick(logits, rng, temperature=1.0, top_k=0, argmax=False):

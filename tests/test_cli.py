@@ -232,11 +232,13 @@ def test_gradcheck_command(runner):
 
 
 def test_gradcheck_command_fails_on_a_wrong_backward(runner, monkeypatch):
-    def wrong(dstate, cache, w_hh):
-        dgx, dgh, (dh_prev, dc_prev) = cells.lstm_backward(dstate, cache, w_hh)
-        return dgx, dgh, (dh_prev, dc_prev * 0.5)
+    right = cells.LSTM.backward
 
-    monkeypatch.setitem(cells.CELLS, "lstm", (4, 2, cells.lstm_forward, wrong))
+    def wrong(t, buf, w, dstate, dgx, dgh, dprev):
+        right(t, buf, w, dstate, dgx, dgh, dprev)
+        np.multiply(dprev[1], 0.5, out=dprev[1])  # a wrong gradient through the cell state
+
+    monkeypatch.setattr(cells.LSTM, "backward", staticmethod(wrong))
     result = runner.invoke(cli, ["gradcheck", "--cell", "lstm", "--layers", "1",
                                  "--dropout", "0"])
     assert result.exit_code == 1

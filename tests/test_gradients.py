@@ -13,13 +13,13 @@ def test_gradcheck_passes_for_every_cell_depth_and_dropout():
 
 
 def test_gradcheck_fails_on_a_wrong_backward(monkeypatch):
-    def wrong_rnn_backward(dstate, cache, w_hh):
-        (dh,) = dstate
-        (h,) = cache
-        dhraw = dh * (1.0 - h)  # the tanh derivative is 1 - h^2, not 1 - h
-        return dhraw, dhraw, (dhraw @ w_hh,)
+    def wrong_rnn_backward(t, buf, w, dstate, dgx, dgh, dprev):
+        (dh,), h = dstate, buf["h"][t + 1]
+        np.subtract(1.0, h, out=dgx)  # the tanh derivative is 1 - h^2, not 1 - h
+        dgx *= dh
+        np.dot(dgx, w.hh, out=dprev[0])
 
-    monkeypatch.setitem(cells.CELLS, "rnn", (1, 1, cells.rnn_forward, wrong_rnn_backward))
+    monkeypatch.setattr(cells.RNN, "backward", staticmethod(wrong_rnn_backward))
     rows = gradcheck.check("rnn")
     failed = {r.name for r in rows if not r.ok}
     assert {"rnn.weight_hh_l0", "rnn.weight_ih_l0", "rnn.bias_hh_l0"} <= failed
@@ -27,11 +27,13 @@ def test_gradcheck_fails_on_a_wrong_backward(monkeypatch):
 
 
 def test_gradcheck_fails_on_a_wrong_gru_gate(monkeypatch):
-    def wrong_gru_backward(dstate, cache, w_hh):
-        dgx, dgh, dprev = cells.gru_backward(dstate, cache, w_hh)
-        return dgx, dgx, dprev  # forgets that r scales the hidden side of n
+    right = cells.GRU.backward
 
-    monkeypatch.setitem(cells.CELLS, "gru", (3, 1, cells.gru_forward, wrong_gru_backward))
+    def wrong_gru_backward(t, buf, w, dstate, dgx, dgh, dprev):
+        right(t, buf, w, dstate, dgx, dgh, dprev)
+        dgh[...] = dgx  # forgets that r scales the hidden side of n
+
+    monkeypatch.setattr(cells.GRU, "backward", staticmethod(wrong_gru_backward))
     rows = gradcheck.check("gru")
     assert not next(r for r in rows if r.name == "rnn.weight_hh_l0").ok
     assert next(r for r in rows if r.name == "rnn.weight_ih_l0").ok

@@ -1,0 +1,267 @@
+"""Training and sampling speed and peak memory of rnnlm, side by side with PyTorch.
+
+    python benchmarks/bench.py                 # every configuration, ~10 minutes
+    python benchmarks/bench.py --quick         # fewer steps, ~3 minutes
+    python benchmarks/bench.py --only rnn256   # one configuration
+
+Each measurement runs in a fresh subprocess, so its peak RSS is its own. Training is
+measured through rnnlm's own training loop (windows from B streams, forward, BPTT, global
+norm clipping, the optimizer update); PyTorch runs the same windows through
+nn.RNN/LSTM/GRU + nn.Linear on one-hot input with the same optimizer and clipping.
+Throughput is characters per second of full steps after a warm-up; sampling is batch 1,
+one character at a time, temperature 1. The machine's float32 GEMM rate is measured in the
+same run and each rnnlm configuration's achieved rate (its GEMM FLOPs per second) is shown
+as a share of it. PyTorch is optional: without it, its columns are blank.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+# name -> settings; vocab 65 (tiny Shakespeare) unless said, batch 32, windows of 64, adam.
+CONFIGS = {
+    "rnn128": dict(cell="rnn", hidden=128),
+    "rnn256": dict(cell="rnn", hidden=256),
+    "rnn512": dict(cell="rnn", hidden=512),
+    "gru256": dict(cell="gru", hidden=256),
+    "lstm2x256": dict(cell="lstm", hidden=256, layers=2),
+    "rnn256-v6000": dict(cell="rnn", hidden=256, vocab=6000),
+    "min-char-rnn": dict(cell="rnn", hidden=100, seq_len=25, batch_size=1,
+                         optimizer="adagrad", lr=0.1, clip_norm=0.0, clip_value=5.0),
+}
+SAMPLED = ("rnn512", "lstm2x256", "rnn256")
+
+
+def settings(name):
+    s = dict(cell="rnn", hidden=256, layers=1, vocab=65, batch_size=32, seq_len=64,
+             optimizer="adam", lr=2e-3, clip_norm=5.0, clip_value=0.0)
+    s.update(CONFIGS[name])
+    return s
+
+
+def corpus(vocab_size):
+    """(characters, ids): tiny Shakespeare for V=65, else Zipf-distributed text over
+    vocab_size CJK characters (a Chinese corpus's shape)."""
+    if vocab_size == 65 and SHAKESPEARE.exists():
+        from rnnlm.data import read_corpus
+        vocab, ids = read_corpus(SHAKESPEARE)
+        return vocab.chars, ids
+    rng = np.random.default_rng(0)
+    weights = 1.0 / np.arange(1, vocab_size + 1)
+    ids = rng.choice(vocab_size, size=1_200_000, p=weights / weights.sum())
+    ids[:vocab_size] = np.arange(vocab_size)  # every character occurs
+    chars = "".join(chr(0x4E00 + i) for i in range(vocab_size))
+    return chars, ids.astype(np.min_scalar_type(vocab_size - 1))
+
+
+def gemm_flops_per_char(s):
+    """Multiply-adds x 2 of every GEMM in one training step, per character: forward,
+    backward to activations, and weight gradients (3 GEMMs per weight matrix; the
+    one-hot input product is a lookup and not counted)."""
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[s["cell"]]
+    H, V, L = s["hidden"], s["vocab"], s["layers"]
+    macs = L * G * H * H + (L - 1) * G * H * H + H * V  # W_hh, deeper W_ih, output
+    return 2 * 3 * macs
+
+
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- workers: one measurement each, in its own process --------------------------------
+
+def worker_rnnlm(name, steps, sample_chars):
+    from rnnlm.config import Config
+    from rnnlm.data import Vocab
+    from rnnlm.sample import generate
+    from rnnlm.train import Step, train
+
+    s = settings(name)
+    chars, ids = corpus(s["vocab"])
+    cfg = Config(cell=s["cell"], hidden=s["hidden"], layers=s["layers"],
+                 batch_size=s["batch_size"], seq_len=s["seq_len"], optimizer=s["optimizer"],
+                 lr=s["lr"], clip_norm=s["clip_norm"], clip_value=s["clip_value"],
+                 max_steps=steps + 5, eval_every=10 ** 9, log_every=10 ** 9, sample_length=0)
+    vocab = Vocab(chars)
+    base = rss_mb()
+    times = []
+    with tempfile.TemporaryDirectory() as out:
+        run = train(cfg, vocab, ids, out)
+        for event in run:
+            if isinstance(event, Step):
+                times.append(time.perf_counter())
+                if event.step == cfg.max_steps:
+                    break
+    chars_per_step = cfg.batch_size * cfg.seq_len
+    train_cps = chars_per_step * (len(times) - 6) / (times[-1] - times[5])
+    result = dict(train_cps=train_cps, peak_mb=rss_mb(), base_mb=base)
+    if sample_chars:
+        from rnnlm.model import Spec, init_params
+        spec = Spec(cfg.cell, vocab.size, cfg.hidden, cfg.layers)
+        params = init_params(spec, np.random.default_rng(0))
+        rng = np.random.default_rng(0)
+        gen = generate(params, spec, vocab, rng, prime=chars[0], length=sample_chars + 100)
+        for _ in range(100):
+            next(gen)
+        t0 = time.perf_counter()
+        for _ in gen:
+            pass
+        result["sample_cps"] = sample_chars / (time.perf_counter() - t0)
+    return result
+
+
+def worker_torch(name, steps, sample_chars):
+    import torch
+    import torch.nn.functional as F
+
+    from rnnlm.data import Streams
+
+    s = settings(name)
+    chars, ids = corpus(s["vocab"])
+    V, H, L, B, T = s["vocab"], s["hidden"], s["layers"], s["batch_size"], s["seq_len"]
+    torch.manual_seed(0)
+    rnn = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[s["cell"]](V, H, L)
+    out = torch.nn.Linear(H, V)
+    params = list(rnn.parameters()) + list(out.parameters())
+    opt = {"adam": lambda: torch.optim.Adam(params, lr=s["lr"]),
+           "adagrad": lambda: torch.optim.Adagrad(params, lr=s["lr"])}[s["optimizer"]]()
+    n_train = len(ids) - int(round(len(ids) * 0.1))
+    streams = Streams(ids[:n_train], B, T)
+    zeros = torch.zeros(L, B, H)
+    state = (zeros, zeros.clone()) if s["cell"] == "lstm" else zeros
+    base = rss_mb()
+    times = []
+    window = 0
+    for _ in range(steps + 5):
+        x, y = streams.window(window)
+        window = (window + 1) % streams.windows
+        xt = torch.from_numpy(x.T.astype(np.int64))
+        yt = torch.from_numpy(y.T.astype(np.int64))
+        hs, state = rnn(F.one_hot(xt, V).float(), state)
+        loss = F.cross_entropy(out(hs).reshape(-1, V), yt.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        if s["clip_norm"]:
+            torch.nn.utils.clip_grad_norm_(params, s["clip_norm"])
+        if s["clip_value"]:
+            torch.nn.utils.clip_grad_value_(params, s["clip_value"])
+        opt.step()
+        state = tuple(h.detach() for h in state) if isinstance(state, tuple) else state.detach()
+        times.append(time.perf_counter())
+    train_cps = B * T * (len(times) - 6) / (times[-1] - times[5])
+    result = dict(train_cps=train_cps, peak_mb=rss_mb(), base_mb=base)
+    if sample_chars:
+        with torch.no_grad():
+            h = torch.zeros(L, 1, H)
+            h = (h, h.clone()) if s["cell"] == "lstm" else h
+            current = 0
+            for i in range(sample_chars + 100):
+                if i == 100:
+                    t0 = time.perf_counter()
+                x = F.one_hot(torch.tensor([[current]]), V).float()
+                hs, h = rnn(x, h)
+                probs = torch.softmax(out(hs[0, 0]) / 1.0, dim=-1)
+                current = int(torch.multinomial(probs, 1))
+            result["sample_cps"] = sample_chars / (time.perf_counter() - t0)
+    return result
+
+
+def gemm_rate():
+    """The machine's float32 GEMM rate, GFLOP/s: the best of a few large square sizes."""
+    best = 0.0
+    for n in (1024, 2048):
+        a = np.random.default_rng(0).random((n, n), np.float32)
+        c = np.empty_like(a)
+        np.dot(a, a, out=c)
+        reps = max(3, int(4e9 / (2 * n ** 3)))
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            np.dot(a, a, out=c)
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def measure(impl, name, steps, sample_chars):
+    cmd = [sys.executable, __file__, "--worker", impl, name, str(steps), str(sample_chars)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"{impl} {name} failed")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def blas_info():
+    try:
+        from threadpoolctl import threadpool_info
+        return ", ".join(f"{i['internal_api']} {i.get('architecture', '')} x{i['num_threads']}"
+                         for i in threadpool_info() if i["user_api"] == "blas")
+    except ImportError:
+        return "threadpoolctl not installed"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer steps")
+    parser.add_argument("--only", action="append", choices=list(CONFIGS))
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        impl, name, steps, sample_chars = args.worker
+        work = worker_rnnlm if impl == "rnnlm" else worker_torch
+        print(json.dumps(work(name, int(steps), int(sample_chars))))
+        return
+
+    try:
+        import torch
+        torch_version = None if args.no_torch else torch.__version__
+    except ImportError:
+        torch_version = None
+    names = args.only or list(CONFIGS)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; numpy {np.__version__} "
+          f"({blas_info()}); torch {torch_version or 'absent'}")
+    print("OPENBLAS_CORETYPE=" + os.environ.get("OPENBLAS_CORETYPE", "(unset)")
+          + " OPENBLAS_L2_SIZE=" + os.environ.get("OPENBLAS_L2_SIZE", "(unset)"))
+    gemm = gemm_rate()
+    print(f"float32 GEMM rate (numpy, large square): {gemm:.1f} GFLOP/s\n")
+    header = (f"{'config':<14}{'rnnlm chars/s':>14}{'torch chars/s':>14}{'ratio':>7}"
+              f"{'GEMM share':>11}{'rnnlm MB':>10}{'torch MB':>10}"
+              f"{'sample rnnlm':>13}{'sample torch':>13}{'ratio':>7}")
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        s = settings(name)
+        steps = {"min-char-rnn": 2000}.get(name, 40 if args.quick else 120)
+        if args.quick and name == "min-char-rnn":
+            steps = 600
+        sample_chars = (1000 if args.quick else 4000) if name in SAMPLED else 0
+        ours = measure("rnnlm", name, steps, sample_chars)
+        theirs = measure("torch", name, steps, sample_chars) if torch_version else {}
+        share = ours["train_cps"] * gemm_flops_per_char(s) / 1e9 / gemm
+
+        def cell(d, key, fmt):
+            return format(d[key], fmt) if key in d else "-"
+
+        def ratio(key):
+            return f"{ours[key] / theirs[key]:.2f}x" if key in theirs and key in ours else "-"
+
+        print(f"{name:<14}{cell(ours, 'train_cps', ',.0f'):>14}"
+              f"{cell(theirs, 'train_cps', ',.0f'):>14}{ratio('train_cps'):>7}"
+              f"{share:>10.0%} {cell(ours, 'peak_mb', '.0f'):>9}{cell(theirs, 'peak_mb', '.0f'):>10}"
+              f"{cell(ours, 'sample_cps', ',.0f'):>13}{cell(theirs, 'sample_cps', ',.0f'):>13}"
+              f"{ratio('sample_cps'):>7}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
