@@ -129,13 +129,15 @@ def _layer_forward(cell, params, layer, inputs, state):
         table = np.add(w_in_t, b_in, order="C")  # (V, G*H): one-hot x @ W_ih^T, a lookup
         gx = table.take(inputs, axis=0)  # (T, B, G*H)
     else:
-        gx = inputs @ w_in_t  # one GEMM over all T*B rows
-        gx += b_in
+        T, B, H = inputs.shape  # one GEMM over all T*B rows; the bias is added step by step
+        gx = (inputs.reshape(T * B, H) @ w_in_t).reshape(T, B, -1)
     T, B = gx.shape[:2]
     buf = cell.buffers(T, B, w.hh.shape[1], gx.dtype)
     for name, s in zip(cell.state_names, state):
         buf[name][0] = s
     for t in range(T):
+        if layer > 0:
+            gx[t] += b_in  # while gx[t] is in cache, rather than a pass over all of gx
         cell.forward(t, gx[t], buf, w)
     return buf, w
 
@@ -143,18 +145,24 @@ def _layer_forward(cell, params, layer, inputs, state):
 def _layer_backward(cell, buf, w, dhs):
     """BPTT through one layer's window. dhs (T, B, H), the loss gradient reaching each
     step's output from above, is used as scratch. The gradient does not flow into the
-    carried-in state: that is the truncation. Returns dgx, dgh, each (T, B, G*H)."""
+    carried-in state: that is the truncation. Returns dgx, dgh, each (T, B, G*H), and
+    their sums over time and batch: the bias gradients."""
     T, B, H = dhs.shape
     dgx = np.empty((T, B, cell.gates * H), dhs.dtype)
     dgh = dgx if cell.fold_hidden_bias else np.empty_like(dgx)
+    db_x = np.zeros(dgx.shape[2], dhs.dtype)
+    db_h = db_x if dgh is dgx else np.zeros_like(db_x)
     dnext = tuple(np.zeros((B, H), dhs.dtype) for _ in cell.state_names)
     dprev = tuple(np.empty((B, H), dhs.dtype) for _ in cell.state_names)
     for t in reversed(range(T)):
         dh = dhs[t]
         dh += dnext[0]
         cell.backward(t, buf, w, (dh,) + dnext[1:], dgx[t], dgh[t], dprev)
+        db_x += dgx[t].sum(axis=0)  # summed while in cache
+        if db_h is not db_x:
+            db_h += dgh[t].sum(axis=0)
         dnext, dprev = dprev, dnext
-    return dgx, dgh
+    return dgx, dgh, db_x, db_h
 
 
 def softmax_cross_entropy(logits, targets):
@@ -202,13 +210,12 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
         layer_inputs, buf, w = layers[layer]
         if masks is not None:
             dout *= masks[layer]
-        dgx, dgh = _layer_backward(cell, buf, w, dout)
+        dgx, dgh, db_x, db_h = _layer_backward(cell, buf, w, dout)
         w_ih, w_hh, b_ih, b_hh = layer_keys(layer)
+        grads[b_ih], grads[b_hh] = db_x, db_h.copy() if db_h is db_x else db_h
         GH = dgx.shape[2]
         dgx2, dgh2 = dgx.reshape(T * B, GH), dgh.reshape(T * B, GH)
         grads[w_hh] = dgh2.T @ buf["h"][:-1].reshape(T * B, H)
-        grads[b_ih] = dgx2.sum(axis=0)
-        grads[b_hh] = grads[b_ih].copy() if dgh is dgx else dgh2.sum(axis=0)
         if layer == 0:
             grads[w_ih] = _lookup_grad(dgx2, layer_inputs.reshape(-1), V)
         else:
@@ -225,6 +232,7 @@ def forward(params, spec, x, state):
         buf, _ = _layer_forward(cell, params, layer, inputs, state[layer])
         new_state.append(tuple(buf[name][-1].copy() for name in cell.state_names))
         inputs = buf["h"][1:]
-    logits = inputs @ params["out.weight"].T
+    T, B, H = inputs.shape
+    logits = inputs.reshape(T * B, H) @ params["out.weight"].T
     logits += params["out.bias"]
-    return logits.transpose(1, 0, 2), new_state
+    return logits.reshape(T, B, -1).transpose(1, 0, 2), new_state
