@@ -76,6 +76,15 @@ def gemm_flops_per_char(s):
 
 
 def rss_mb():
+    """This process's peak resident set, MB. /proc's VmHWM, not getrusage's ru_maxrss,
+    which a child inherits from the parent that forked it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
