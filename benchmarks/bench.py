@@ -186,6 +186,28 @@ def worker_torch(name, steps, sample_chars):
     return result
 
 
+def worker_memory(size_mb, steps, _):
+    size_mb = int(size_mb)
+    """Train with `rnnlm train` on a corpus of size_mb MB (tiny Shakespeare repeated, or
+    generated text) and report this process's peak RSS against the corpus and model."""
+    from rnnlm.cli import cli
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.txt"
+        unit = SHAKESPEARE.read_bytes() if SHAKESPEARE.exists() else (
+            "".join(chr(32 + i % 90) for i in range(10 ** 6)).encode())
+        with open(path, "wb") as f:
+            for _ in range(size_mb * 2 ** 20 // len(unit)):
+                f.write(unit)
+            f.write(unit[:size_mb * 2 ** 20 % len(unit)])
+        corpus_mb = path.stat().st_size / 2 ** 20
+        out = Path(tmp) / "run"
+        cli.main(["train", str(path), "--out", str(out), "--max-steps", str(steps), "-q"],
+                 standalone_mode=False)
+        model_mb = (out / "last.npz").stat().st_size / 2 ** 20  # parameters + optimizer slots
+    return dict(corpus_mb=corpus_mb, model_mb=model_mb, peak_mb=rss_mb())
+
+
 def gemm_rate():
     """The machine's float32 GEMM rate, GFLOP/s: the best of a few large square sizes."""
     best = 0.0
@@ -224,11 +246,13 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer steps")
     parser.add_argument("--only", action="append", choices=list(CONFIGS))
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--memory", type=int, default=100, metavar="MB",
+                        help="corpus size for the memory check; 0 skips it [100]")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         impl, name, steps, sample_chars = args.worker
-        work = worker_rnnlm if impl == "rnnlm" else worker_torch
+        work = {"rnnlm": worker_rnnlm, "torch": worker_torch, "memory": worker_memory}[impl]
         print(json.dumps(work(name, int(steps), int(sample_chars))))
         return
 
@@ -270,6 +294,12 @@ def main():
               f"{share:>10.0%} {cell(ours, 'peak_mb', '.0f'):>9}{cell(theirs, 'peak_mb', '.0f'):>10}"
               f"{cell(ours, 'sample_cps', ',.0f'):>13}{cell(theirs, 'sample_cps', ',.0f'):>13}"
               f"{ratio('sample_cps'):>7}", flush=True)
+    if args.memory:
+        m = measure("memory", str(args.memory), 20, 0)
+        limit = 2 * m["corpus_mb"] + m["model_mb"]
+        print(f"\nmemory: rnnlm train on a {m['corpus_mb']:.0f} MB corpus (defaults, 20 steps "
+              f"and a full validation pass): peak RSS {m['peak_mb']:.0f} MB; 2 x corpus + "
+              f"model = {limit:.0f} MB; {'within' if m['peak_mb'] < limit else 'OVER'}")
 
 
 if __name__ == "__main__":

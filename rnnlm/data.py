@@ -13,7 +13,7 @@ import numpy as np
 
 from rnnlm import RnnlmError
 
-CHUNK_BYTES = 1 << 22
+CHUNK_BYTES = 1 << 20  # bytes decoded at a time: bounds the transient memory of reading
 
 
 class Vocab:
@@ -214,16 +214,16 @@ class Streams:
 def eval_windows(ids, batch, seq_len):
     """Windows covering every prediction in ids exactly once: yields (x, y, mask) each
     (B, t) with t <= T, mask 1 where y is real and 0 on padding. The text is cut into B
-    contiguous streams; state is meant to be carried across windows within a stream."""
+    contiguous streams; state is meant to be carried across windows within a stream.
+    Windows are gathered one at a time, so no copy of the text is made."""
     n = len(ids) - 1  # predictions: ids[1:] given what precedes them
     if n < 1:
         return
     batch = min(batch, n)
-    length = -(-n // batch)
-    pad = batch * length - n
-    x = np.concatenate([ids[:-1], np.zeros(pad, ids.dtype)]).reshape(batch, length)
-    y = np.concatenate([ids[1:], np.zeros(pad, ids.dtype)]).reshape(batch, length)
-    mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)]).reshape(batch, length)
+    length = -(-n // batch)  # predictions per stream; the last stream is padded
+    starts = np.arange(batch) * length
     for start in range(0, length, seq_len):
-        end = start + seq_len
-        yield x[:, start:end], y[:, start:end], mask[:, start:end]
+        pos = starts[:, None] + np.arange(start, min(start + seq_len, length))  # (B, t)
+        mask = pos < n
+        pos = np.minimum(pos, n - 1)
+        yield ids[pos], ids[pos + 1], mask
