@@ -2,7 +2,10 @@
 
 Generated text goes to stdout; progress, logs and errors to stderr.
 """
+import contextlib
 import math
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -12,7 +15,7 @@ from tqdm import tqdm
 
 from rnnlm import RnnlmError, __version__
 from rnnlm import checkpoint, config, data, gradcheck as gradcheck_lib, sample as sample_lib
-from rnnlm.train import Eval, Step, train as train_loop
+from rnnlm.train import Eval, RolledBack, Step, Stopped, train as train_loop
 
 
 class Group(click.Group):
@@ -23,6 +26,12 @@ class Group(click.Group):
             return super().invoke(ctx)
         except RnnlmError as e:
             raise click.ClickException(str(e)) from None
+        except MemoryError:
+            raise click.ClickException("out of memory: try a smaller model (hidden, layers) "
+                                       "or batch_size") from None
+        except KeyboardInterrupt:
+            log("interrupted")
+            sys.exit(130)
 
 
 def log(message):
@@ -46,20 +55,38 @@ def cli():
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Override one setting; repeatable. Wins over --config.")
 @click.option("--out", type=click.Path(path_type=Path),
-              help="Run directory [default: runs/<corpus name>, numbered if taken].")
+              help="Run directory [default: runs/<corpus name>, numbered if taken; with "
+                   "--resume, the checkpoint's directory].")
+@click.option("--resume", type=click.Path(path_type=Path), metavar="RUN_DIR|CKPT",
+              help="Continue exactly where a run stopped (its last.npz, or the given "
+                   "checkpoint). CORPUS defaults to the run's own.")
 @click.option("--seed", type=int, help="Shortcut for --set seed=N.")
 @click.option("--max-steps", type=int, help="Shortcut for --set max_steps=N.")
 @click.option("--encoding", help="Shortcut for --set encoding=NAME (default utf-8).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no log.")
-def train(corpus, config_file, assignments, out, seed, max_steps, encoding, quiet):
+def train(corpus, config_file, assignments, out, resume, seed, max_steps, encoding, quiet):
     """Train a model on CORPUS, a text file (default: a built-in corpus).
 
+    Ctrl-C (or SIGTERM) saves last.npz and exits; --resume continues from it.
+
     \b
-    Example:
+    Examples:
       rnnlm train corpus.txt --config configs/shakespeare.yaml --set hidden=512
+      rnnlm train --resume runs/corpus --max-steps 20000
     """
-    cfg = config.build(file=config_file, assignments=assignments, seed=seed,
-                       max_steps=max_steps, encoding=encoding)
+    flags = dict(seed=seed, max_steps=max_steps, encoding=encoding)
+    ckpt = None
+    if resume is not None:
+        ckpt_path = resume / "last.npz" if resume.is_dir() else resume
+        ckpt = checkpoint.load(ckpt_path)
+        saved = config.from_dict(ckpt.meta["config"], f"checkpoint {ckpt_path}: ")
+        cfg = config.build(base=saved, file=config_file, assignments=assignments, **flags)
+        config.check_resumable(saved, cfg)
+        if corpus is None and ckpt.meta.get("corpus"):
+            corpus = Path(ckpt.meta["corpus"])
+        out = out or ckpt_path.parent
+    else:
+        cfg = config.build(file=config_file, assignments=assignments, **flags)
     if corpus is None:
         if not quiet:
             log(f"no corpus given: training on {data.BUILTIN_NAME} (no download)")
@@ -68,12 +95,49 @@ def train(corpus, config_file, assignments, out, seed, max_steps, encoding, quie
     else:
         vocab, ids = data.read_corpus(corpus, cfg.encoding)
         name, default_out = str(corpus), Path("runs") / (corpus.stem or "corpus")
-    out = _run_dir(out, default_out)
-    events = train_loop(cfg, vocab, ids, out, corpus_name=name)
+    if ckpt is None:
+        out = _run_dir(out, default_out)
+    signals = []
+    events = train_loop(cfg, vocab, ids, out, corpus_name=name,
+                        corpus_path=str(corpus.resolve()) if corpus is not None else None,
+                        resume=ckpt, stop=lambda: bool(signals))
     begin = next(events)
     if not quiet:
         for line in begin.lines:
             log(line)
+    with _stop_on_signals(signals):
+        stopped, best = _show_progress(events, cfg, begin, quiet)
+    if stopped is not None:
+        log(f"{signal.Signals(signals[0]).name} at step {stopped.step}: saved "
+            f"{stopped.saved}; continue with: rnnlm train --resume {out}")
+        sys.exit(128 + signals[0])
+    if not quiet:
+        where = f"best val {best.val_loss:.4f} nats/char at step {best.step}; " if best else ""
+        log(f"done: {where}checkpoints in {out}")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(signals):
+    """While training: the first SIGINT or SIGTERM asks the loop to save and stop at the
+    end of the current update; a second one stops at once (checkpoints stay intact)."""
+    def handler(signum, frame):
+        if signals:
+            raise KeyboardInterrupt
+        signals.append(signum)
+        log(f"\n{signal.Signals(signum).name}: saving at the end of this step "
+            f"(again to quit without saving)")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _show_progress(events, cfg, begin, quiet):
+    """Drive the training loop, showing a progress bar and evaluations on stderr.
+    Returns (the Stopped event or None, the best Eval or None)."""
     bar = tqdm(total=cfg.max_steps, unit="step", file=sys.stderr, disable=quiet,
                dynamic_ncols=True)
     smoothed, last_val, best = None, None, None
@@ -81,6 +145,8 @@ def train(corpus, config_file, assignments, out, seed, max_steps, encoding, quie
         for event in events:
             if isinstance(event, Step):
                 smoothed = event.loss if smoothed is None else 0.98 * smoothed + 0.02 * event.loss
+                if bar.n == 0 and event.step > 1:
+                    bar.reset(total=cfg.max_steps)
                 bar.update(event.step - bar.n)
                 bar.set_postfix_str(f"loss {smoothed:.3f}"
                                     + (f" val {last_val:.3f}" if last_val is not None else "")
@@ -91,13 +157,18 @@ def train(corpus, config_file, assignments, out, seed, max_steps, encoding, quie
                 if not quiet:
                     val = ("no validation split" if event.val_loss is None else
                            f"val {event.val_loss:.4f} nats/char, "
-                           f"{bits(event.val_loss):.4f} bits/char" + (" (best)" if event.best else ""))
+                           f"{bits(event.val_loss):.4f} bits/char"
+                           + (" (best)" if event.best else ""))
                     bar.write(f"step {event.step}: {val}; saved "
                               + ", ".join(p.name for p in event.saved), file=sys.stderr)
                     bar.write("    " + event.sample.replace("\n", "\n    "), file=sys.stderr)
-    if not quiet:
-        where = f"best val {best.val_loss:.4f} nats/char at step {best.step}; " if best else ""
-        log(f"done: {where}checkpoints in {out}")
+            elif isinstance(event, RolledBack):
+                bar.write(f"step {event.step} diverged: rolled back to step {event.to_step}, "
+                          f"learning rate now x{event.lr_scale:g}", file=sys.stderr)
+                bar.n = event.to_step
+            elif isinstance(event, Stopped):
+                return event, best
+    return None, best
 
 
 def _run_dir(out, default):
@@ -142,12 +213,16 @@ def sample(ckpt, prime, length, temperature, top_k, argmax, seed):
                                 temperature, top_k, argmax)
     first = next(chars, "")  # raises on a bad prime before anything is printed
     out = sys.stdout
-    out.write(prime + first)
-    out.flush()
-    for ch in chars:
-        out.write(ch)
+    try:
+        out.write(prime + first)
         out.flush()
-    out.write("\n")
+        for ch in chars:
+            out.write(ch)
+            out.flush()
+        out.write("\n")
+        out.flush()
+    except BrokenPipeError:  # e.g. `rnnlm sample ... | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @cli.command(name="eval")

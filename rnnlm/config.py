@@ -48,6 +48,7 @@ class Config:
     warmup_steps: int = 0  # linear warm-up from lr/warmup_steps
     clip_norm: float = 5.0  # rescale gradients whose global norm exceeds this; 0 = off
     clip_value: float = 0.0  # then clip each entry to +-this (min-char-rnn); 0 = off
+    on_divergence: str = "stop"  # stop | rollback: reload last.npz and halve the lr
     # run
     max_steps: int = 3000  # updates, each one window of B x T characters
     max_seconds: float = 0.0  # wall-clock limit; 0 = none
@@ -63,6 +64,7 @@ RULES = {
     "init": (lambda v: v in INITS, f"one of {', '.join(INITS)}"),
     "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
     "schedule": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+    "on_divergence": (lambda v: v in ("stop", "rollback"), "one of stop, rollback"),
     "hidden": (lambda v: v >= 1, ">= 1"),
     "layers": (lambda v: v >= 1, ">= 1"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -148,8 +150,8 @@ def parse_assignment(text):
         raise RnnlmError(f"--set expects KEY=VALUE, got {text!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError):
+        value = raw  # not YAML: the plain string, checked like any other value
     return key, value
 
 
@@ -171,6 +173,8 @@ def read_yaml(path):
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or "cannot parse"
         raise RnnlmError(f"config file {path}: invalid YAML{where}: {problem}") from None
+    except (ValueError, TypeError, RecursionError) as e:  # e.g. a date like 2024-13-45
+        raise RnnlmError(f"config file {path}: invalid YAML: {e}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -197,10 +201,26 @@ def build(base=None, file=None, assignments=(), **overrides):
     return Config(**values)
 
 
+# What a resumed run cannot change: the model's shape, the data layout and the optimizer.
+FROZEN_ON_RESUME = ("cell", "hidden", "layers", "batch_size", "seq_len", "val_fraction",
+                    "optimizer", "seed")
+
+
+def check_resumable(saved, wanted):
+    """RnnlmError naming the first setting that differs where a resumed run cannot."""
+    for key in FROZEN_ON_RESUME:
+        old, new = getattr(saved, key), getattr(wanted, key)
+        if old != new:
+            raise RnnlmError(f"cannot resume with {key}={new!r}: the checkpoint was trained "
+                             f"with {key}={old!r}")
+
+
 def from_dict(data, where=""):
     """A Config from a plain dict (a checkpoint's), every value checked."""
     values = dataclasses.asdict(Config())
     for key, value in data.items():
+        if not isinstance(key, str):
+            raise RnnlmError(f"{where}config key {key!r} is not a string")
         values[key] = coerce(key, value, where)
     return Config(**values)
 

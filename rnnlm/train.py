@@ -49,11 +49,27 @@ class Eval:
     best: bool  # val_loss is the lowest so far
 
 
+@dataclass
+class Stopped:
+    step: int
+    saved: Path  # the checkpoint written on the way out
+
+
+@dataclass
+class RolledBack:
+    step: int  # the step that diverged
+    to_step: int  # the checkpoint's step, where training goes on
+    lr_scale: float  # the learning rates are now multiplied by this
+
+
+MAX_ROLLBACKS = 5
+
+
 class Run:
     """Everything that changes as training goes, and so everything a checkpoint holds."""
 
-    def __init__(self, cfg, spec, vocab, params, rng):
-        self.cfg, self.spec, self.vocab = cfg, spec, vocab
+    def __init__(self, cfg, spec, vocab, params, rng, corpus=None):
+        self.cfg, self.spec, self.vocab, self.corpus = cfg, spec, vocab, corpus
         self.params = params
         self.optimizer = make_optimizer(cfg, params)
         self.rng = rng
@@ -62,21 +78,45 @@ class Run:
         self.window = 0  # next window within the epoch
         self.state = zero_state(spec, cfg.batch_size)
         self.best_val = None
+        self.lr_scale = 1.0  # halved at each roll-back after a divergence
 
     def to_checkpoint(self):
-        meta = {"config": dataclasses.asdict(self.cfg), "step": self.step,
-                "epoch": self.epoch, "window": self.window, "best_val_loss": self.best_val,
+        meta = {"config": dataclasses.asdict(self.cfg), "corpus": self.corpus,
+                "step": self.step, "epoch": self.epoch, "window": self.window,
+                "best_val_loss": self.best_val, "lr_scale": self.lr_scale,
                 "rng": self.rng.bit_generator.state}
         return ckpt_io.Checkpoint(self.params, self.spec, self.vocab, meta,
                                   dict(self.optimizer.slots), self.state)
 
+    def restore(self, ckpt, where):
+        """Take every piece of training state from a checkpoint (exact resume)."""
+        meta = ckpt.meta
+        try:
+            self.step, self.epoch, self.window = (int(meta[k]) for k in ("step", "epoch", "window"))
+            self.best_val = None if meta["best_val_loss"] is None else float(meta["best_val_loss"])
+            self.lr_scale = float(meta.get("lr_scale", 1.0))
+            self.rng.bit_generator.state = meta["rng"]
+        except (KeyError, TypeError, ValueError):
+            raise RnnlmError(f"{where} lacks the training state needed to resume "
+                             f"(step, epoch, window, best val loss, RNG)") from None
+        for name, p in self.params.items():
+            p[...] = ckpt.params[name]
+        self.optimizer.load_slots(ckpt.slots)
+        if ckpt.state is None or any(a.shape[0] != self.cfg.batch_size
+                                     for s in ckpt.state for a in s):
+            raise RnnlmError(f"{where} lacks the carried hidden state of "
+                             f"{self.cfg.batch_size} streams")
+        self.state = [tuple(a.astype(np.float32) for a in s) for s in ckpt.state]
 
-def _nats_to_bits(nats):
-    return nats / math.log(2)
 
+def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_path=None, resume=None,
+          stop=lambda: False):
+    """Train on ids (encoded with vocab) as cfg says, writing into out_dir. Yields events.
 
-def train(cfg, vocab, ids, out_dir, corpus_name="corpus"):
-    """Train on ids (encoded with vocab) as cfg says, writing into out_dir. Yields events."""
+    resume: a Checkpoint to continue from exactly (its parameters, optimizer slots, step,
+    data cursor, carried state, best val loss, RNG state). stop: polled after every
+    update; when it returns True, last.npz is saved and training ends with a Stopped event.
+    """
     train_ids, val_ids = split(ids, cfg.val_fraction)
     need = cfg.batch_size * (cfg.seq_len + 1)
     if len(train_ids) < need:
@@ -92,8 +132,19 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus"):
     spec = Spec(cfg.cell, vocab.size, cfg.hidden, cfg.layers)
     rng = np.random.default_rng(cfg.seed)
     run = Run(cfg, spec, vocab, init_params(spec, rng, np.float32, cfg.init, cfg.forget_bias),
-              rng)
-    out_dir = _prepare(Path(out_dir), cfg)
+              rng, corpus_path)
+    if resume is not None:
+        if resume.vocab != vocab:
+            added = "".join(sorted(set(vocab.chars) - set(resume.vocab.chars)))
+            lost = "".join(sorted(set(resume.vocab.chars) - set(vocab.chars)))
+            raise RnnlmError(f"cannot resume: {corpus_name}'s vocabulary differs from the "
+                             f"checkpoint's (new: {added!r}, missing: {lost!r})")
+        run.restore(resume, "the checkpoint")
+        if run.window >= streams.windows:
+            raise RnnlmError(f"cannot resume: the checkpoint's data cursor (window "
+                             f"{run.window}) is past the {streams.windows} windows of "
+                             f"{corpus_name}; is it the same corpus?")
+    out_dir = _prepare(Path(out_dir), cfg, fresh=resume is None)
     n_params = sum(p.size for p in run.params.values())
     trimmed = len(train_ids) - streams.chars_per_epoch
     yield Begin([
@@ -102,28 +153,64 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus"):
         f"model: {cfg.cell}, {cfg.layers} x {cfg.hidden}, {n_params:,} parameters",
         f"epoch: {streams.windows:,} windows of {cfg.batch_size} x {cfg.seq_len}; "
         f"{trimmed:,} trailing characters not visited",
+        (f"resuming at step {run.step} (epoch {run.epoch}, window {run.window})"
+         if resume is not None else "starting from random weights"),
         f"writing to {out_dir}",
     ])
-    yield from _loop(run, streams, val_ids, out_dir)
+    if run.step >= cfg.max_steps:
+        raise RnnlmError(f"the checkpoint is at step {run.step}, and max_steps is "
+                         f"{cfg.max_steps}: nothing to do (raise --max-steps)")
+    yield from _loop(run, streams, val_ids, out_dir, stop)
 
 
-def _prepare(out_dir, cfg):
+def _prepare(out_dir, cfg, fresh):
+    """Create the run directory: config.yaml, metrics.csv (appended to on resume), and
+    no temporary files left by a process that was killed while saving."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.glob(".*.npz.*.tmp"):
+            stale.unlink()
         (out_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
-        with open(out_dir / "metrics.csv", "w", newline="") as f:
-            csv.writer(f).writerow(METRICS)
+        metrics = out_dir / "metrics.csv"
+        if fresh or not metrics.exists():
+            with open(metrics, "w", newline="") as f:
+                csv.writer(f).writerow(METRICS)
     except OSError as e:
         raise RnnlmError(f"cannot write to output directory {out_dir}: "
                          f"{e.strerror or e}") from None
     return out_dir
 
 
-def _loop(run, streams, val_ids, out_dir):
+def _diverged(run, loss, norm, out_dir):
+    return RnnlmError(
+        f"training diverged at step {run.step + 1}: the loss is {loss:.4g} and the gradient "
+        f"norm {norm:.4g}. Nothing of it was saved; {out_dir / 'last.npz'} holds the last "
+        f"good weights. Try a lower lr (now {run.cfg.lr * run.lr_scale:g}), a lower "
+        f"clip_norm, or --set on_divergence=rollback")
+
+
+def _roll_back(run, loss, norm, out_dir, rollbacks):
+    """Reload the last checkpoint and halve the learning rate; or give up."""
+    last = out_dir / "last.npz"
+    if run.cfg.on_divergence != "rollback" or rollbacks >= MAX_ROLLBACKS or not last.exists():
+        raise _diverged(run, loss, norm, out_dir)
+    diverged_at = run.step + 1
+    run.restore(ckpt_io.load(last), last)
+    run.lr_scale *= 0.5
+    return RolledBack(diverged_at, run.step, run.lr_scale)
+
+
+def _loop(run, streams, val_ids, out_dir, stop):
+    with np.errstate(all="ignore"):  # overflow is detected below, not warned about
+        yield from _steps(run, streams, val_ids, out_dir, stop)
+
+
+def _steps(run, streams, val_ids, out_dir, stop):
     cfg = run.cfg
     chars_per_step = cfg.batch_size * cfg.seq_len
     started = time.perf_counter()
     interval_loss, interval_steps, interval_time = 0.0, 0, 0.0
+    rollbacks = 0
     while True:
         t0 = time.perf_counter()
         if run.window == 0:
@@ -133,11 +220,10 @@ def _loop(run, streams, val_ids, out_dir):
         loss, grads, state = loss_and_grads(run.params, run.spec, x, y, run.state, masks)
         norm = clip_gradients(grads, cfg.clip_norm, cfg.clip_value)
         if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise RnnlmError(
-                f"training diverged at step {run.step + 1}: the loss is {loss:.4g} and the "
-                f"gradient norm {norm:.4g}; nothing of it was saved, and {out_dir}/last.npz "
-                f"is the last good checkpoint. Try a lower lr (now {cfg.lr:g}) or clip_norm")
-        lr = learning_rate(cfg, run.step)
+            yield _roll_back(run, loss, norm, out_dir, rollbacks)
+            rollbacks += 1
+            continue
+        lr = learning_rate(cfg, run.step) * run.lr_scale
         run.optimizer.step(run.params, grads, lr)
         run.state = state
         run.step += 1
@@ -152,6 +238,11 @@ def _loop(run, streams, val_ids, out_dir):
         yield Step(run.step, epoch, loss, norm, lr,
                    chars_per_step * interval_steps / max(interval_time, 1e-9))
 
+        if stop():
+            path = out_dir / "last.npz"
+            _save(run, [path], out_dir)
+            yield Stopped(run.step, path)
+            return
         elapsed = time.perf_counter() - started
         last = run.step >= cfg.max_steps or (0 < cfg.max_seconds <= elapsed)
         evaluating = last or run.step % cfg.eval_every == 0
@@ -171,6 +262,17 @@ def _loop(run, streams, val_ids, out_dir):
             return
 
 
+def _save(run, paths, out_dir):
+    """Write the run to each path, unless its weights are no longer finite."""
+    if not all(np.isfinite(p).all() for p in run.params.values()):
+        raise RnnlmError(f"training diverged by step {run.step}: the weights are no longer "
+                         f"finite. Nothing was saved; {out_dir / 'last.npz'} holds the last "
+                         f"good weights. Try a lower lr or clip_norm")
+    checkpoint = run.to_checkpoint()
+    for path in paths:
+        ckpt_io.save(path, checkpoint)
+
+
 def _evaluate_and_save(run, val_ids, out_dir):
     cfg = run.cfg
     val_loss = None
@@ -182,12 +284,8 @@ def _evaluate_and_save(run, val_ids, out_dir):
     sample = "".join(generate(run.params, run.spec, run.vocab,
                               np.random.default_rng([cfg.seed, run.step]),
                               length=cfg.sample_length, temperature=0.8))
-    checkpoint = run.to_checkpoint()
-    saved = [out_dir / "last.npz"]
-    ckpt_io.save(saved[0], checkpoint)
-    if best:
-        saved.append(out_dir / "best.npz")
-        ckpt_io.save(saved[1], checkpoint)
+    saved = [out_dir / "last.npz"] + ([out_dir / "best.npz"] if best else [])
+    _save(run, saved, out_dir)
     return Eval(run.step, val_loss, sample, saved, best)
 
 

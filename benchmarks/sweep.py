@@ -1,0 +1,72 @@
+"""Which setting learns tiny Shakespeare best in a fixed wall-clock budget?
+
+    python benchmarks/sweep.py                       # every setting below, 5 minutes each
+    python benchmarks/sweep.py --seconds 60 --only rnn256
+
+Each setting is a real `rnnlm train` run on ../shared/data/tinyshakespeare.txt with
+max_seconds set; the table reports its best validation loss (nats/char) and how far it got.
+Runs are sequential, so that each has the machine to itself.
+"""
+import argparse
+import csv
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+SETTINGS = {
+    "rnn256": "cell=rnn hidden=256",
+    "rnn256-uniform": "cell=rnn hidden=256 init=uniform",
+    "rnn512": "cell=rnn hidden=512",
+    "rnn512-lr1e-3": "cell=rnn hidden=512 lr=1e-3",
+    "rnn512-b64": "cell=rnn hidden=512 batch_size=64",
+    "rnn512-t128": "cell=rnn hidden=512 seq_len=128",
+    "gru256": "cell=gru hidden=256",
+    "gru512": "cell=gru hidden=512",
+    "lstm256": "cell=lstm hidden=256",
+    "lstm512": "cell=lstm hidden=512",
+    "lstm512-uniform": "cell=lstm hidden=512 init=uniform",
+    "lstm2x256": "cell=lstm hidden=256 layers=2",
+}
+
+
+def run(name, seconds, out_root):
+    out = Path(out_root) / name
+    args = [f"--set={kv}" for kv in SETTINGS[name].split()]
+    cmd = [sys.executable, "-m", "rnnlm", "train", str(CORPUS), "--out", str(out), "-q",
+           "--set", f"max_seconds={seconds}", "--set", "max_steps=1000000",
+           "--set", "eval_every=250"] + args
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    vals = [(float(r["val_loss"]), int(r["step"])) for r in rows if r["val_loss"]]
+    best, at = min(vals)
+    last = rows[-1]
+    return dict(best=best, at=at, steps=int(last["step"]), epochs=float(last["epoch"]),
+                train=float(last["train_loss"]), cps=float(last["chars_per_sec"]))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=300)
+    parser.add_argument("--only", action="append", choices=list(SETTINGS))
+    parser.add_argument("--keep", type=Path, help="keep the run directories here")
+    args = parser.parse_args()
+    if not CORPUS.exists():
+        raise SystemExit(f"{CORPUS} is absent")
+    print(f"| setting | overrides | best val nats/char | bits/char | at step | steps | "
+          f"epochs | train loss | chars/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or tmp
+        for name in args.only or SETTINGS:
+            r = run(name, args.seconds, root)
+            print(f"| {name} | `{SETTINGS[name]}` | {r['best']:.4f} | {r['best'] / 0.693147:.4f} | "
+                  f"{r['at']} | {r['steps']} | {r['epochs']:.1f} | {r['train']:.3f} | "
+                  f"{r['cps']:,.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Never lose a model: exact resume, crash safety, interrupts, divergence, a full disk."""
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rnnlm import checkpoint, model, train as train_mod
+from rnnlm.cli import cli
+
+from conftest import CONFIGS
+
+TINY = str(CONFIGS / "tiny.yaml")
+
+
+def params_of(path):
+    return checkpoint.load(path).params
+
+
+@pytest.mark.parametrize("cell,layers", [("rnn", 1), ("lstm", 2), ("gru", 1)])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(runner, corpus, tmp_path, cell, layers):
+    common = ["--config", TINY, "--set", f"cell={cell}", "--set", f"layers={layers}",
+              "--set", "dropout=0.2", "-q"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    # 40 updates pass the end of the 1,620-character training text twice: streams wrap,
+    # state resets and the RNG draws dropout masks throughout
+    assert runner.invoke(cli, ["train", str(corpus), "--out", str(whole), "--max-steps", "40"]
+                         + common).exit_code == 0
+    assert runner.invoke(cli, ["train", str(corpus), "--out", str(split), "--max-steps", "17"]
+                         + common).exit_code == 0
+    resumed = runner.invoke(cli, ["train", "--resume", str(split), "--max-steps", "40"] + common)
+    assert resumed.exit_code == 0, resumed.output
+    a, b = checkpoint.load(whole / "last.npz"), checkpoint.load(split / "last.npz")
+    assert a.meta["step"] == b.meta["step"] == 40
+    for name in a.params:
+        assert np.array_equal(a.params[name], b.params[name]), name
+    for name in a.slots:
+        assert np.array_equal(a.slots[name], b.slots[name]), name
+    for sa, sb in zip(a.state, b.state):
+        for u, v in zip(sa, sb):
+            assert np.array_equal(u, v)
+    assert a.meta["rng"] == b.meta["rng"]
+    steps = [int(line.split(",")[0]) for line in (split / "metrics.csv").read_text().split()[1:]]
+    assert steps == sorted(steps) and steps[-1] == 40  # metrics.csv appended, not restarted
+
+
+def test_resume_errors(runner, trained, corpus, tmp_path):
+    other = tmp_path / "other.txt"
+    other.write_text("completely different text, with new letters: XYZ 123\n" * 40)
+    cases = [
+        (["--resume", str(trained), str(other)], "vocabulary differs"),
+        (["--resume", str(trained), "--set", "hidden=32"],
+         "cannot resume with hidden=32: the checkpoint was trained with hidden=16"),
+        (["--resume", str(trained), "--set", "cell=gru"], "cannot resume with cell='gru'"),
+        (["--resume", str(trained)], "is at step 20, and max_steps is 20: nothing to do"),
+        (["--resume", str(tmp_path / "nowhere")], "does not exist"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(cli, ["train"] + args)
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.stderr and "Traceback" not in result.output, result.stderr
+
+
+def test_resume_finds_the_corpus_and_keeps_the_config(runner, trained):
+    result = runner.invoke(cli, ["train", "--resume", str(trained / "last.npz"),
+                                 "--max-steps", "25", "--set", "lr=0.005"])
+    assert result.exit_code == 0, result.output
+    assert "resuming at step 20" in result.stderr
+    ckpt = checkpoint.load(trained / "last.npz")
+    assert ckpt.meta["step"] == 25
+    assert ckpt.meta["config"]["hidden"] == 16 and ckpt.meta["config"]["lr"] == 0.005
+
+
+def rnnlm_cmd(*args):
+    return [sys.executable, "-m", "rnnlm", *args]
+
+
+def test_sigkill_at_random_moments_never_corrupts_a_checkpoint(corpus, tmp_path):
+    out = tmp_path / "run"
+    big = ["--config", TINY, "--set", "hidden=200", "--set", "eval_every=1",
+           "--set", "max_steps=100000", "-q"]
+    rng = random.Random(1)
+    kills, steps_seen = 0, []
+    for _ in range(12):
+        resume = (out / "last.npz").exists()
+        args = ["train", "--resume", str(out)] if resume else ["train", str(corpus), "--out", str(out)]
+        proc = subprocess.Popen(rnnlm_cmd(*args, *big), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.3, 2.0))
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        err = proc.communicate()[1].decode()
+        assert "Traceback" not in err, err
+        if (out / "last.npz").exists():
+            ckpt = checkpoint.load(out / "last.npz")  # must load, whatever the moment
+            assert all(np.isfinite(p).all() for p in ckpt.params.values())
+            steps_seen.append(ckpt.meta["step"])
+        if (out / "best.npz").exists():
+            checkpoint.load(out / "best.npz")
+    assert kills >= 8
+    assert steps_seen and steps_seen == sorted(steps_seen) and steps_seen[-1] > 0
+    leftovers_before = list(out.glob(".*.tmp"))
+    subprocess.run(rnnlm_cmd("train", "--resume", str(out), "--max-steps",
+                             str(steps_seen[-1] + 1), "-q"), check=True)
+    assert not list(out.glob(".*.tmp")), leftovers_before
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_saves_and_exits(corpus, tmp_path, signum, code):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        rnnlm_cmd("train", str(corpus), "--out", str(out), "--config", TINY,
+                  "--set", "max_steps=1000000", "--set", "eval_every=1000000"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 30
+    while time.time() < deadline and len((out / "metrics.csv").read_text().splitlines()
+                                         if (out / "metrics.csv").exists() else []) < 3:
+        time.sleep(0.1)  # wait until it has logged a few rows: it is training
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert f"saved {out / 'last.npz'}" in err and "rnnlm train --resume" in err
+    assert checkpoint.load(out / "last.npz").meta["step"] >= 10
+
+
+def test_divergence_stops_without_saving_nan(runner, corpus, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(cli, ["train", str(corpus), "--out", str(out), "--config", TINY,
+                                 "--set", "optimizer=sgd", "--set", "lr=1e38",
+                                 "--set", "clip_norm=0", "--set", "eval_every=1",
+                                 "--set", "max_steps=200"])
+    assert result.exit_code == 1
+    assert "training diverged" in result.stderr and "Try a lower lr" in result.stderr
+    assert "Traceback" not in result.output and "Warning" not in result.output
+    for name in ("last.npz", "best.npz"):
+        if (out / name).exists():
+            ckpt = checkpoint.load(out / name)
+            assert all(np.isfinite(p).all() for p in ckpt.params.values())
+
+
+def test_rollback_reloads_the_last_checkpoint_and_halves_the_rate(corpus, tmp_path, monkeypatch):
+    from rnnlm import config, data
+
+    real = train_mod.loss_and_grads
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        loss, grads, state = real(*args, **kwargs)
+        return (float("nan") if calls["n"] == 13 else loss), grads, state
+
+    monkeypatch.setattr(train_mod, "loss_and_grads", flaky)
+    cfg = config.build(file=TINY, assignments=["on_divergence=rollback", "max_steps=20"])
+    vocab, ids = data.read_corpus(corpus)
+    events = list(train_mod.train(cfg, vocab, ids, tmp_path / "run"))
+    rolled = [e for e in events if isinstance(e, train_mod.RolledBack)]
+    assert len(rolled) == 1 and rolled[0].step == 13 and rolled[0].to_step == 10
+    assert rolled[0].lr_scale == 0.5
+    final = checkpoint.load(tmp_path / "run" / "last.npz")
+    assert final.meta["step"] == 20 and final.meta["lr_scale"] == 0.5
+
+
+def test_full_disk_keeps_the_previous_checkpoint(trained):
+    before = (trained / "last.npz").read_bytes()
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    done = subprocess.run(rnnlm_cmd("train", "--resume", str(trained), "--max-steps", "30",
+                                    "-q"), preexec_fn=small_files, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "cannot write checkpoint" in done.stderr and "File too large" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert (trained / "last.npz").read_bytes() == before
+    assert not list(trained.glob(".*.tmp"))
+
+
+def test_sample_into_a_closed_pipe(trained):
+    proc = subprocess.run(f"{sys.executable} -m rnnlm sample --ckpt {trained / 'best.npz'} "
+                          f"-n 100000 | head -c 10", shell=True, capture_output=True, text=True)
+    assert len(proc.stdout) == 10 and "Traceback" not in proc.stderr, proc.stderr
