@@ -1,0 +1,59 @@
+"""The README's promises, checked: its commands, its config table, its PyTorch snippet."""
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+from rnnlm.cli import cli
+from rnnlm.config import Config
+
+from conftest import CONFIGS, ROOT
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def code_blocks(lang=""):
+    return re.findall(rf"```{lang}\n(.*?)```", README, re.S)
+
+
+def test_two_commands_and_ci_runs_the_test_command():
+    commands = [b.strip() for b in code_blocks() if b.strip().startswith("python3 -m venv")]
+    assert len(commands) == 2
+    assert commands[0].endswith("pip install -e . && rnnlm train")
+    test_command = commands[1].split(" && ")[-1]
+    assert test_command == "python -m pytest -q"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'pip install --quiet -e ".[test]"' in ci
+    assert re.search(rf"^{re.escape(test_command)}$", ci, re.M)
+
+
+def test_every_config_key_is_documented_with_its_default():
+    rows = dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", README, re.M))
+    for field in dataclasses.fields(Config):
+        assert field.name in rows, field.name
+        assert rows[field.name] == str(field.default), field.name
+
+
+def test_the_pytorch_snippet_loads_a_checkpoint(trained, monkeypatch):
+    torch = pytest.importorskip("torch")
+    snippet = next(b for b in code_blocks("python") if "load_state_dict" in b)
+    monkeypatch.chdir(trained.parent)
+    scope = {}
+    exec(snippet.replace("runs/shk/best.npz", str(trained / "best.npz")), scope)
+    z = np.load(trained / "best.npz", allow_pickle=False)
+    np.testing.assert_array_equal(scope["model"]["out"].weight.detach().numpy(), z["out.weight"])
+
+
+def test_the_chinese_sample_corpus_trains_and_samples(runner, tmp_path):
+    out = tmp_path / "poems"
+    result = runner.invoke(cli, ["train", str(ROOT / "data" / "tang-poems.txt"), "--config",
+                                 str(CONFIGS / "tiny.yaml"), "--out", str(out), "-q",
+                                 "--set", "max_steps=60"])
+    assert result.exit_code == 0, result.output
+    sampled = runner.invoke(cli, ["sample", "--ckpt", str(out / "last.npz"), "--prime", "床前",
+                                  "-n", "20", "--seed", "1"])
+    assert sampled.exit_code == 0
+    text = sampled.stdout.rstrip("\n")
+    assert text.startswith("床前") and len(text) == 22
+    assert all("\u3000" <= ch <= "\u9fff" or ch in "\n，。　" or ch.isalpha() for ch in text)
