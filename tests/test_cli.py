@@ -265,3 +265,51 @@ def test_installed_console_script_end_to_end(corpus, tmp_path):
     failed = subprocess.run([exe, "sample", "--ckpt", str(tmp_path / "x.npz")],
                             capture_output=True, text=True)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
+
+
+def damaged_checkpoints(trained, tmp_path):
+    """(name, path) of checkpoints damaged the ways users and disks damage them."""
+    import io
+    import json
+    import zipfile
+
+    good = trained / "best.npz"
+    raw = good.read_bytes()
+    with np.load(good) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+
+    def write(name, **changes):
+        a = dict(arrays, **changes)
+        for k in [k for k, v in changes.items() if v is None]:
+            del a[k]
+        path = tmp_path / name
+        with open(path, "wb") as f:
+            np.savez(f, **a)
+        return path
+
+    meta = json.loads(str(arrays["meta"]))
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(raw[: len(raw) // 2])
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (2 ** 40,)})
+    absurd = tmp_path / "absurd.npz"
+    with zipfile.ZipFile(absurd, "w") as z:
+        z.writestr("out.bias.npy", header.getvalue())
+    return [
+        ("truncated", truncated),
+        ("missing-key", write("missing-key.npz", **{"out.bias": None})),
+        ("wrong-shape", write("wrong-shape.npz", **{"rnn.weight_hh_l0": np.zeros((3, 3), np.float32)})),
+        ("newer", write("newer.npz", meta=np.array(json.dumps(dict(meta, version=2))))),
+        ("absurd", absurd),
+    ]
+
+
+@pytest.mark.parametrize("command", ["sample", "eval", "resume"])
+def test_damaged_checkpoints_give_one_line_errors(runner, trained, corpus, tmp_path, command):
+    for kind, path in damaged_checkpoints(trained, tmp_path):
+        args = {"sample": ["sample", "--ckpt", str(path)],
+                "eval": ["eval", "--ckpt", str(path), str(corpus)],
+                "resume": ["train", "--resume", str(path), "--max-steps", "40"]}[command]
+        result = runner.invoke(cli, args)
+        assert_one_line_error(result, path.name)
