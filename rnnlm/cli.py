@@ -107,9 +107,10 @@ def train(corpus, config_file, assignments, out, resume, seed, max_steps, encodi
             log(line)
     with _stop_on_signals(signals):
         stopped, best = _show_progress(events, cfg, begin, quiet)
-    if stopped is not None:
-        log(f"{signal.Signals(signals[0]).name} at step {stopped.step}: saved "
-            f"{stopped.saved}; continue with: rnnlm train --resume {out}")
+    if signals:  # the run stopped early, or had just finished and saved anyway
+        saved = stopped.saved if stopped else out / "last.npz"
+        log(f"{signal.Signals(signals[0]).name}: saved {saved}; continue with: "
+            f"rnnlm train --resume {out}")
         sys.exit(128 + signals[0])
     if not quiet:
         where = f"best val {best.val_loss:.4f} nats/char at step {best.step}; " if best else ""
@@ -138,15 +139,13 @@ def _stop_on_signals(signals):
 def _show_progress(events, cfg, begin, quiet):
     """Drive the training loop, showing a progress bar and evaluations on stderr.
     Returns (the Stopped event or None, the best Eval or None)."""
-    bar = tqdm(total=cfg.max_steps, unit="step", file=sys.stderr, disable=quiet,
-               dynamic_ncols=True)
+    bar = tqdm(total=cfg.max_steps, initial=begin.start_step, unit="step", file=sys.stderr,
+               disable=quiet, dynamic_ncols=True)
     smoothed, last_val, best = None, None, None
     with bar:
         for event in events:
             if isinstance(event, Step):
                 smoothed = event.loss if smoothed is None else 0.98 * smoothed + 0.02 * event.loss
-                if bar.n == 0 and event.step > 1:
-                    bar.reset(total=cfg.max_steps)
                 bar.update(event.step - bar.n)
                 bar.set_postfix_str(f"loss {smoothed:.3f}"
                                     + (f" val {last_val:.3f}" if last_val is not None else "")

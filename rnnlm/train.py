@@ -28,6 +28,7 @@ METRICS = ("step", "epoch", "train_loss", "val_loss", "grad_norm", "lr", "chars_
 @dataclass
 class Begin:
     lines: list  # what the run is about to do, for the log
+    start_step: int  # updates already done (non-zero when resuming)
 
 
 @dataclass
@@ -156,7 +157,7 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_path=None, resu
         (f"resuming at step {run.step} (epoch {run.epoch}, window {run.window})"
          if resume is not None else "starting from random weights"),
         f"writing to {out_dir}",
-    ])
+    ], run.step)
     if run.step >= cfg.max_steps:
         raise RnnlmError(f"the checkpoint is at step {run.step}, and max_steps is "
                          f"{cfg.max_steps}: nothing to do (raise --max-steps)")
