@@ -34,7 +34,7 @@ SETTINGS = {
     "lstm512-uniform": "cell=lstm hidden=512 init=uniform",
     "lstm2x256": "cell=lstm hidden=256 layers=2",
     "gru512-dropout": "cell=gru hidden=512 dropout=0.25",
-    "lstm512-dropout": "cell=lstm hidden=512 dropout=0.25",
+    "lstm2x256-dropout": "cell=lstm hidden=256 layers=2 dropout=0.25",
 }
 
 INIT_SETTINGS = {
