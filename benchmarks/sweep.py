@@ -35,6 +35,8 @@ SETTINGS = {
     "lstm2x256": "cell=lstm hidden=256 layers=2",
     "gru512-dropout": "cell=gru hidden=512 dropout=0.25",
     "lstm2x256-dropout": "cell=lstm hidden=256 layers=2 dropout=0.25",
+    "lstm2x256-dropout-uniform-fb0": "cell=lstm hidden=256 layers=2 dropout=0.25 "
+                                     "init=uniform forget_bias=0",
 }
 
 INIT_SETTINGS = {
