@@ -53,7 +53,7 @@ def param_shapes(spec):
     return shapes
 
 
-def init_params(spec, rng, dtype=np.float32, init="orthogonal", forget_bias=1.0):
+def init_params(spec, rng, dtype=np.float32, init="uniform", forget_bias=0.0):
     """PyTorch's default: every entry U(-1/sqrt(H), 1/sqrt(H)), the output layer
     U(-1/sqrt(H), 1/sqrt(H)) too. With init="orthogonal", each gate's block of W_hh is a
     random orthogonal matrix instead. The LSTM forget-gate biases (b_ih + b_hh) start at
