@@ -35,16 +35,16 @@ class Prepared(NamedTuple):
     hh: np.ndarray  # W_hh (G*H, H), true values: dh_prev = da @ hh
     hh_t: np.ndarray  # (W_hh * scale)^T, contiguous (H, G*H): a = h_prev @ hh_t
     bias: np.ndarray  # what is added inside the step: scaled b_hh for the GRU; else None
-    lo: np.ndarray  # (G*H,) after tanh: act = tanh_out * hi + lo  (sigmoid gates: 0.5, 0.5)
-    hi: np.ndarray
+    scale: np.ndarray  # (G*H,) 1/2 on sigmoid rows, else 1: the input pre-scale, and the
+    lo: np.ndarray  # act = tanh_out * scale + lo that turns tanh back into the activations
 
 
 def _gate_scale(kinds, hidden, dtype):
-    """Per-row input scale, and the (hi, lo) that map tanh outputs to activations, for gates
-    of the given kinds ('s' sigmoid, 't' tanh)."""
+    """Per-row (scale, lo) for gates of the given kinds ('s' sigmoid, 't' tanh): the input
+    is multiplied by scale, and tanh_out * scale + lo is the activation."""
     scale = np.repeat([0.5 if k == "s" else 1.0 for k in kinds], hidden).astype(dtype)
     lo = np.repeat([0.5 if k == "s" else 0.0 for k in kinds], hidden).astype(dtype)
-    return scale, scale.copy(), lo
+    return scale, lo
 
 
 class RNN:
@@ -101,7 +101,7 @@ class LSTM:
         np.dot(buf["h"][t], w.hh_t, out=acts)
         acts += gx
         np.tanh(acts, out=acts)
-        acts *= w.hi  # tanh(a/2) -> sigmoid(a) on i, f, o
+        acts *= w.scale  # tanh(a/2) -> sigmoid(a) on i, f, o
         acts += w.lo
         i, f, g, o = acts[:, :H], acts[:, H:2 * H], acts[:, 2 * H:3 * H], acts[:, 3 * H:]
         np.multiply(f, c_prev, out=c)
@@ -210,16 +210,15 @@ CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 def prepare(cell, w_ih, w_hh, b_ih, b_hh):
     """Lay out one layer's weights for a window: returns (w_in_t, b_in, Prepared) where the
     input projection is gx = x @ w_in_t + b_in, or rows of w_in_t looked up for one-hot x.
-    w_in_t is (in, G*H); it is a view, not a copy, where nothing is scaled and W_ih is
-    stored column-major (as the model stores layer 0's)."""
+    w_in_t is (in, G*H): a view of W_ih where nothing is scaled (the RNN), else a copy."""
     H = w_hh.shape[1]
-    scale, hi, lo = _gate_scale(cell.kinds, H, w_hh.dtype)
+    scale, lo = _gate_scale(cell.kinds, H, w_hh.dtype)
     scaled = bool((scale != 1).any())
     b_in = (b_ih + b_hh) if cell.fold_hidden_bias else b_ih.copy()
     w_in_t = w_ih.T
     if scaled:
         w_in_t = np.multiply(w_in_t, scale, order="C")
         b_in *= scale
-    hh_t = np.ascontiguousarray((w_hh * scale[:, None]).T if scaled else w_hh.T)
+    hh_t = np.multiply(w_hh.T, scale, order="C") if scaled else np.ascontiguousarray(w_hh.T)
     bias = None if cell.fold_hidden_bias else b_hh * scale
-    return w_in_t, b_in, Prepared(w_hh, hh_t, bias, lo, hi)
+    return w_in_t, b_in, Prepared(w_hh, hh_t, bias, scale, lo)
