@@ -2,27 +2,34 @@
 
 Gate order and equations are PyTorch's, so checkpoints load into nn.RNN/LSTM/GRU.
 
-How a step is fed. The input-to-hidden product of a whole window is one GEMM (or a lookup
-for one-hot input) done before the time loop, so step t receives it ready-made,
+Layout: feature-major. Inside a window every per-step array is (features, B): a state is
+(H, B), the gates of a step are (G*H, B), with gate k in rows k*H:(k+1)*H. Two things make
+this the fast way round: the recurrent product is then W (G*H, H) @ h (H, B), which
+OpenBLAS runs at nearly twice the rate of the (B, H) @ (H, G*H) it replaces (measured: 338
+vs 194 GFLOP/s at H=512, B=32), and each gate is a contiguous block of rows, so the
+elementwise work runs over contiguous memory instead of strided column slices.
 
-    gx[t] = x_t W_ih^T + b_ih  (+ b_hh where it can be folded in)        (B, G*H)
+How a step is fed. The input-to-hidden product is computed outside the cell (a lookup for
+one-hot input), so step t receives it ready-made,
 
-and its backward writes `dgx[t]`, the gradient with respect to that pre-activation, and
-`dgh[t]`, the one with respect to the hidden side `h_prev W_hh^T + b_hh`. The model turns
-the stacked dgx, dgh of a window into weight gradients with one GEMM each. They differ only
-for the GRU, where r gates the hidden side of n.
+    gx = W_ih x_t + b_ih  (+ b_hh where it can be folded in)        (G*H, B)
+
+and its backward writes `dgx`, the gradient with respect to that pre-activation, and `dgh`,
+the one with respect to the hidden side `W_hh h_prev + b_hh`. The model turns the stacked
+dgx, dgh of a window into weight gradients with one GEMM each. They differ only for the
+GRU, where r gates the hidden side of n.
 
 Where a step keeps things. A step reads the previous state from, and writes its
-activations into, slot t of `buf`, the window's buffers (a dict of (T or T+1, B, ...)
-arrays from `buffers()`): `buf["h"][t]` is the state before step t, `buf["h"][t+1]` after
-it. So state is never copied, the backward pass finds every cache where the forward left it,
-and nothing is allocated inside the time loop. The step functions are pure over (buf, t):
-any window can be recomputed from its inputs.
+activations into, slot t of `buf`, the window's buffers (a dict of (T or T+1, ..., B)
+arrays shaped as `buffer_shapes()` says): `buf["h"][t]` is the state before step t, `buf["h"][t+1]` after
+it. So state is never copied, the backward pass finds every cache where the forward left
+it, and nothing is allocated inside the time loop. The step functions are pure over
+(buf, t): any window can be recomputed from its inputs.
 
 A trick for speed: sigmoid(a) = (1 + tanh(a / 2)) / 2, so the rows of W_hh, W_ih and the
-biases that feed sigmoid gates are pre-scaled by 1/2 (`Prepared.scale`), and one tanh call
-over all G*H pre-activations then yields every gate. Gradients are always with respect to
-the true, unscaled pre-activations.
+biases that feed sigmoid gates are pre-scaled by 1/2 (`prepare`), and one tanh call over
+all G*H pre-activations then yields every gate. Gradients are always with respect to the
+true, unscaled pre-activations.
 """
 from typing import NamedTuple
 
@@ -30,39 +37,35 @@ import numpy as np
 
 
 class Prepared(NamedTuple):
-    """One layer's weights, laid out once per window for the time loop."""
+    """One layer's recurrent weights, laid out once per window for the time loop."""
 
-    hh: np.ndarray  # W_hh (G*H, H), true values: dh_prev = da @ hh
-    hh_t: np.ndarray  # (W_hh * scale)^T, contiguous (H, G*H): a = h_prev @ hh_t
-    bias: np.ndarray  # what is added inside the step: scaled b_hh for the GRU; else None
-    scale: np.ndarray  # (G*H,) 1/2 on sigmoid rows, else 1: the input pre-scale, and the
-    lo: np.ndarray  # act = tanh_out * scale + lo that turns tanh back into the activations
+    hh_s: np.ndarray  # W_hh with sigmoid rows halved, (G*H, H): a = hh_s @ h_prev
+    hh_t: np.ndarray  # W_hh^T, true values, contiguous (H, G*H): dh_prev = hh_t @ da
+    bias: np.ndarray  # the GRU's scaled b_hh repeated over the batch (3H, B); else None
 
 
-def _gate_scale(kinds, hidden, dtype):
-    """Per-row (scale, lo) for gates of the given kinds ('s' sigmoid, 't' tanh): the input
-    is multiplied by scale, and tanh_out * scale + lo is the activation."""
-    scale = np.repeat([0.5 if k == "s" else 1.0 for k in kinds], hidden).astype(dtype)
-    lo = np.repeat([0.5 if k == "s" else 0.0 for k in kinds], hidden).astype(dtype)
-    return scale, lo
+def _to_sigmoid(block):
+    """tanh(a / 2) -> sigmoid(a), in place."""
+    block *= 0.5
+    block += 0.5
 
 
 class RNN:
     """Elman RNN.  Equations:
-        h = tanh(gx + h_prev W_hh^T),   gx = W_ih x + b_ih + b_hh
+        h = tanh(gx + W_hh h_prev),   gx = W_ih x + b_ih + b_hh
     """
 
     gates, state_names, kinds = 1, ("h",), "t"
     fold_hidden_bias = True  # b_hh can join b_ih in gx
 
     @staticmethod
-    def buffers(T, B, H, dtype):
-        return {"h": np.empty((T + 1, B, H), dtype)}
+    def buffer_shapes(T, B, H):
+        return {"h": (T + 1, H, B)}
 
     @staticmethod
     def forward(t, gx, buf, w):
         h_prev, h = buf["h"][t], buf["h"][t + 1]
-        np.dot(h_prev, w.hh_t, out=h)
+        np.dot(w.hh_s, h_prev, out=h)
         h += gx
         np.tanh(h, out=h)
 
@@ -73,12 +76,12 @@ class RNN:
         np.multiply(h, h, out=dgx)
         np.subtract(1.0, dgx, out=dgx)
         dgx *= dh  # backprop through tanh
-        np.dot(dgx, w.hh, out=dprev[0])
+        np.dot(w.hh_t, dgx, out=dprev[0])
 
 
 class LSTM:
     """LSTM, gates i, f, g, o stacked in that order.  Equations:
-        a = gx + h_prev W_hh^T,   gx = W_ih x + b_ih + b_hh
+        a = gx + W_hh h_prev,   gx = W_ih x + b_ih + b_hh
         i = sigmoid(a_i)   f = sigmoid(a_f)   g = tanh(a_g)   o = sigmoid(a_o)
         c = f * c_prev + i * g
         h = o * tanh(c)
@@ -88,22 +91,22 @@ class LSTM:
     fold_hidden_bias = True
 
     @staticmethod
-    def buffers(T, B, H, dtype):
-        return {"h": np.empty((T + 1, B, H), dtype), "c": np.empty((T + 1, B, H), dtype),
-                "acts": np.empty((T, B, 4 * H), dtype),  # i, f, g, o after activation
-                "tanh_c": np.empty((T, B, H), dtype)}
+    def buffer_shapes(T, B, H):
+        return {"h": (T + 1, H, B), "c": (T + 1, H, B),
+                "acts": (T, 4 * H, B),  # i, f, g, o after activation
+                "tanh_c": (T, H, B)}
 
     @staticmethod
     def forward(t, gx, buf, w):
         acts, tanh_c = buf["acts"][t], buf["tanh_c"][t]
         c_prev, c, h = buf["c"][t], buf["c"][t + 1], buf["h"][t + 1]
-        H = c.shape[1]
-        np.dot(buf["h"][t], w.hh_t, out=acts)
+        H = c.shape[0]
+        np.dot(w.hh_s, buf["h"][t], out=acts)
         acts += gx
         np.tanh(acts, out=acts)
-        acts *= w.scale  # tanh(a/2) -> sigmoid(a) on i, f, o
-        acts += w.lo
-        i, f, g, o = acts[:, :H], acts[:, H:2 * H], acts[:, 2 * H:3 * H], acts[:, 3 * H:]
+        _to_sigmoid(acts[:2 * H])  # i, f
+        _to_sigmoid(acts[3 * H:])  # o
+        i, f, g, o = acts[:H], acts[H:2 * H], acts[2 * H:3 * H], acts[3 * H:]
         np.multiply(f, c_prev, out=c)
         np.multiply(i, g, out=tanh_c)
         c += tanh_c
@@ -116,12 +119,12 @@ class LSTM:
         dh, dc_next = dstate
         dh_prev, dc = dprev  # dc is built in dc_prev's buffer, then scaled by f at the end
         acts, tanh_c, c_prev = buf["acts"][t], buf["tanh_c"][t], buf["c"][t]
-        B, H = dh.shape
-        i, f, g, o = acts[:, :H], acts[:, H:2 * H], acts[:, 2 * H:3 * H], acts[:, 3 * H:]
+        H = dh.shape[0]
+        i, f, g, o = acts[:H], acts[H:2 * H], acts[2 * H:3 * H], acts[3 * H:]
+        da_i, da_f, da_g, da_o = dgx[:H], dgx[H:2 * H], dgx[2 * H:3 * H], dgx[3 * H:]
         # local derivatives: s(1 - s) for the sigmoid gates, 1 - g^2 for g
         np.subtract(1.0, acts, out=dgx)
         dgx *= acts
-        da_i, da_f, da_g, da_o = (dgx[:, k * H:(k + 1) * H] for k in range(4))
         np.multiply(g, g, out=da_g)
         np.subtract(1.0, da_g, out=da_g)
         # dc = dc_next + dh * o * (1 - tanh(c)^2)
@@ -135,14 +138,14 @@ class LSTM:
         da_i *= g
         da_f *= c_prev
         da_g *= i
-        dgx.reshape(B, 4, H)[:, :3] *= dc[:, None, :]  # i, f, g all scale with dc
-        np.dot(dgx, w.hh, out=dh_prev)
+        dgx[:3 * H].reshape(3, H, -1)[...] *= dc  # i, f, g all scale with dc
+        np.dot(w.hh_t, dgx, out=dh_prev)
         dc *= f  # dc_prev
 
 
 class GRU:
     """GRU, gates r, z, n stacked in that order (PyTorch's formula).  Equations:
-        gh = h_prev W_hh^T + b_hh,   gx = W_ih x + b_ih
+        gh = W_hh h_prev + b_hh,   gx = W_ih x + b_ih
         r = sigmoid(gx_r + gh_r)   z = sigmoid(gx_z + gh_z)
         n = tanh(gx_n + r * gh_n)
         h = (1 - z) * n + z * h_prev
@@ -152,27 +155,26 @@ class GRU:
     fold_hidden_bias = False  # b_hn sits inside r * (...)
 
     @staticmethod
-    def buffers(T, B, H, dtype):
-        return {"h": np.empty((T + 1, B, H), dtype),
-                "gh": np.empty((T, B, 3 * H), dtype),  # hidden side, r and z parts scaled
-                "rzn": np.empty((T, B, 3 * H), dtype)}  # r, z, n after activation
+    def buffer_shapes(T, B, H):
+        return {"h": (T + 1, H, B),
+                "gh": (T, 3 * H, B),  # hidden side, r and z parts scaled
+                "rzn": (T, 3 * H, B)}  # r, z, n after activation
 
     @staticmethod
     def forward(t, gx, buf, w):
         gh, rzn, h_prev, h = buf["gh"][t], buf["rzn"][t], buf["h"][t], buf["h"][t + 1]
-        H = h.shape[1]
-        np.dot(h_prev, w.hh_t, out=gh)
+        H = h.shape[0]
+        np.dot(w.hh_s, h_prev, out=gh)
         gh += w.bias
-        rz, n = rzn[:, :2 * H], rzn[:, 2 * H:]
-        np.add(gx[:, :2 * H], gh[:, :2 * H], out=rz)
+        rz, n = rzn[:2 * H], rzn[2 * H:]
+        np.add(gx[:2 * H], gh[:2 * H], out=rz)
         np.tanh(rz, out=rz)
-        rz *= 0.5  # tanh(a/2) -> sigmoid(a)
-        rz += 0.5
-        np.multiply(rzn[:, :H], gh[:, 2 * H:], out=n)
-        n += gx[:, 2 * H:]
+        _to_sigmoid(rz)
+        np.multiply(rzn[:H], gh[2 * H:], out=n)
+        n += gx[2 * H:]
         np.tanh(n, out=n)
         np.subtract(h_prev, n, out=h)
-        h *= rzn[:, H:2 * H]
+        h *= rzn[H:2 * H]
         h += n
 
     @staticmethod
@@ -180,12 +182,12 @@ class GRU:
         """dstate (dh,) after step t; fills dgx, dgh and dprev (dh_prev,)."""
         (dh,), (dh_prev,) = dstate, dprev
         gh, rzn, h_prev = buf["gh"][t], buf["rzn"][t], buf["h"][t]
-        H = dh.shape[1]
-        r, z, n = rzn[:, :H], rzn[:, H:2 * H], rzn[:, 2 * H:]
-        da_r, da_z, da_n = dgx[:, :H], dgx[:, H:2 * H], dgx[:, 2 * H:]
+        H = dh.shape[0]
+        r, z, n = rzn[:H], rzn[H:2 * H], rzn[2 * H:]
+        da_rz, da_r, da_z, da_n = dgx[:2 * H], dgx[:H], dgx[H:2 * H], dgx[2 * H:]
         # local derivatives s(1 - s) for r and z
-        np.subtract(1.0, rzn[:, :2 * H], out=dgx[:, :2 * H])
-        dgx[:, :2 * H] *= rzn[:, :2 * H]
+        np.subtract(1.0, rzn[:2 * H], out=da_rz)
+        da_rz *= rzn[:2 * H]
         # da_n = dh * (1 - z) * (1 - n^2)      (backprop through tanh)
         np.multiply(n, n, out=da_n)
         np.subtract(1.0, da_n, out=da_n)
@@ -196,29 +198,51 @@ class GRU:
         np.subtract(h_prev, n, out=dh_prev)
         da_z *= dh_prev
         da_z *= dh
-        da_r *= gh[:, 2 * H:]
+        da_r *= gh[2 * H:]
         da_r *= da_n
-        dgh[:, :2 * H] = dgx[:, :2 * H]
-        np.multiply(da_n, r, out=dgh[:, 2 * H:])
-        np.dot(dgh, w.hh, out=dh_prev)
-        dh_prev += dh * z
+        dgh[:2 * H] = da_rz
+        np.multiply(da_n, r, out=dgh[2 * H:])
+        np.dot(w.hh_t, dgh, out=dh_prev)
+        np.multiply(dh, z, out=dh)  # dh is the caller's scratch
+        dh_prev += dh
 
 
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
-def prepare(cell, w_ih, w_hh, b_ih, b_hh):
-    """Lay out one layer's weights for a window: returns (w_in_t, b_in, Prepared) where the
-    input projection is gx = x @ w_in_t + b_in, or rows of w_in_t looked up for one-hot x.
-    w_in_t is (in, G*H): a view of W_ih where nothing is scaled (the RNN), else a copy."""
-    H = w_hh.shape[1]
-    scale, lo = _gate_scale(cell.kinds, H, w_hh.dtype)
-    scaled = bool((scale != 1).any())
+def gate_scale(cell, hidden, dtype):
+    """(G*H,) factors: 1/2 on the rows that feed sigmoid gates, else 1."""
+    return np.repeat([0.5 if k == "s" else 1.0 for k in cell.kinds], hidden).astype(dtype)
+
+
+def _transpose(a, out, block=32):
+    """out[...] = a.T, a block of rows at a time: measured 2.4-3.4x faster than one
+    np.copyto of the transposed view, whose column reads miss the cache."""
+    for i in range(0, a.shape[0], block):
+        np.copyto(out[:, i:i + block], a[i:i + block].T)
+    return out
+
+
+def prepare(cell, w_ih, w_hh, b_ih, b_hh, batch, alloc=None):
+    """Lay out one layer's weights for a window of `batch` streams: returns
+    (w_in, b_in, Prepared) where the input projection is gx = w_in @ x + b_in[:, None]
+    (or columns of w_in looked up, for one-hot x), sigmoid rows already halved. w_in is
+    W_ih itself where nothing is scaled (the RNN), else a scaled copy. alloc(name, shape,
+    dtype), if given, supplies the arrays to write the copies into."""
+    alloc = alloc or (lambda name, shape, dtype: np.empty(shape, dtype))
+    GH, H = w_hh.shape
+    dtype = w_hh.dtype
+    scale = gate_scale(cell, H, dtype)[:, None]
     b_in = (b_ih + b_hh) if cell.fold_hidden_bias else b_ih.copy()
-    w_in_t = w_ih.T
-    if scaled:
-        w_in_t = np.multiply(w_in_t, scale, order="C")
-        b_in *= scale
-    hh_t = np.multiply(w_hh.T, scale, order="C") if scaled else np.ascontiguousarray(w_hh.T)
-    bias = None if cell.fold_hidden_bias else b_hh * scale
-    return w_in_t, b_in, Prepared(w_hh, hh_t, bias, scale, lo)
+    if cell.kinds == "t":
+        w_in, hh_s = w_ih, w_hh
+    else:
+        w_in = np.multiply(w_ih, scale, out=alloc("w_in", w_ih.shape, dtype))
+        hh_s = np.multiply(w_hh, scale, out=alloc("hh_s", w_hh.shape, dtype))
+        b_in *= scale[:, 0]
+    hh_t = _transpose(w_hh, alloc("hh_t", (H, GH), dtype))
+    bias = None
+    if not cell.fold_hidden_bias:  # repeated over the batch: added without broadcasting
+        bias = alloc("bias", (GH, batch), dtype)
+        bias[...] = (b_hh * scale[:, 0])[:, None]
+    return w_in, b_in, Prepared(hh_s, hh_t, bias)

@@ -4,7 +4,11 @@ Parameters are a dict named and shaped like PyTorch's state_dict for
 `rnn = nn.RNN|LSTM|GRU(V, H, L)` plus `out = nn.Linear(H, V)`. The input is one-hot, so
 layer 0's input product is a column lookup of W_ih and its gradient a scatter-add.
 Every product that is not part of the recurrence runs once per window over all B*T rows;
-only the cell steps loop over time. Inside, arrays are time-major: (T, B, ...).
+only the cell steps loop over time.
+
+Inside a window, arrays are time-major and feature-major, (T, features, B), the layout the
+cells run fastest in (see cells.py); the once-per-window GEMMs take (features, T*B)
+copies made by `_columns`. Carried state goes in and out as (B, H) arrays.
 """
 from dataclasses import dataclass
 
@@ -97,130 +101,186 @@ def check_params(params, spec):
 
 
 def dropout_masks(spec, batch, seq_len, p, rng, dtype=np.float32):
-    """Inverted-dropout masks for every layer's output: 0 or 1/(1-p), each (T, B, H)."""
+    """Inverted-dropout masks for every layer's output: 0 or 1/(1-p), each (T, H, B), the
+    layout of the window buffers."""
     if p <= 0:
         return None
-    keep = 1.0 - p
-    return [(rng.random((seq_len, batch, spec.hidden)) < keep).astype(dtype) / dtype(keep)
-            for _ in range(spec.layers)]
+    dtype = np.dtype(dtype).type
+    draws = rng.random((spec.layers, seq_len, spec.hidden, batch),
+                       dtype=np.float32 if dtype is np.float32 else np.float64)
+    return list((draws < 1.0 - p) * dtype(1.0 / (1.0 - p)))
 
 
-def _lookup_grad(values, ids, n_rows):
-    """The gradient of a row lookup, transposed: column j of the result (D, n_rows) sums
-    the rows of values (N, D) whose id is j. np.add.at is the obvious way and measured here
-    several times slower than either of these: a one-hot GEMM while the vocabulary is
-    small, else np.bincount over flat indices."""
-    N, D = values.shape
-    if n_rows <= 512:
-        onehot = np.zeros((N, n_rows), values.dtype)
+class _Scratch:
+    """Arrays kept from one window to the next, by name. A fresh np.empty of a few MB is
+    new memory from the kernel and page-faults on first touch: measured 9,200 faults
+    (37 MB) per window of the 2-layer LSTM before this. Only arrays that never leave this
+    module live here: what a function returns is always its own."""
+
+    def __init__(self):
+        self.arrays = {}
+
+    def __call__(self, name, shape, dtype):
+        a = self.arrays.get(name)
+        if a is None or a.shape != tuple(shape) or a.dtype != dtype:
+            a = self.arrays[name] = np.empty(shape, dtype)
+        return a
+
+    def scope(self, prefix):
+        return lambda name, shape, dtype: self(prefix + name, shape, dtype)
+
+
+_scratch = _Scratch()
+
+
+def _lookup_grad(values, ids, n_cols):
+    """The gradient of a column lookup: column j of the result (D, n_cols) sums the columns
+    of values (D, N) whose id is j. np.add.at is the obvious way and measured here several
+    times slower than either of these: a one-hot GEMM while the vocabulary is small, else
+    np.bincount over flat indices."""
+    D, N = values.shape
+    if n_cols <= 512:
+        onehot = _scratch("onehot", (N, n_cols), values.dtype)
+        onehot.fill(0)
         onehot[np.arange(N), ids] = 1
-        return values.T @ onehot
-    flat = (np.arange(D) * n_rows + ids.astype(np.intp)[:, None]).ravel()
-    sums = np.bincount(flat, weights=values.ravel(), minlength=n_rows * D)
-    return sums.reshape(D, n_rows).astype(values.dtype)
+        return values @ onehot
+    flat = (np.arange(D)[:, None] * n_cols + ids.astype(np.intp)).ravel()
+    sums = np.bincount(flat, weights=values.ravel(), minlength=n_cols * D)
+    return sums.reshape(D, n_cols).astype(values.dtype)
+
+
+def _columns(a, alloc, name):
+    """(T, F, B) window array -> an (F, T*B) copy: the window's T*B columns of features,
+    for the GEMMs that run once per window. Moving whole B-long runs, it costs far less
+    than the products it makes contiguous."""
+    T, F, B = a.shape
+    out = alloc(name, (F, T * B), a.dtype)
+    np.copyto(out.reshape(F, T, B), a.transpose(1, 0, 2))
+    return out
 
 
 def _layer_forward(cell, params, layer, inputs, state):
     """Run one layer over a window. inputs: ids (T, B) for layer 0, else activations
-    (T, B, H). Returns the window's buffers (buf["h"][1:] is the output) and the prepared
+    (T, H, B). Returns the window's buffers (buf["h"][1:] is the output) and the prepared
     weights, which the backward pass reuses."""
-    w_in_t, b_in, w = prepare(cell, *(params[k] for k in layer_keys(layer)))
-    if layer == 0:
-        table = np.add(w_in_t, b_in, order="C")  # (V, G*H): one-hot x @ W_ih^T, a lookup
-        gx = table.take(inputs, axis=0)  # (T, B, G*H)
-    else:
-        T, B, H = inputs.shape  # one GEMM over all T*B rows; the bias is added step by step
-        gx = (inputs.reshape(T * B, H) @ w_in_t).reshape(T, B, -1)
-    T, B = gx.shape[:2]
-    buf = cell.buffers(T, B, w.hh.shape[1], gx.dtype)
+    T, B = inputs.shape[0], inputs.shape[-1]
+    alloc = _scratch.scope(f"l{layer}.")
+    w_in, b_in, w = prepare(cell, *(params[k] for k in layer_keys(layer)), batch=B,
+                            alloc=alloc)
+    GH, H = w.hh_s.shape
+    dtype = w.hh_s.dtype
+    buf = {name: alloc(name, shape, dtype)
+           for name, shape in cell.buffer_shapes(T, B, H).items()}
     for name, s in zip(cell.state_names, state):
-        buf[name][0] = s
+        buf[name][0] = s.T
+    gx = alloc("gx", (GH, B), dtype)  # step t's input projection, made in the loop
+    if layer == 0:  # (G*H, V): one-hot x_t @ W_ih^T is a lookup
+        table = np.add(w_in, b_in[:, None], out=alloc("table", w_in.shape, dtype))
+    else:
+        bias = alloc("bias_in", (GH, B), dtype)
+        bias[...] = b_in[:, None]
     for t in range(T):
-        if layer > 0:
-            gx[t] += b_in  # while gx[t] is in cache, rather than a pass over all of gx
-        cell.forward(t, gx[t], buf, w)
+        if layer == 0:
+            np.take(table, inputs[t], axis=1, out=gx, mode="wrap")  # ids < V: "wrap"
+            # never wraps, and measured 1.6x faster than the default "raise"
+        else:
+            np.dot(w_in, inputs[t], out=gx)  # per step as fast as one GEMM: same kernel
+            gx += bias
+        cell.forward(t, gx, buf, w)
     return buf, w
 
 
-def _layer_backward(cell, buf, w, dhs):
-    """BPTT through one layer's window. dhs (T, B, H), the loss gradient reaching each
+def _layer_backward(cell, buf, w, dhs, alloc):
+    """BPTT through one layer's window. dhs (T, H, B), the loss gradient reaching each
     step's output from above, is used as scratch. The gradient does not flow into the
-    carried-in state: that is the truncation. Returns dgx, dgh, each (T, B, G*H), and
-    their sums over time and batch: the bias gradients."""
-    T, B, H = dhs.shape
-    dgx = np.empty((T, B, cell.gates * H), dhs.dtype)
-    dgh = dgx if cell.fold_hidden_bias else np.empty_like(dgx)
-    db_x = np.zeros(dgx.shape[2], dhs.dtype)
-    db_h = db_x if dgh is dgx else np.zeros_like(db_x)
-    dnext = tuple(np.zeros((B, H), dhs.dtype) for _ in cell.state_names)
-    dprev = tuple(np.empty((B, H), dhs.dtype) for _ in cell.state_names)
+    carried-in state: that is the truncation. Returns dgx, dgh, each (T, G*H, B)."""
+    T, H, B = dhs.shape
+    dgx = alloc("dgx", (T, w.hh_s.shape[0], B), dhs.dtype)
+    dgh = dgx if cell.fold_hidden_bias else alloc("dgh", dgx.shape, dhs.dtype)
+    dnext = tuple(alloc(f"dnext{k}", (H, B), dhs.dtype) for k in range(len(cell.state_names)))
+    dprev = tuple(alloc(f"dprev{k}", (H, B), dhs.dtype) for k in range(len(cell.state_names)))
+    for d in dnext:
+        d.fill(0)
     for t in reversed(range(T)):
         dh = dhs[t]
         dh += dnext[0]
         cell.backward(t, buf, w, (dh,) + dnext[1:], dgx[t], dgh[t], dprev)
-        db_x += dgx[t].sum(axis=0)  # summed while in cache
-        if db_h is not db_x:
-            db_h += dgh[t].sum(axis=0)
         dnext, dprev = dprev, dnext
-    return dgx, dgh, db_x, db_h
+    return dgx, dgh
 
 
 def softmax_cross_entropy(logits, targets):
-    """Mean cross-entropy of logits (N, V) against integer targets (N,). Returns the loss
-    and its gradient with respect to the logits, computed in logits' own buffer."""
-    N = logits.shape[0]
-    rows = np.arange(N)
-    logits -= logits.max(axis=1, keepdims=True)
-    target_logits = logits[rows, targets]
+    """Mean cross-entropy of logits (V, N), one column per prediction, against integer
+    targets (N,). Returns the loss and its gradient with respect to the logits, computed
+    in logits' own buffer."""
+    N = logits.shape[1]
+    cols = np.arange(N)
+    logits -= logits.max(axis=0)
+    target_logits = logits[targets, cols]
     probs = np.exp(logits, out=logits)
-    sums = probs.sum(axis=1)
+    sums = probs.sum(axis=0)
     loss = float(np.mean(np.log(sums) - target_logits))
-    probs *= (1.0 / N) / sums[:, None]
-    probs[rows, targets] -= 1.0 / N
+    probs *= (1.0 / N) / sums
+    probs[targets, cols] -= 1.0 / N
     return loss, probs
+
+
+def _final_state(cell, buf):
+    return tuple(buf[name][-1].T.copy() for name in cell.state_names)
 
 
 def loss_and_grads(params, spec, x, y, state, masks=None):
     """Forward and backward over one window.
 
     Inputs: x, y integer ids (B, T), y being x shifted by one; state, a list of per-layer
-    tuples carried in from the previous window; masks, dropout masks from dropout_masks()
-    or None. Returns (loss, grads, new_state): the mean cross-entropy per character, a dict
-    of gradients with the keys of params, and the state after the window.
+    tuples of (B, H) arrays carried in from the previous window; masks, dropout masks from
+    dropout_masks() or None. Returns (loss, grads, new_state): the mean cross-entropy per
+    character, a dict of gradients with the keys of params, and the state after the window.
     """
     cell = CELLS[spec.cell]
     xs, ys = x.T, y.T  # (T, B): time-major
     T, B = xs.shape
-    H, V = spec.hidden, spec.vocab_size
-    inputs, layers, new_state = xs, [], []
+    H, V, N = spec.hidden, spec.vocab_size, T * B
+    dtype = params["out.weight"].dtype
+    inputs, in_cols, layers, new_state = xs, None, [], []
     for layer in range(spec.layers):
+        alloc = _scratch.scope(f"l{layer}.")
         buf, w = _layer_forward(cell, params, layer, inputs, state[layer])
-        layers.append((inputs, buf, w))
-        new_state.append(tuple(buf[name][T].copy() for name in cell.state_names))
-        inputs = buf["h"][1:] if masks is None else buf["h"][1:] * masks[layer]  # (T, B, H)
+        new_state.append(_final_state(cell, buf))
+        h_cols = _columns(buf["h"], alloc, "h_cols")  # (H, (T+1)*B): h_0 .. h_T
+        if masks is None:
+            outputs, out_cols = buf["h"][1:], h_cols[:, B:]
+        else:
+            outputs = np.multiply(buf["h"][1:], masks[layer],
+                                  out=alloc("dropped", (T, H, B), dtype))
+            out_cols = _columns(outputs, alloc, "dropped_cols")
+        layers.append((inputs, in_cols, buf, w, h_cols[:, :N]))
+        inputs, in_cols = outputs, out_cols  # (T, H, B) and (H, T*B)
 
-    top = inputs.reshape(T * B, H)
-    logits = top @ params["out.weight"].T  # (T*B, V)
-    logits += params["out.bias"]
+    logits = np.dot(params["out.weight"], in_cols, out=_scratch("logits", (V, N), dtype))
+    logits += params["out.bias"][:, None]
     loss, dlogits = softmax_cross_entropy(logits, ys.reshape(-1))
 
-    grads = {"out.weight": dlogits.T @ top, "out.bias": dlogits.sum(axis=0)}
-    dout = (dlogits @ params["out.weight"]).reshape(T, B, H)
+    grads = {"out.weight": dlogits @ in_cols.T, "out.bias": dlogits.sum(axis=1)}
+    dout = np.matmul(params["out.weight"].T, dlogits.reshape(V, T, B).transpose(1, 0, 2),
+                     out=_scratch("dout", (T, H, B), dtype))
     for layer in reversed(range(spec.layers)):
-        layer_inputs, buf, w = layers[layer]
+        alloc = _scratch.scope(f"l{layer}.")
+        layer_inputs, layer_in_cols, buf, w, prev_cols = layers[layer]
         if masks is not None:
             dout *= masks[layer]
-        dgx, dgh, db_x, db_h = _layer_backward(cell, buf, w, dout)
+        dgx, dgh = _layer_backward(cell, buf, w, dout, alloc)
         w_ih, w_hh, b_ih, b_hh = layer_keys(layer)
-        grads[b_ih], grads[b_hh] = db_x, db_h.copy() if db_h is db_x else db_h
-        GH = dgx.shape[2]
-        dgx2, dgh2 = dgx.reshape(T * B, GH), dgh.reshape(T * B, GH)
-        grads[w_hh] = dgh2.T @ buf["h"][:-1].reshape(T * B, H)
+        dgx2 = _columns(dgx, alloc, "dgx_cols")  # (G*H, T*B)
+        dgh2 = dgx2 if dgh is dgx else _columns(dgh, alloc, "dgh_cols")
+        grads[b_ih] = dgx2.sum(axis=1)
+        grads[b_hh] = grads[b_ih].copy() if dgh is dgx else dgh2.sum(axis=1)
+        grads[w_hh] = dgh2 @ prev_cols.T
         if layer == 0:
             grads[w_ih] = _lookup_grad(dgx2, layer_inputs.reshape(-1), V)
         else:
-            grads[w_ih] = dgx2.T @ layer_inputs.reshape(T * B, H)
-            dout = (dgx2 @ params[w_ih]).reshape(T, B, H)
+            grads[w_ih] = dgx2 @ layer_in_cols.T
+            dout = np.matmul(params[w_ih].T, dgx, out=alloc("dout", (T, H, B), dtype))
     return loss, grads, new_state
 
 
@@ -230,9 +290,9 @@ def forward(params, spec, x, state):
     inputs, new_state = x.T, []
     for layer in range(spec.layers):
         buf, _ = _layer_forward(cell, params, layer, inputs, state[layer])
-        new_state.append(tuple(buf[name][-1].copy() for name in cell.state_names))
+        new_state.append(_final_state(cell, buf))
         inputs = buf["h"][1:]
-    T, B, H = inputs.shape
-    logits = inputs.reshape(T * B, H) @ params["out.weight"].T
-    logits += params["out.bias"]
-    return logits.reshape(T, B, -1).transpose(1, 0, 2), new_state
+    T, H, B = inputs.shape
+    logits = params["out.weight"] @ _columns(inputs, _scratch, "top")  # (V, T*B)
+    logits += params["out.bias"][:, None]
+    return logits.reshape(-1, T, B).transpose(2, 1, 0), new_state

@@ -11,6 +11,10 @@ from rnnlm import RnnlmError
 
 
 class Optimizer:
+    """Updates every parameter in place. Each update writes its intermediate results into
+    a scratch array per parameter (`tmp`), so a step allocates nothing: a fresh temporary
+    of a few MB page-faults on first touch, and these run for every parameter every step."""
+
     slot_kinds = ()  # per-parameter state arrays, e.g. ("m", "v")
 
     def __init__(self, params, **hyper):
@@ -18,11 +22,16 @@ class Optimizer:
         self.slots = {f"{kind}.{name}": np.zeros_like(p)
                       for kind in self.slot_kinds for name, p in params.items()}
         self.slots["t"] = np.zeros((), np.int64)  # updates done
+        self.scratch = {}
 
     def step(self, params, grads, lr):
         self.slots["t"] += 1
         for name, p in params.items():
-            self.update(p, grads[name], lr, *(self.slots[f"{k}.{name}"] for k in self.slot_kinds))
+            tmp = self.scratch.get(name)
+            if tmp is None or tmp.shape != p.shape or tmp.dtype != p.dtype:
+                tmp = self.scratch[name] = np.empty_like(p)
+            slots = (self.slots[f"{k}.{name}"] for k in self.slot_kinds)
+            self.update(p, grads[name], lr, *slots, tmp)
 
     def load_slots(self, slots):
         """Take slot arrays from a checkpoint; RnnlmError if any is missing or misshapen."""
@@ -39,30 +48,34 @@ class SGD(Optimizer):
     """PyTorch's momentum: buf = momentum * buf + g;  p -= lr * buf."""
     slot_kinds = ("buf",)
 
-    def update(self, p, g, lr, buf):
+    def update(self, p, g, lr, buf, tmp):
         buf *= self.hyper["momentum"]
         buf += g
-        p -= lr * buf
+        np.multiply(buf, lr, out=tmp)
+        p -= tmp
 
 
 class Adagrad(Optimizer):
     """sum += g^2;  p -= lr * g / (sqrt(sum) + eps). min-char-rnn's optimizer."""
     slot_kinds = ("sum",)
 
-    def update(self, p, g, lr, acc):
-        acc += g * g
-        p -= lr * g / (np.sqrt(acc) + self.hyper["eps"])
+    def update(self, p, g, lr, acc, tmp):
+        np.multiply(g, g, out=tmp)
+        acc += tmp
+        _scaled_step(p, g, acc, lr, 1.0, self.hyper["eps"], tmp)
 
 
 class RMSprop(Optimizer):
     """v = alpha v + (1 - alpha) g^2;  p -= lr * g / (sqrt(v) + eps)."""
     slot_kinds = ("v",)
 
-    def update(self, p, g, lr, v):
+    def update(self, p, g, lr, v, tmp):
         alpha = self.hyper["alpha"]
         v *= alpha
-        v += (1.0 - alpha) * g * g
-        p -= lr * g / (np.sqrt(v) + self.hyper["eps"])
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - alpha
+        v += tmp
+        _scaled_step(p, g, v, lr, 1.0, self.hyper["eps"], tmp)
 
 
 class Adam(Optimizer):
@@ -76,16 +89,27 @@ class Adam(Optimizer):
         self._v_scale = 1.0 / math.sqrt(1.0 - b2 ** t)
         super().step(params, grads, lr)
 
-    def update(self, p, g, lr, m, v):
+    def update(self, p, g, lr, m, v, tmp):
         b1, b2 = self.hyper["beta1"], self.hyper["beta2"]
         m *= b1
-        m += (1.0 - b1) * g
+        np.multiply(g, 1.0 - b1, out=tmp)
+        m += tmp
         v *= b2
-        v += (1.0 - b2) * g * g
-        denom = np.sqrt(v)
-        denom *= self._v_scale
-        denom += self.hyper["eps"]
-        p -= self._step_size * m / denom
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - b2
+        v += tmp
+        _scaled_step(p, m, v, self._step_size, self._v_scale, self.hyper["eps"], tmp)
+
+
+def _scaled_step(p, num, sq, lr, sq_scale, eps, tmp):
+    """p -= lr * num / (sqrt(sq) * sq_scale + eps), through tmp."""
+    np.sqrt(sq, out=tmp)
+    if sq_scale != 1.0:
+        tmp *= sq_scale
+    tmp += eps
+    np.divide(num, tmp, out=tmp)
+    tmp *= lr
+    p -= tmp
 
 
 OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}

@@ -11,41 +11,41 @@ from rnnlm.model import forward, layer_keys, zero_state
 
 class Stepper:
     """The model run one character at a time for one stream (batch 1): each layer's
-    weights laid out once, its buffers allocated once and reused for every step."""
+    weights laid out once, its buffers allocated once and reused for every step. Arrays
+    are feature-major, (features, 1), as in training."""
 
     def __init__(self, params, spec):
         self.cell = CELLS[spec.cell]
         dtype = params["out.weight"].dtype
         self.layers = []
         for layer in range(spec.layers):
-            w_in_t, b_in, w = prepare(self.cell, *(params[k] for k in layer_keys(layer)))
-            if layer == 0:
-                w_in_t = np.add(w_in_t, b_in, order="C")  # the bias joins the lookup table
-            buf = self.cell.buffers(1, 1, spec.hidden, dtype)
-            for a in buf.values():
-                a[...] = 0
-            gx = np.empty((1, w.hh.shape[0]), dtype)
-            self.layers.append((w_in_t, b_in, w, buf, gx))
-        self.out_t = np.ascontiguousarray(params["out.weight"].T)  # (H, V)
-        self.out_b = params["out.bias"]
-        self.logits = np.empty((1, spec.vocab_size), dtype)
+            w_in, b_in, w = prepare(self.cell, *(params[k] for k in layer_keys(layer)), batch=1)
+            if layer == 0:  # rows of the lookup table (V, G*H), the bias included
+                w_in = np.ascontiguousarray((w_in + b_in[:, None]).T)
+            buf = {name: np.zeros(shape, dtype)
+                   for name, shape in self.cell.buffer_shapes(1, 1, spec.hidden).items()}
+            gx = np.empty((w.hh_s.shape[0], 1), dtype)
+            self.layers.append((w_in, b_in[:, None], w, buf, gx))
+        self.out_w = params["out.weight"]  # (V, H)
+        self.out_b = params["out.bias"][:, None]
+        self.logits = np.empty((spec.vocab_size, 1), dtype)
 
     def __call__(self, char_id):
         """Feed one character id; returns the logits (V,) for the next one."""
         x = None
-        for layer, (w_in_t, b_in, w, buf, gx) in enumerate(self.layers):
+        for layer, (w_in, b_in, w, buf, gx) in enumerate(self.layers):
             for name in self.cell.state_names:
                 buf[name][0] = buf[name][1]
             if layer == 0:
-                gx = w_in_t[char_id:char_id + 1]
+                gx = w_in[char_id][:, None]
             else:
-                np.dot(x, w_in_t, out=gx)
+                np.dot(w_in, x, out=gx)
                 gx += b_in
             self.cell.forward(0, gx, buf, w)
             x = buf["h"][1]
-        np.dot(x, self.out_t, out=self.logits)
+        np.dot(self.out_w, x, out=self.logits)
         self.logits += self.out_b
-        return self.logits[0].copy()
+        return self.logits[:, 0].copy()
 
 
 def pick(logits, rng, temperature=1.0, top_k=0, argmax=False):

@@ -17,7 +17,7 @@ def test_gradcheck_fails_on_a_wrong_backward(monkeypatch):
         (dh,), h = dstate, buf["h"][t + 1]
         np.subtract(1.0, h, out=dgx)  # the tanh derivative is 1 - h^2, not 1 - h
         dgx *= dh
-        np.dot(dgx, w.hh, out=dprev[0])
+        np.dot(w.hh_t, dgx, out=dprev[0])
 
     monkeypatch.setattr(cells.RNN, "backward", staticmethod(wrong_rnn_backward))
     rows = gradcheck.check("rnn")
@@ -76,7 +76,7 @@ def reference_loss_and_grads(params, spec, x, y, state, masks=None):
                 h = (1 - z) * n + z * hp
                 acts[l, t] = (r, z, n, gh[:, 2*H:])
             hs[l, t] = h
-            inp = h * masks[l][t] if masks is not None else h
+            inp = h * masks[l][t].T if masks is not None else h  # masks are (T, H, B)
         logits = inp @ p["out.weight"].T + p["out.bias"]
         e = np.exp(logits - logits.max(1, keepdims=True))
         probs[t] = e / e.sum(1, keepdims=True)
@@ -95,7 +95,7 @@ def reference_loss_and_grads(params, spec, x, y, state, masks=None):
         dinp = dlogits @ p["out.weight"]
         for l in reversed(range(L)):
             if masks is not None:
-                dinp = dinp * masks[l][t]
+                dinp = dinp * masks[l][t].T
             dh = dinp + dh_next[l]
             Wi, Wh = p[f"rnn.weight_ih_l{l}"], p[f"rnn.weight_hh_l{l}"]
             hp = hs[l, t - 1]
@@ -170,7 +170,7 @@ def test_inference_forward_matches_training_forward(cell):
     state = [tuple(rng.normal(0, 0.5, (2, 10)) for _ in s) for s in model.zero_state(spec, 2)]
     loss, _, st1 = model.loss_and_grads(params, spec, x, y, state)
     logits, st2 = model.forward(params, spec, x, state)
-    ce, _ = model.softmax_cross_entropy(logits.reshape(-1, 7), y.reshape(-1))
+    ce, _ = model.softmax_cross_entropy(logits.reshape(-1, 7).T.copy(), y.reshape(-1))
     assert ce == pytest.approx(loss, rel=1e-12)
     for a, b in zip(st1, st2):
         for u, v in zip(a, b):

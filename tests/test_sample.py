@@ -64,7 +64,7 @@ def test_evaluate_matches_the_mean_cross_entropy(lm):
     ids = vocab.encode("abcdefgh\n hgfedcba " * 5)[0]
     whole = sample.evaluate(params, spec, ids, batch=1, seq_len=7)
     logits, _ = model.forward(params, spec, ids[None, :-1], model.zero_state(spec, 1))
-    ce, _ = model.softmax_cross_entropy(logits[0].astype(np.float64), ids[1:])
+    ce, _ = model.softmax_cross_entropy(logits[0].T.astype(np.float64), ids[1:])
     assert whole == pytest.approx(ce, rel=1e-5)
     # more streams cut the context at their starts but still count every character once
     assert sample.evaluate(params, spec, ids, batch=4) == pytest.approx(ce, rel=0.05)
