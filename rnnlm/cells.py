@@ -29,7 +29,9 @@ it, and nothing is allocated inside the time loop. The step functions are pure o
 A trick for speed: sigmoid(a) = (1 + tanh(a / 2)) / 2, so the rows of W_hh, W_ih and the
 biases that feed sigmoid gates are pre-scaled by 1/2 (`prepare`), and one tanh call over
 all G*H pre-activations then yields every gate. Gradients are always with respect to the
-true, unscaled pre-activations.
+true, unscaled pre-activations. A cell may also keep its gate blocks in another order
+than PyTorch's (`order`: the parameter block of each of its blocks); prepare() lays the
+weights out so, and the model puts the gradients back in PyTorch's order.
 """
 from typing import NamedTuple
 
@@ -55,7 +57,7 @@ class RNN:
         h = tanh(gx + W_hh h_prev),   gx = W_ih x + b_ih + b_hh
     """
 
-    gates, state_names, kinds = 1, ("h",), "t"
+    gates, state_names, kinds, order = 1, ("h",), "t", (0,)
     fold_hidden_bias = True  # b_hh can join b_ih in gx
 
     @staticmethod
@@ -80,20 +82,22 @@ class RNN:
 
 
 class LSTM:
-    """LSTM, gates i, f, g, o stacked in that order.  Equations:
+    """LSTM, gates i, f, g, o stacked in that order in the parameters.  Equations:
         a = gx + W_hh h_prev,   gx = W_ih x + b_ih + b_hh
         i = sigmoid(a_i)   f = sigmoid(a_f)   g = tanh(a_g)   o = sigmoid(a_o)
         c = f * c_prev + i * g
         h = o * tanh(c)
+    Inside a step the gates are stacked o, i, f, g (`order`), so that the three sigmoid
+    gates are one block of rows, and so are the three that scale with dc.
     """
 
-    gates, state_names, kinds = 4, ("h", "c"), "ssts"
+    gates, state_names, kinds, order = 4, ("h", "c"), "ssst", (3, 0, 1, 2)
     fold_hidden_bias = True
 
     @staticmethod
     def buffer_shapes(T, B, H):
         return {"h": (T + 1, H, B), "c": (T + 1, H, B),
-                "acts": (T, 4 * H, B),  # i, f, g, o after activation
+                "acts": (T, 4 * H, B),  # o, i, f, g after activation
                 "tanh_c": (T, H, B)}
 
     @staticmethod
@@ -104,9 +108,8 @@ class LSTM:
         np.dot(w.hh_s, buf["h"][t], out=acts)
         acts += gx
         np.tanh(acts, out=acts)
-        _to_sigmoid(acts[:2 * H])  # i, f
-        _to_sigmoid(acts[3 * H:])  # o
-        i, f, g, o = acts[:H], acts[H:2 * H], acts[2 * H:3 * H], acts[3 * H:]
+        _to_sigmoid(acts[:3 * H])  # o, i, f
+        o, i, f, g = acts[:H], acts[H:2 * H], acts[2 * H:3 * H], acts[3 * H:]
         np.multiply(f, c_prev, out=c)
         np.multiply(i, g, out=tanh_c)
         c += tanh_c
@@ -120,11 +123,11 @@ class LSTM:
         dh_prev, dc = dprev  # dc is built in dc_prev's buffer, then scaled by f at the end
         acts, tanh_c, c_prev = buf["acts"][t], buf["tanh_c"][t], buf["c"][t]
         H = dh.shape[0]
-        i, f, g, o = acts[:H], acts[H:2 * H], acts[2 * H:3 * H], acts[3 * H:]
-        da_i, da_f, da_g, da_o = dgx[:H], dgx[H:2 * H], dgx[2 * H:3 * H], dgx[3 * H:]
+        o, i, f, g = acts[:H], acts[H:2 * H], acts[2 * H:3 * H], acts[3 * H:]
+        da_o, da_i, da_f, da_g = dgx[:H], dgx[H:2 * H], dgx[2 * H:3 * H], dgx[3 * H:]
         # local derivatives: s(1 - s) for the sigmoid gates, 1 - g^2 for g
-        np.subtract(1.0, acts, out=dgx)
-        dgx *= acts
+        np.subtract(1.0, acts[:3 * H], out=dgx[:3 * H])
+        dgx[:3 * H] *= acts[:3 * H]
         np.multiply(g, g, out=da_g)
         np.subtract(1.0, da_g, out=da_g)
         # dc = dc_next + dh * o * (1 - tanh(c)^2)
@@ -138,7 +141,7 @@ class LSTM:
         da_i *= g
         da_f *= c_prev
         da_g *= i
-        dgx[:3 * H].reshape(3, H, -1)[...] *= dc  # i, f, g all scale with dc
+        dgx[H:].reshape(3, H, -1)[...] *= dc  # i, f, g all scale with dc
         np.dot(w.hh_t, dgx, out=dh_prev)
         dc *= f  # dc_prev
 
@@ -151,7 +154,7 @@ class GRU:
         h = (1 - z) * n + z * h_prev
     """
 
-    gates, state_names, kinds = 3, ("h",), "sst"
+    gates, state_names, kinds, order = 3, ("h",), "sst", (0, 1, 2)
     fold_hidden_bias = False  # b_hn sits inside r * (...)
 
     @staticmethod
@@ -210,11 +213,6 @@ class GRU:
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
-def gate_scale(cell, hidden, dtype):
-    """(G*H,) factors: 1/2 on the rows that feed sigmoid gates, else 1."""
-    return np.repeat([0.5 if k == "s" else 1.0 for k in cell.kinds], hidden).astype(dtype)
-
-
 def _transpose(a, out, block=32):
     """out[...] = a.T, a block of rows at a time: measured 2.4-3.4x faster than one
     np.copyto of the transposed view, whose column reads miss the cache."""
@@ -226,23 +224,32 @@ def _transpose(a, out, block=32):
 def prepare(cell, w_ih, w_hh, b_ih, b_hh, batch, alloc=None):
     """Lay out one layer's weights for a window of `batch` streams: returns
     (w_in, b_in, Prepared) where the input projection is gx = w_in @ x + b_in[:, None]
-    (or columns of w_in looked up, for one-hot x), sigmoid rows already halved. w_in is
-    W_ih itself where nothing is scaled (the RNN), else a scaled copy. alloc(name, shape,
-    dtype), if given, supplies the arrays to write the copies into."""
+    (or columns of w_in looked up, for one-hot x). Gate blocks are in the cell's `order`
+    and sigmoid rows are halved. w_in is W_ih itself where nothing is reordered or scaled
+    (the RNN), else a copy. alloc(name, shape, dtype), if given, supplies the arrays to
+    write the copies into."""
     alloc = alloc or (lambda name, shape, dtype: np.empty(shape, dtype))
     GH, H = w_hh.shape
     dtype = w_hh.dtype
-    scale = gate_scale(cell, H, dtype)[:, None]
     b_in = (b_ih + b_hh) if cell.fold_hidden_bias else b_ih.copy()
-    if cell.kinds == "t":
-        w_in, hh_s = w_ih, w_hh
-    else:
-        w_in = np.multiply(w_ih, scale, out=alloc("w_in", w_ih.shape, dtype))
-        hh_s = np.multiply(w_hh, scale, out=alloc("hh_s", w_hh.shape, dtype))
-        b_in *= scale[:, 0]
-    hh_t = _transpose(w_hh, alloc("hh_t", (H, GH), dtype))
+    if cell.kinds == "t":  # nothing to reorder or scale
+        return w_ih, b_in, Prepared(w_hh, _transpose(w_hh, alloc("hh_t", (H, GH), dtype)), None)
+    w_in = alloc("w_in", w_ih.shape, dtype)
+    hh_s = alloc("hh_s", w_hh.shape, dtype)
+    hh_t = alloc("hh_t", (H, GH), dtype)
+    b_mine = np.empty_like(b_in)
+    b_hh_mine = np.empty_like(b_hh)
+    for k, (src, kind) in enumerate(zip(cell.order, cell.kinds)):
+        mine, theirs = slice(k * H, (k + 1) * H), slice(src * H, (src + 1) * H)
+        scale = 0.5 if kind == "s" else 1.0
+        np.multiply(w_ih[theirs], scale, out=w_in[mine])
+        np.multiply(w_hh[theirs], scale, out=hh_s[mine])
+        _transpose(w_hh[theirs], hh_t[:, mine])
+        np.multiply(b_in[theirs], scale, out=b_mine[mine])
+        np.multiply(b_hh[theirs], scale, out=b_hh_mine[mine])
     bias = None
     if not cell.fold_hidden_bias:  # repeated over the batch: added without broadcasting
         bias = alloc("bias", (GH, batch), dtype)
-        bias[...] = (b_hh * scale[:, 0])[:, None]
-    return w_in, b_in, Prepared(hh_s, hh_t, bias)
+        bias[...] = b_hh_mine[:, None]
+    return w_in, b_mine, Prepared(hh_s, hh_t, bias)
+
