@@ -65,6 +65,12 @@ class RNN:
         return {"h": (T + 1, H, B)}
 
     @staticmethod
+    def gradient_buffers(buf):
+        """Where backward() may write dgx, dgh: step t's output, which it reads last."""
+        outputs = buf["h"][1:]
+        return outputs, outputs
+
+    @staticmethod
     def forward(t, gx, buf, w):
         h_prev, h = buf["h"][t], buf["h"][t + 1]
         np.dot(w.hh_s, h_prev, out=h)
@@ -73,7 +79,8 @@ class RNN:
 
     @staticmethod
     def backward(t, buf, w, dstate, dgx, dgh, dprev):
-        """dstate (dh,) reaching h after step t; fills dgx (= dgh here) and dprev (dh_prev,)."""
+        """dstate (dh,) reaching h after step t; fills dgx (= dgh here) and dprev (dh_prev,).
+        dgx may be h itself."""
         (dh,), h = dstate, buf["h"][t + 1]
         np.multiply(h, h, out=dgx)
         np.subtract(1.0, dgx, out=dgx)
@@ -98,7 +105,13 @@ class LSTM:
     def buffer_shapes(T, B, H):
         return {"h": (T + 1, H, B), "c": (T + 1, H, B),
                 "acts": (T, 4 * H, B),  # o, i, f, g after activation
-                "tanh_c": (T, H, B)}
+                "tanh_c": (T, H, B),
+                "dc": (H, B), "dg": (H, B), "ds": (3 * H, B)}  # backward's scratch
+
+    @staticmethod
+    def gradient_buffers(buf):
+        """Where backward() may write dgx, dgh: the step's activations."""
+        return buf["acts"], buf["acts"]
 
     @staticmethod
     def forward(t, gx, buf, w):
@@ -118,32 +131,36 @@ class LSTM:
 
     @staticmethod
     def backward(t, buf, w, dstate, dgx, dgh, dprev):
-        """dstate (dh, dc) after step t; fills dgx (= dgh) and dprev (dh_prev, dc_prev)."""
+        """dstate (dh, dc) after step t; fills dgx (= dgh) and dprev (dh_prev, dc_prev).
+        dgx may be the step's activations themselves: each is read before it is written."""
         dh, dc_next = dstate
-        dh_prev, dc = dprev  # dc is built in dc_prev's buffer, then scaled by f at the end
+        dh_prev, dc_prev = dprev
         acts, tanh_c, c_prev = buf["acts"][t], buf["tanh_c"][t], buf["c"][t]
+        dc, dg, ds = buf["dc"], buf["dg"], buf["ds"]
         H = dh.shape[0]
         o, i, f, g = acts[:H], acts[H:2 * H], acts[2 * H:3 * H], acts[3 * H:]
         da_o, da_i, da_f, da_g = dgx[:H], dgx[H:2 * H], dgx[2 * H:3 * H], dgx[3 * H:]
-        # local derivatives: s(1 - s) for the sigmoid gates, 1 - g^2 for g
-        np.subtract(1.0, acts[:3 * H], out=dgx[:3 * H])
-        dgx[:3 * H] *= acts[:3 * H]
-        np.multiply(g, g, out=da_g)
-        np.subtract(1.0, da_g, out=da_g)
-        # dc = dc_next + dh * o * (1 - tanh(c)^2)
+        # dc = dc_next + dh * o * (1 - tanh(c)^2);  dc_prev = dc * f
         np.multiply(tanh_c, tanh_c, out=dc)
         np.subtract(1.0, dc, out=dc)
         dc *= o
         dc *= dh
         dc += dc_next
+        np.multiply(dc, f, out=dc_prev)
+        # da_g = dc * i * (1 - g^2)
+        np.multiply(g, g, out=dg)
+        np.subtract(1.0, dg, out=dg)
+        dg *= i
+        # s(1 - s) for the sigmoid gates o, i, f (their values are not needed after this)
+        np.subtract(1.0, acts[:3 * H], out=ds)
+        np.multiply(ds, acts[:3 * H], out=dgx[:3 * H])
         da_o *= tanh_c
         da_o *= dh
         da_i *= g
         da_f *= c_prev
-        da_g *= i
-        dgx[H:].reshape(3, H, -1)[...] *= dc  # i, f, g all scale with dc
+        np.multiply(dg, dc, out=da_g)  # g is not needed after this
+        dgx[H:3 * H].reshape(2, H, -1)[...] *= dc  # i, f
         np.dot(w.hh_t, dgx, out=dh_prev)
-        dc *= f  # dc_prev
 
 
 class GRU:
@@ -162,6 +179,11 @@ class GRU:
         return {"h": (T + 1, H, B),
                 "gh": (T, 3 * H, B),  # hidden side, r and z parts scaled
                 "rzn": (T, 3 * H, B)}  # r, z, n after activation
+
+    @staticmethod
+    def gradient_buffers(buf):
+        """None: backward() needs dgx, dgh of their own."""
+        return None
 
     @staticmethod
     def forward(t, gx, buf, w):

@@ -207,10 +207,15 @@ def _layer_forward(cell, params, layer, inputs, state):
 def _layer_backward(cell, buf, w, dhs, alloc):
     """BPTT through one layer's window. dhs (T, H, B), the loss gradient reaching each
     step's output from above, is used as scratch. The gradient does not flow into the
-    carried-in state: that is the truncation. Returns dgx, dgh, each (T, G*H, B)."""
+    carried-in state: that is the truncation. Returns dgx, dgh, each (T, G*H, B), which
+    may overwrite the window's buffers: the forward pass's results are gone after this."""
     T, H, B = dhs.shape
-    dgx = alloc("dgx", (T, w.hh_s.shape[0], B), dhs.dtype)
-    dgh = dgx if cell.fold_hidden_bias else alloc("dgh", dgx.shape, dhs.dtype)
+    grad_bufs = cell.gradient_buffers(buf)  # dead forward buffers, where the cell allows
+    if grad_bufs is not None:
+        dgx, dgh = grad_bufs
+    else:
+        dgx = _scratch("dgx", (T, w.hh_s.shape[0], B), dhs.dtype)  # shared by the layers
+        dgh = dgx if cell.fold_hidden_bias else _scratch("dgh", dgx.shape, dhs.dtype)
     dnext = tuple(alloc(f"dnext{k}", (H, B), dhs.dtype) for k in range(len(cell.state_names)))
     dprev = tuple(alloc(f"dprev{k}", (H, B), dhs.dtype) for k in range(len(cell.state_names)))
     for d in dnext:
@@ -265,8 +270,8 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
         if masks is None:
             outputs, out_cols = buf["h"][1:], h_cols[:, B:]
         else:
-            outputs = np.multiply(buf["h"][1:], masks[layer],
-                                  out=alloc("dropped", (T, H, B), dtype))
+            outputs = np.multiply(buf["h"][1:], masks[layer],  # read by the next layer only
+                                  out=_scratch("dropped", (T, H, B), dtype))
             out_cols = _columns(outputs, alloc, "dropped_cols")
         layers.append((inputs, in_cols, buf, w, h_cols[:, :N]))
         inputs, in_cols = outputs, out_cols  # (T, H, B) and (H, T*B)
@@ -285,8 +290,8 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
             dout *= masks[layer]
         dgx, dgh = _layer_backward(cell, buf, w, dout, alloc)
         w_ih, w_hh, b_ih, b_hh = layer_keys(layer)
-        dgx2 = _columns(dgx, alloc, "dgx_cols", cell.order)  # (G*H, T*B), PyTorch's order
-        dgh2 = dgx2 if dgh is dgx else _columns(dgh, alloc, "dgh_cols", cell.order)
+        dgx2 = _columns(dgx, _scratch, "dgx_cols", cell.order)  # (G*H, T*B), PyTorch's order
+        dgh2 = dgx2 if dgh is dgx else _columns(dgh, _scratch, "dgh_cols", cell.order)
         grads[b_ih] = _row_sums(dgx2)
         grads[b_hh] = grads[b_ih].copy() if dgh is dgx else _row_sums(dgh2)
         grads[w_hh] = dgh2 @ prev_cols.T
@@ -294,8 +299,8 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
             grads[w_ih] = _lookup_grad(dgx2, layer_inputs.reshape(-1), V)
         else:
             grads[w_ih] = dgx2 @ layer_in_cols.T
-            dx_cols = np.dot(params[w_ih].T, dgx2, out=alloc("dx_cols", (H, N), dtype))
-            dout = alloc("dout", (T, H, B), dtype)  # one GEMM and a copy beat T GEMMs
+            dx_cols = np.dot(params[w_ih].T, dgx2, out=_scratch("dx_cols", (H, N), dtype))
+            dout = _scratch("dout", (T, H, B), dtype)  # one GEMM and a copy beat T GEMMs
             np.copyto(dout, dx_cols.reshape(H, T, B).transpose(1, 0, 2))
     return loss, grads, new_state
 
