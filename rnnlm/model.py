@@ -102,13 +102,15 @@ def check_params(params, spec):
 
 def dropout_masks(spec, batch, seq_len, p, rng, dtype=np.float32):
     """Inverted-dropout masks for every layer's output: 0 or 1/(1-p), each (T, H, B), the
-    layout of the window buffers."""
+    layout of the window buffers. Drawn in the masks' own memory."""
     if p <= 0:
         return None
-    dtype = np.dtype(dtype).type
-    draws = rng.random((spec.layers, seq_len, spec.hidden, batch),
-                       dtype=np.float32 if dtype is np.float32 else np.float64)
-    return list((draws < 1.0 - p) * dtype(1.0 / (1.0 - p)))
+    dtype = np.dtype(dtype)
+    masks = rng.random((spec.layers, seq_len, spec.hidden, batch),
+                       dtype=np.float32 if dtype == np.float32 else np.float64).astype(dtype, copy=False)
+    for m in masks:
+        np.multiply(m < 1.0 - p, 1.0 / (1.0 - p), out=m)
+    return list(masks)
 
 
 class _Scratch:
@@ -173,6 +175,9 @@ def _row_sums(a):
     return a @ ones
 
 
+_FORWARD_ONLY = ("w_in", "hh_s")  # prepared weights one buffer serves all layers with
+
+
 def _layer_forward(cell, params, layer, inputs, state):
     """Run one layer over a window. inputs: ids (T, B) for layer 0, else activations
     (T, H, B). Returns the window's buffers (buf["h"][1:] is the output) and the prepared
@@ -180,7 +185,8 @@ def _layer_forward(cell, params, layer, inputs, state):
     T, B = inputs.shape[0], inputs.shape[-1]
     alloc = _scratch.scope(f"l{layer}.")
     w_in, b_in, w = prepare(cell, *(params[k] for k in layer_keys(layer)), batch=B,
-                            alloc=alloc)
+                            alloc=lambda name, *a: (_scratch if name in _FORWARD_ONLY
+                                                    else alloc)(name, *a))
     GH, H = w.hh_s.shape
     dtype = w.hh_s.dtype
     buf = {name: alloc(name, shape, dtype)

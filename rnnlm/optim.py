@@ -12,8 +12,9 @@ from rnnlm import RnnlmError
 
 class Optimizer:
     """Updates every parameter in place. Each update writes its intermediate results into
-    a scratch array per parameter (`tmp`), so a step allocates nothing: a fresh temporary
-    of a few MB page-faults on first touch, and these run for every parameter every step."""
+    `tmp`, a view of one scratch array as large as the largest parameter, so a step
+    allocates nothing: a fresh temporary of a few MB page-faults on first touch, and these
+    run for every parameter every step."""
 
     slot_kinds = ()  # per-parameter state arrays, e.g. ("m", "v")
 
@@ -22,14 +23,16 @@ class Optimizer:
         self.slots = {f"{kind}.{name}": np.zeros_like(p)
                       for kind in self.slot_kinds for name, p in params.items()}
         self.slots["t"] = np.zeros((), np.int64)  # updates done
-        self.scratch = {}
+        self.scratch = np.empty(0)
 
     def step(self, params, grads, lr):
         self.slots["t"] += 1
+        largest = max(p.size for p in params.values())
+        dtype = next(iter(params.values())).dtype
+        if self.scratch.size < largest or self.scratch.dtype != dtype:
+            self.scratch = np.empty(largest, dtype)
         for name, p in params.items():
-            tmp = self.scratch.get(name)
-            if tmp is None or tmp.shape != p.shape or tmp.dtype != p.dtype:
-                tmp = self.scratch[name] = np.empty_like(p)
+            tmp = self.scratch[:p.size].reshape(p.shape)
             slots = (self.slots[f"{k}.{name}"] for k in self.slot_kinds)
             self.update(p, grads[name], lr, *slots, tmp)
 
