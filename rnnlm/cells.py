@@ -3,7 +3,7 @@
 Gate order and equations are PyTorch's, so checkpoints load into nn.RNN/LSTM/GRU.
 
 Layout: feature-major. Inside a window every per-step array is (features, B): a state is
-(H, B), the gates of a step are (G*H, B), with gate k in rows k*H:(k+1)*H. Two things make
+(H, B), the gates of a step are (G*H, B), gate k in rows k*H:(k+1)*H. Two things make
 this the fast way round: the recurrent product is then W (G*H, H) @ h (H, B), which
 OpenBLAS runs at nearly twice the rate of the (B, H) @ (H, G*H) it replaces (measured: 338
 vs 194 GFLOP/s at H=512, B=32), and each gate is a contiguous block of rows, so the
@@ -20,11 +20,12 @@ dgx, dgh of a window into weight gradients with one GEMM each. They differ only 
 GRU, where r gates the hidden side of n.
 
 Where a step keeps things. A step reads the previous state from, and writes its
-activations into, slot t of `buf`, the window's buffers (a dict of (T or T+1, ..., B)
-arrays shaped as `buffer_shapes()` says): `buf["h"][t]` is the state before step t, `buf["h"][t+1]` after
-it. So state is never copied, the backward pass finds every cache where the forward left
-it, and nothing is allocated inside the time loop. The step functions are pure over
-(buf, t): any window can be recomputed from its inputs.
+activations into, slot t of `buf`, the window's buffers (a dict of arrays shaped as
+`buffer_shapes()` says, most (T or T+1, ..., B)): `buf["h"][t]` is the state before step
+t, `buf["h"][t+1]` after it. So state is never copied, the backward pass finds every cache
+where the forward left it, and nothing is allocated inside the time loop. Where a cell
+allows it (`gradient_buffers()`), the backward pass writes dgx over the activations it has
+finished with, which saves a window-sized buffer.
 
 A trick for speed: sigmoid(a) = (1 + tanh(a / 2)) / 2, so the rows of W_hh, W_ih and the
 biases that feed sigmoid gates are pre-scaled by 1/2 (`prepare`), and one tanh call over
@@ -39,10 +40,11 @@ import numpy as np
 
 
 class Prepared(NamedTuple):
-    """One layer's recurrent weights, laid out once per window for the time loop."""
+    """One layer's recurrent weights, laid out once per window for the time loop, gate
+    blocks in the cell's order."""
 
     hh_s: np.ndarray  # W_hh with sigmoid rows halved, (G*H, H): a = hh_s @ h_prev
-    hh_t: np.ndarray  # W_hh^T, true values, contiguous (H, G*H): dh_prev = hh_t @ da
+    hh_t: np.ndarray  # W_hh^T, true values, (H, G*H): dh_prev = hh_t @ da
     bias: np.ndarray  # the GRU's scaled b_hh repeated over the batch (3H, B); else None
 
 
