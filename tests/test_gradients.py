@@ -193,3 +193,34 @@ def test_overfits_a_short_string(cell):
         optim.clip_gradients(grads, 5.0)
         opt.step(params, grads, 1e-2)
     assert loss < 0.05  # from log(V) = 2.6: the string is memorised
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_reused_window_buffers_leak_nothing_between_calls(cell):
+    """The model keeps its window buffers from one call to the next (model._scratch): what
+    a call returns must not change when later calls, of other shapes and dtypes, reuse them,
+    and repeating a call must repeat its results exactly."""
+    rng = np.random.default_rng(2)
+    spec = model.Spec(cell, 7, 10, 2)
+    params = model.init_params(spec, rng, np.float64)
+    x, y = rng.integers(0, 7, (3, 8)), rng.integers(0, 7, (3, 8))
+    state = [tuple(rng.normal(0, 0.5, (3, 10)) for _ in s) for s in model.zero_state(spec, 3)]
+    masks = model.dropout_masks(spec, 3, 8, 0.3, rng, np.float64)
+    loss, grads, new_state = model.loss_and_grads(params, spec, x, y, state, masks)
+    kept = {k: g.copy() for k, g in grads.items()}
+    kept_state = [tuple(a.copy() for a in s) for s in new_state]
+
+    model.loss_and_grads(params, spec, y, x, new_state, masks)  # same shapes, other data
+    params32 = {k: v.astype(np.float32) for k, v in params.items()}  # other dtype and shapes
+    model.loss_and_grads(params32, spec, x[:2, :5], y[:2, :5], model.zero_state(spec, 2))
+    model.forward(params, spec, x[:1], model.zero_state(spec, 1, np.float64))
+
+    for name in grads:
+        np.testing.assert_array_equal(grads[name], kept[name], err_msg=name)
+    for a, b in zip(new_state, kept_state):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+    again, grads_again, _ = model.loss_and_grads(params, spec, x, y, state, masks)
+    assert again == loss
+    for name in grads:
+        np.testing.assert_array_equal(grads_again[name], kept[name], err_msg=name)
