@@ -10,14 +10,16 @@ vs 194 GFLOP/s at H=512, B=32), and each gate is a contiguous block of rows, so 
 elementwise work runs over contiguous memory instead of strided column slices.
 
 How a step is fed. The input-to-hidden product is computed outside the cell (a lookup for
-one-hot input), so step t receives it ready-made,
+one-hot input, or one batched GEMM for the whole window), and the model writes it into
+slot t of the cell's `input_slots()` before step t runs:
 
     gx = W_ih x_t + b_ih  (+ b_hh where it can be folded in)        (G*H, B)
 
-and its backward writes `dgx`, the gradient with respect to that pre-activation, and `dgh`,
-the one with respect to the hidden side `W_hh h_prev + b_hh`. The model turns the stacked
-dgx, dgh of a window into weight gradients with one GEMM each. They differ only for the
-GRU, where r gates the hidden side of n.
+The step adds the recurrent product to it in place. Its backward writes `dgx`, the gradient
+with respect to that pre-activation, and `dgh`, the one with respect to the hidden side
+`W_hh h_prev + b_hh`. The model turns the stacked dgx, dgh of a window into weight
+gradients with one GEMM each. They differ only for the GRU, where r gates the hidden side
+of n.
 
 Where a step keeps things. A step reads the previous state from, and writes its
 activations into, slot t of `buf`, the window's buffers (a dict of arrays shaped as
@@ -64,7 +66,12 @@ class RNN:
 
     @staticmethod
     def buffer_shapes(T, B, H):
-        return {"h": (T + 1, H, B)}
+        return {"h": (T + 1, H, B), "hh": (H, B)}
+
+    @staticmethod
+    def input_slots(buf):
+        """Where gx goes: into the output slot, where tanh's argument is built."""
+        return buf["h"][1:]
 
     @staticmethod
     def gradient_buffers(buf):
@@ -73,10 +80,10 @@ class RNN:
         return outputs, outputs
 
     @staticmethod
-    def forward(t, gx, buf, w):
-        h_prev, h = buf["h"][t], buf["h"][t + 1]
-        np.dot(w.hh_s, h_prev, out=h)
-        h += gx
+    def forward(t, buf, w):
+        hh, h = buf["hh"], buf["h"][t + 1]  # h holds gx
+        np.dot(w.hh_s, buf["h"][t], out=hh)
+        h += hh
         np.tanh(h, out=h)
 
     @staticmethod
@@ -108,7 +115,13 @@ class LSTM:
         return {"h": (T + 1, H, B), "c": (T + 1, H, B),
                 "acts": (T, 4 * H, B),  # o, i, f, g after activation
                 "tanh_c": (T, H, B),
+                "hh": (4 * H, B),  # forward's scratch
                 "dc": (H, B), "dg": (H, B), "ds": (3 * H, B)}  # backward's scratch
+
+    @staticmethod
+    def input_slots(buf):
+        """Where gx goes: into the gates' slot."""
+        return buf["acts"]
 
     @staticmethod
     def gradient_buffers(buf):
@@ -116,12 +129,12 @@ class LSTM:
         return buf["acts"], buf["acts"]
 
     @staticmethod
-    def forward(t, gx, buf, w):
-        acts, tanh_c = buf["acts"][t], buf["tanh_c"][t]
+    def forward(t, buf, w):
+        acts, tanh_c, hh = buf["acts"][t], buf["tanh_c"][t], buf["hh"]  # acts holds gx
         c_prev, c, h = buf["c"][t], buf["c"][t + 1], buf["h"][t + 1]
         H = c.shape[0]
-        np.dot(w.hh_s, buf["h"][t], out=acts)
-        acts += gx
+        np.dot(w.hh_s, buf["h"][t], out=hh)
+        acts += hh
         np.tanh(acts, out=acts)
         _to_sigmoid(acts[:3 * H])  # o, i, f
         o, i, f, g = acts[:H], acts[H:2 * H], acts[2 * H:3 * H], acts[3 * H:]
@@ -180,7 +193,13 @@ class GRU:
     def buffer_shapes(T, B, H):
         return {"h": (T + 1, H, B),
                 "gh": (T, 3 * H, B),  # hidden side, r and z parts scaled
-                "rzn": (T, 3 * H, B)}  # r, z, n after activation
+                "rzn": (T, 3 * H, B),  # r, z, n after activation
+                "rgh": (H, B)}  # forward's scratch
+
+    @staticmethod
+    def input_slots(buf):
+        """Where gx goes: into the gates' slot, where each gate's argument is built."""
+        return buf["rzn"]
 
     @staticmethod
     def gradient_buffers(buf):
@@ -188,17 +207,17 @@ class GRU:
         return None
 
     @staticmethod
-    def forward(t, gx, buf, w):
+    def forward(t, buf, w):
         gh, rzn, h_prev, h = buf["gh"][t], buf["rzn"][t], buf["h"][t], buf["h"][t + 1]
         H = h.shape[0]
         np.dot(w.hh_s, h_prev, out=gh)
         gh += w.bias
-        rz, n = rzn[:2 * H], rzn[2 * H:]
-        np.add(gx[:2 * H], gh[:2 * H], out=rz)
+        rz, n, rgh = rzn[:2 * H], rzn[2 * H:], buf["rgh"]  # rzn holds gx
+        rz += gh[:2 * H]
         np.tanh(rz, out=rz)
         _to_sigmoid(rz)
-        np.multiply(rzn[:H], gh[2 * H:], out=n)
-        n += gx[2 * H:]
+        np.multiply(rzn[:H], gh[2 * H:], out=rgh)
+        n += rgh
         np.tanh(n, out=n)
         np.subtract(h_prev, n, out=h)
         h *= rzn[H:2 * H]

@@ -24,8 +24,7 @@ class Stepper:
                 w_in = np.ascontiguousarray((w_in + b_in[:, None]).T)
             buf = {name: np.zeros(shape, dtype)
                    for name, shape in self.cell.buffer_shapes(1, 1, spec.hidden).items()}
-            gx = np.empty((w.hh_s.shape[0], 1), dtype)
-            self.layers.append((w_in, b_in[:, None], w, buf, gx))
+            self.layers.append((w_in, b_in[:, None], w, buf, self.cell.input_slots(buf)[0]))
         self.out_w = params["out.weight"]  # (V, H)
         self.out_b = params["out.bias"][:, None]
         self.logits = np.empty((spec.vocab_size, 1), dtype)
@@ -37,11 +36,11 @@ class Stepper:
             for name in self.cell.state_names:
                 buf[name][0] = buf[name][1]
             if layer == 0:
-                gx = w_in[char_id][:, None]
+                gx[:, 0] = w_in[char_id]
             else:
                 np.dot(w_in, x, out=gx)
                 gx += b_in
-            self.cell.forward(0, gx, buf, w)
+            self.cell.forward(0, buf, w)
             x = buf["h"][1]
         np.dot(self.out_w, x, out=self.logits)
         self.logits += self.out_b
