@@ -226,6 +226,7 @@ def _steps(run, streams, val_ids, out_dir, stop):
             continue
         lr = learning_rate(cfg, run.step) * run.lr_scale
         run.optimizer.step(run.params, grads, lr)
+        del grads, masks  # not held while the next window's are made (peak memory)
         run.state = state
         run.step += 1
         run.window += 1
