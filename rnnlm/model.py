@@ -151,13 +151,12 @@ def _lookup_grad(values, ids, n_cols):
     return sums.reshape(D, n_cols).astype(values.dtype)
 
 
-def _columns(a, alloc, name, order=None):
-    """(T, F, B) window array -> an (F, T*B) copy: the window's T*B columns of features,
-    for the GEMMs that run once per window. Moving whole B-long runs, it costs far less
+def _columns(a, out, order=None):
+    """(T, F, B) window array -> out, (F, T*B): the window's T*B columns of features, for
+    the GEMMs that run once per window. Moving whole B-long runs, the copy costs far less
     than the products it makes contiguous. With order (a cell's gate order), block k of
     a's rows goes to block order[k]: gradients go back to PyTorch's gate order."""
     T, F, B = a.shape
-    out = alloc(name, (F, T * B), a.dtype)
     if order is None or list(order) == sorted(order):
         np.copyto(out.reshape(F, T, B), a.transpose(1, 0, 2))
         return out
@@ -287,14 +286,14 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
         alloc = _scratch.scope(f"l{layer}.")
         buf, w = _layer_forward(cell, params, layer, inputs, state[layer])
         new_state.append(_final_state(cell, buf))
-        h_cols = _columns(buf["h"], alloc, "h_cols")  # (H, (T+1)*B): h_0 .. h_T
+        h_cols = _columns(buf["h"], alloc("h_cols", (H, (T + 1) * B), dtype))  # h_0 .. h_T
         if masks is None:
             outputs, out_cols = buf["h"][1:], h_cols[:, B:]
         else:
             # read only here and by the next layer's first GEMM: "dout" is free till later
             outputs = np.multiply(buf["h"][1:], masks[layer],
                                   out=_scratch("dout", (T, H, B), dtype))
-            out_cols = _columns(outputs, alloc, "dropped_cols")
+            out_cols = _columns(outputs, alloc("dropped_cols", (H, N), dtype))
         layers.append((inputs, in_cols, buf, w, h_cols[:, :N]))
         inputs, in_cols = outputs, out_cols  # (T, H, B) and (H, T*B)
 
@@ -312,8 +311,10 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
             dout *= masks[layer]
         dgx, dgh = _layer_backward(cell, buf, w, dout, alloc)
         w_ih, w_hh, b_ih, b_hh = layer_keys(layer)
-        dgx2 = _columns(dgx, _scratch, "dgx_cols", cell.order)  # (G*H, T*B), PyTorch's order
-        dgh2 = dgx2 if dgh is dgx else _columns(dgh, _scratch, "dgh_cols", cell.order)
+        GH = dgx.shape[1]  # (G*H, T*B) columns, in PyTorch's gate order:
+        dgx2 = _columns(dgx, _scratch("dgx_cols", (GH, N), dtype), cell.order)
+        dgh2 = dgx2 if dgh is dgx else _columns(dgh, _scratch("dgh_cols", (GH, N), dtype),
+                                                cell.order)
         grads[b_ih] = _row_sums(dgx2)
         grads[b_hh] = grads[b_ih].copy() if dgh is dgx else _row_sums(dgh2)
         grads[w_hh] = dgh2 @ prev_cols.T
@@ -334,6 +335,7 @@ def forward(params, spec, x, state):
         new_state.append(_final_state(cell, buf))
         inputs = buf["h"][1:]
     T, H, B = inputs.shape
-    logits = params["out.weight"] @ _columns(inputs, _scratch, "top")  # (V, T*B)
+    top = _scratch("dgx_cols", (spec.gates * H, T * B), inputs.dtype)[:H]  # free here
+    logits = params["out.weight"] @ _columns(inputs, top)  # (V, T*B)
     logits += params["out.bias"][:, None]
     return logits.reshape(-1, T, B).transpose(2, 1, 0), new_state
