@@ -114,8 +114,8 @@ class LSTM:
     def buffer_shapes(T, B, H):
         return {"h": (T + 1, H, B), "c": (T + 1, H, B),
                 "acts": (T, 4 * H, B),  # o, i, f, g after activation
-                "tanh_c": (T, H, B),
                 "hh": (4 * H, B),  # forward's scratch
+                "tanh_c": (H, B),  # recomputed in the backward pass rather than kept
                 "dc": (H, B), "dg": (H, B), "ds": (3 * H, B)}  # backward's scratch
 
     @staticmethod
@@ -130,7 +130,7 @@ class LSTM:
 
     @staticmethod
     def forward(t, buf, w):
-        acts, tanh_c, hh = buf["acts"][t], buf["tanh_c"][t], buf["hh"]  # acts holds gx
+        acts, tanh_c, hh = buf["acts"][t], buf["tanh_c"], buf["hh"]  # acts holds gx
         c_prev, c, h = buf["c"][t], buf["c"][t + 1], buf["h"][t + 1]
         H = c.shape[0]
         np.dot(w.hh_s, buf["h"][t], out=hh)
@@ -150,8 +150,9 @@ class LSTM:
         dgx may be the step's activations themselves: each is read before it is written."""
         dh, dc_next = dstate
         dh_prev, dc_prev = dprev
-        acts, tanh_c, c_prev = buf["acts"][t], buf["tanh_c"][t], buf["c"][t]
+        acts, tanh_c, c_prev = buf["acts"][t], buf["tanh_c"], buf["c"][t]
         dc, dg, ds = buf["dc"], buf["dg"], buf["ds"]
+        np.tanh(buf["c"][t + 1], out=tanh_c)  # kept no window of it: memory
         H = dh.shape[0]
         o, i, f, g = acts[:H], acts[H:2 * H], acts[2 * H:3 * H], acts[3 * H:]
         da_o, da_i, da_f, da_g = dgx[:H], dgx[H:2 * H], dgx[2 * H:3 * H], dgx[3 * H:]
