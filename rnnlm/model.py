@@ -281,21 +281,22 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
     T, B = xs.shape
     H, V, N = spec.hidden, spec.vocab_size, T * B
     dtype = params["out.weight"].dtype
+    # Columns, (H, T*B), are made where they are needed and no earlier: each layer's
+    # outputs for the next layer's weight gradient, its previous states just before its
+    # own backward pass (in one buffer that the top layer's outputs borrow first).
     inputs, in_cols, layers, new_state = xs, None, [], []
     for layer in range(spec.layers):
-        alloc = _scratch.scope(f"l{layer}.")
         buf, w = _layer_forward(cell, params, layer, inputs, state[layer])
         new_state.append(_final_state(cell, buf))
-        h_cols = _columns(buf["h"], alloc("h_cols", (H, (T + 1) * B), dtype))  # h_0 .. h_T
-        if masks is None:
-            outputs, out_cols = buf["h"][1:], h_cols[:, B:]
-        else:
-            # read only here and by the next layer's first GEMM: "dout" is free till later
-            outputs = np.multiply(buf["h"][1:], masks[layer],
+        outputs = buf["h"][1:]
+        if masks is not None:  # read here and by the next layer's first GEMM: "dout" is
+            outputs = np.multiply(outputs, masks[layer],  # free till the backward pass
                                   out=_scratch("dout", (T, H, B), dtype))
-            out_cols = _columns(outputs, alloc("dropped_cols", (H, N), dtype))
-        layers.append((inputs, in_cols, buf, w, h_cols[:, :N]))
-        inputs, in_cols = outputs, out_cols  # (T, H, B) and (H, T*B)
+        layers.append((inputs, in_cols, buf, w))
+        top = layer == spec.layers - 1
+        in_cols = _columns(outputs, _scratch("prev_cols" if top else f"l{layer}.out_cols",
+                                             (H, N), dtype))
+        inputs = outputs  # (T, H, B)
 
     logits = np.dot(params["out.weight"], in_cols, out=_scratch("logits", (V, N), dtype))
     logits += params["out.bias"][:, None]
@@ -306,9 +307,10 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
     dout = _from_columns(np.dot(params["out.weight"].T, dlogits, out=dtop), T)
     for layer in reversed(range(spec.layers)):
         alloc = _scratch.scope(f"l{layer}.")
-        layer_inputs, layer_in_cols, buf, w, prev_cols = layers[layer]
+        layer_inputs, layer_in_cols, buf, w = layers[layer]
         if masks is not None:
             dout *= masks[layer]
+        prev_cols = _columns(buf["h"][:T], _scratch("prev_cols", (H, N), dtype))  # h_0..T-1
         dgx, dgh = _layer_backward(cell, buf, w, dout, alloc)
         w_ih, w_hh, b_ih, b_hh = layer_keys(layer)
         GH = dgx.shape[1]  # (G*H, T*B) columns, in PyTorch's gate order:
