@@ -189,7 +189,20 @@ def _row_sums(a):
     return a @ ones
 
 
-_FORWARD_ONLY = ("w_in", "hh_s")  # prepared weights one buffer serves all layers with
+def _forward_only(alloc, w_ih_shape, N):
+    """prepare()'s allocator. Its scaled copies of W_ih and W_hh are read only in the
+    forward pass, when the gradient-columns buffer (G*H, T*B) holds nothing: they are
+    views of it when they fit, as they do unless the vocabulary exceeds T*B - H."""
+    GH, n_in = w_ih_shape
+
+    def allocate(name, shape, dtype):
+        size = int(np.prod(shape))
+        start = {"w_in": 0, "hh_s": GH * n_in}.get(name)
+        if start is None or start + size > GH * N:
+            return alloc(name, shape, dtype)
+        host = _scratch("dgx_cols", (GH, N), dtype).reshape(-1)
+        return host[start:start + size].reshape(shape)
+    return allocate
 
 
 def _layer_forward(cell, params, layer, inputs, state):
@@ -198,9 +211,9 @@ def _layer_forward(cell, params, layer, inputs, state):
     weights, which the backward pass reuses."""
     T, B = inputs.shape[0], inputs.shape[-1]
     alloc = _scratch.scope(f"l{layer}.")
-    w_in, b_in, w = prepare(cell, *(params[k] for k in layer_keys(layer)), batch=B,
-                            alloc=lambda name, *a: (_scratch if name in _FORWARD_ONLY
-                                                    else alloc)(name, *a))
+    weights = [params[k] for k in layer_keys(layer)]
+    w_in, b_in, w = prepare(cell, *weights, batch=B,
+                            alloc=_forward_only(alloc, weights[0].shape, T * B))
     GH, H = w.hh_s.shape
     dtype = w.hh_s.dtype
     buf = {name: alloc(name, shape, dtype)
@@ -281,36 +294,34 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
     T, B = xs.shape
     H, V, N = spec.hidden, spec.vocab_size, T * B
     dtype = params["out.weight"].dtype
-    # Columns, (H, T*B), are made where they are needed and no earlier: each layer's
-    # outputs for the next layer's weight gradient, its previous states just before its
-    # own backward pass (in one buffer that the top layer's outputs borrow first).
-    inputs, in_cols, layers, new_state = xs, None, [], []
+    # Columns, (H, T*B), are made where they are needed and no earlier, in one buffer:
+    # the top layer's outputs for the output layer, then in each layer's backward pass its
+    # previous states, then its inputs.
+    inputs, layers, new_state = xs, [], []
     for layer in range(spec.layers):
         buf, w = _layer_forward(cell, params, layer, inputs, state[layer])
         new_state.append(_final_state(cell, buf))
-        outputs = buf["h"][1:]
-        if masks is not None:  # read here and by the next layer's first GEMM: "dout" is
-            outputs = np.multiply(outputs, masks[layer],  # free till the backward pass
-                                  out=_scratch("dout", (T, H, B), dtype))
-        layers.append((inputs, in_cols, buf, w))
-        top = layer == spec.layers - 1
-        in_cols = _columns(outputs, _scratch("prev_cols" if top else f"l{layer}.out_cols",
-                                             (H, N), dtype))
-        inputs = outputs  # (T, H, B)
+        layers.append((inputs, buf, w))
+        inputs = buf["h"][1:]  # (T, H, B)
+        if masks is not None:  # read by the next layer's first GEMM or the columns below;
+            inputs = np.multiply(inputs, masks[layer],  # "dout" is free till the backward
+                                 out=_scratch("dout", (T, H, B), dtype))
+    prev_cols = _scratch("prev_cols", (H, N), dtype)
+    top = _columns(inputs, prev_cols)
 
-    logits = np.dot(params["out.weight"], in_cols, out=_scratch("logits", (V, N), dtype))
+    logits = np.dot(params["out.weight"], top, out=_scratch("logits", (V, N), dtype))
     logits += params["out.bias"][:, None]
     loss, dlogits = softmax_cross_entropy(logits, ys.reshape(-1))
 
-    grads = {"out.weight": dlogits @ in_cols.T, "out.bias": dlogits.sum(axis=1)}
+    grads = {"out.weight": dlogits @ top.T, "out.bias": dlogits.sum(axis=1)}
     dtop = _scratch("dgx_cols", (spec.gates * H, N), dtype)[:H]  # free till the backward
     dout = _from_columns(np.dot(params["out.weight"].T, dlogits, out=dtop), T)
     for layer in reversed(range(spec.layers)):
         alloc = _scratch.scope(f"l{layer}.")
-        layer_inputs, layer_in_cols, buf, w = layers[layer]
+        layer_inputs, buf, w = layers[layer]
         if masks is not None:
             dout *= masks[layer]
-        prev_cols = _columns(buf["h"][:T], _scratch("prev_cols", (H, N), dtype))  # h_0..T-1
+        _columns(buf["h"][:T], prev_cols)  # h_0 .. h_T-1, before the RNN's dgx overwrites
         dgx, dgh = _layer_backward(cell, buf, w, dout, alloc)
         w_ih, w_hh, b_ih, b_hh = layer_keys(layer)
         GH = dgx.shape[1]  # (G*H, T*B) columns, in PyTorch's gate order:
@@ -322,8 +333,11 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
         grads[w_hh] = dgh2 @ prev_cols.T
         if layer == 0:
             grads[w_ih] = _lookup_grad(dgx2, layer_inputs.reshape(-1), V)
-        else:
-            grads[w_ih] = dgx2 @ layer_in_cols.T
+        else:  # the layer's inputs, remade (dout is free) as columns in prev_cols (done)
+            inputs = layers[layer - 1][1]["h"][1:]
+            if masks is not None:
+                inputs = np.multiply(inputs, masks[layer - 1], out=dout)
+            grads[w_ih] = dgx2 @ _columns(inputs, prev_cols).T
             dout = _from_columns(np.dot(params[w_ih].T, dgx2, out=_spent_h(buf, H, N)), T)
     return loss, grads, new_state
 
