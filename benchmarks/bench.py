@@ -200,6 +200,7 @@ def worker_memory(size_mb, steps, _):
             for _ in range(size_mb * 2 ** 20 // len(unit)):
                 f.write(unit)
             f.write(unit[:size_mb * 2 ** 20 % len(unit)])
+        del unit  # the benchmark's, not rnnlm's
         corpus_mb = path.stat().st_size / 2 ** 20
         out = Path(tmp) / "run"
         cli.main(["train", str(path), "--out", str(out), "--max-steps", str(steps), "-q"],
