@@ -117,7 +117,8 @@ class _Scratch:
     """Arrays kept from one window to the next, by name. A fresh np.empty of a few MB is
     new memory from the kernel and page-faults on first touch: measured 9,200 faults
     (37 MB) per window of the 2-layer LSTM before this. Only arrays that never leave this
-    module live here: what a function returns is always its own."""
+    module live here: what a function returns is always its own. One set per process, so
+    the model is not to be run from several threads at once."""
 
     def __init__(self):
         self.arrays = {}
