@@ -282,7 +282,9 @@ def prepare(cell, w_ih, w_hh, b_ih, b_hh, batch, alloc=None):
     hh_s = alloc("hh_s", w_hh.shape, dtype)
     hh_t = alloc("hh_t", (H, GH), dtype)
     b_mine = np.empty_like(b_in)
-    b_hh_mine = np.empty_like(b_hh)
+    bias = None
+    if not cell.fold_hidden_bias:  # repeated over the batch: added without broadcasting
+        bias = alloc("bias", (GH, batch), dtype)
     for k, (src, kind) in enumerate(zip(cell.order, cell.kinds)):
         mine, theirs = slice(k * H, (k + 1) * H), slice(src * H, (src + 1) * H)
         scale = 0.5 if kind == "s" else 1.0
@@ -290,10 +292,7 @@ def prepare(cell, w_ih, w_hh, b_ih, b_hh, batch, alloc=None):
         np.multiply(w_hh[theirs], scale, out=hh_s[mine])
         _transpose(w_hh[theirs], hh_t[:, mine])
         np.multiply(b_in[theirs], scale, out=b_mine[mine])
-        np.multiply(b_hh[theirs], scale, out=b_hh_mine[mine])
-    bias = None
-    if not cell.fold_hidden_bias:  # repeated over the batch: added without broadcasting
-        bias = alloc("bias", (GH, batch), dtype)
-        bias[...] = b_hh_mine[:, None]
+        if bias is not None:
+            bias[mine] = (b_hh[theirs] * scale)[:, None]
     return w_in, b_mine, Prepared(hh_s, hh_t, bias)
 

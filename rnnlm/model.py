@@ -197,6 +197,14 @@ def _row_sums(a):
     return a @ ones
 
 
+def _gradient_columns(GH, N, dtype):
+    """The (G*H, T*B) buffer of a layer's gradient columns, shared by the layers. Outside a
+    layer's backward pass it holds nothing, and what is needed only before then borrows
+    it: the scaled weight copies of the forward pass, the top layer's output columns in
+    evaluation, the output layer's input gradient."""
+    return _scratch("dgx_cols", (GH, N), dtype)
+
+
 def _forward_only(alloc, w_ih_shape, N):
     """prepare()'s allocator. Its scaled copies of W_ih and W_hh are read only in the
     forward pass, when the gradient-columns buffer (G*H, T*B) holds nothing: they are
@@ -208,7 +216,7 @@ def _forward_only(alloc, w_ih_shape, N):
         start = {"w_in": 0, "hh_s": GH * n_in}.get(name)
         if start is None or start + size > GH * N:
             return alloc(name, shape, dtype)
-        host = _scratch("dgx_cols", (GH, N), dtype).reshape(-1)
+        host = _gradient_columns(GH, N, dtype).reshape(-1)
         return host[start:start + size].reshape(shape)
     return allocate
 
@@ -322,7 +330,7 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
     loss, dlogits = softmax_cross_entropy(logits, ys.reshape(-1))
 
     grads = {"out.weight": dlogits @ top.T, "out.bias": dlogits.sum(axis=1)}
-    dtop = _scratch("dgx_cols", (spec.gates * H, N), dtype)[:H]  # free till the backward
+    dtop = _gradient_columns(spec.gates * H, N, dtype)[:H]  # free till the backward
     dout = _from_columns(np.dot(params["out.weight"].T, dlogits, out=dtop), T)
     for layer in reversed(range(spec.layers)):
         alloc = _scratch.scope(f"l{layer}.")
@@ -333,7 +341,7 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
         dgx, dgh = _layer_backward(cell, buf, w, dout, alloc)
         w_ih, w_hh, b_ih, b_hh = layer_keys(layer)
         GH = dgx.shape[1]  # (G*H, T*B) columns, in PyTorch's gate order:
-        dgx2 = _columns(dgx, _scratch("dgx_cols", (GH, N), dtype), cell.order)
+        dgx2 = _columns(dgx, _gradient_columns(GH, N, dtype), cell.order)
         dgh2 = dgx2 if dgh is dgx else _columns(dgh, _scratch("dgh_cols", (GH, N), dtype),
                                                 cell.order)
         grads[b_ih] = _row_sums(dgx2)
@@ -341,7 +349,7 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
         grads[w_hh] = dgh2 @ prev_cols.T
         if layer == 0:
             grads[w_ih] = _lookup_grad(dgx2, layer_inputs.reshape(-1), V)
-        else:  # the layer's inputs, remade (dout is free) as columns in prev_cols (done)
+        else:  # the layer's inputs, remade in the free dout, as columns in prev_cols
             inputs = layers[layer - 1][1]["h"][1:]
             if masks is not None:
                 inputs = np.multiply(inputs, masks[layer - 1], out=dout)
@@ -359,7 +367,7 @@ def forward(params, spec, x, state):
         new_state.append(_final_state(cell, buf))
         inputs = buf["h"][1:]
     T, H, B = inputs.shape
-    top = _scratch("dgx_cols", (spec.gates * H, T * B), inputs.dtype)[:H]  # free here
+    top = _gradient_columns(spec.gates * H, T * B, inputs.dtype)[:H]
     logits = params["out.weight"] @ _columns(inputs, top)  # (V, T*B)
     logits += params["out.bias"][:, None]
     return logits.reshape(-1, T, B).transpose(2, 1, 0), new_state
