@@ -308,36 +308,42 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
     cell = CELLS[spec.cell]
     xs, ys = x.T, y.T  # (T, B): time-major
     T, B = xs.shape
-    H, V, N = spec.hidden, spec.vocab_size, T * B
+    H, V, N, L = spec.hidden, spec.vocab_size, T * B, spec.layers
     dtype = params["out.weight"].dtype
-    # Columns, (H, T*B), are made where they are needed and no earlier, in one buffer:
-    # the top layer's outputs for the output layer, then in each layer's backward pass its
-    # previous states, then its inputs.
+    # Columns are made where they are needed and no earlier, in one (H, (T+1)*B) buffer
+    # that holds a layer's states h_0 .. h_T: its first T*B columns are the states each
+    # step starts from (for dW_hh), its last T*B the layer's outputs (for the layer above's
+    # dW_ih, or the output layer), so one copy serves both. It holds the top layer's
+    # states first, then each lower layer's, once the layer above is done with it.
     inputs, layers, new_state = xs, [], []
-    for layer in range(spec.layers):
+    for layer in range(L):
         buf, w = _layer_forward(cell, params, layer, inputs, state[layer])
         new_state.append(_final_state(cell, buf))
         layers.append((inputs, buf, w))
         inputs = buf["h"][1:]  # (T, H, B)
-        if masks is not None:  # read by the next layer's first GEMM or the columns below;
-            inputs = np.multiply(inputs, masks[layer],  # "dout" is free till the backward
-                                 out=_scratch("dout", (T, H, B), dtype))
-    prev_cols = _scratch("prev_cols", (H, N), dtype)
-    top = _columns(inputs, prev_cols)
+        if masks is not None and layer < L - 1:  # read by the next layer's first GEMM
+            inputs = np.multiply(inputs, masks[layer], out=_scratch("dout", (T, H, B), dtype))
+    h_cols = _columns(buf["h"], _scratch("h_cols", (H, N + B), dtype))
+    top = h_cols[:, B:]  # (H, T*B), strided: np.matmul passes it to BLAS as it is
+    if masks is not None:  # "dout" is free till the backward pass
+        top = _columns(np.multiply(inputs, masks[L - 1], out=_scratch("dout", (T, H, B), dtype)),
+                       _gradient_columns(spec.gates * H, N, dtype)[:H])
 
-    logits = np.dot(params["out.weight"], top, out=_scratch("logits", (V, N), dtype))
+    logits = np.matmul(params["out.weight"], top, out=_scratch("logits", (V, N), dtype))
     logits += params["out.bias"][:, None]
     loss, dlogits = softmax_cross_entropy(logits, ys.reshape(-1))
 
     grads = {"out.weight": dlogits @ top.T, "out.bias": dlogits.sum(axis=1)}
-    dtop = _gradient_columns(spec.gates * H, N, dtype)[:H]  # free till the backward
+    dtop = _gradient_columns(spec.gates * H, N, dtype)[:H]  # top's last use was above
     dout = _from_columns(np.dot(params["out.weight"].T, dlogits, out=dtop), T)
-    for layer in reversed(range(spec.layers)):
+    for layer in reversed(range(L)):
         alloc = _scratch.scope(f"l{layer}.")
         layer_inputs, buf, w = layers[layer]
         if masks is not None:
             dout *= masks[layer]
-        _columns(buf["h"][:T], prev_cols)  # h_0 .. h_T-1, before the RNN's dgx overwrites
+            if layer < L - 1:  # else there since the layer above's dW_ih
+                _columns(buf["h"], h_cols)
+        prev_cols = h_cols[:, :N]  # h_0 .. h_T-1, made before the RNN's dgx overwrites them
         dgx, dgh = _layer_backward(cell, buf, w, dout, alloc)
         w_ih, w_hh, b_ih, b_hh = layer_keys(layer)
         GH = dgx.shape[1]  # (G*H, T*B) columns, in PyTorch's gate order:
@@ -349,12 +355,15 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
         grads[w_hh] = dgh2 @ prev_cols.T
         if layer == 0:
             grads[w_ih] = _lookup_grad(dgx2, layer_inputs.reshape(-1), V)
-        else:  # the layer's inputs, remade in the free dout, as columns in prev_cols
-            inputs = layers[layer - 1][1]["h"][1:]
-            if masks is not None:
-                inputs = np.multiply(inputs, masks[layer - 1], out=dout)
-            grads[w_ih] = dgx2 @ _columns(inputs, prev_cols).T
-            dout = _from_columns(np.dot(params[w_ih].T, dgx2, out=_spent_h(buf, H, N)), T)
+            continue
+        below = layers[layer - 1][1]["h"]  # the layer's inputs are the outputs below
+        if masks is None:
+            input_cols = _columns(below, h_cols)[:, B:]
+        else:  # remade in the free dout, as columns where the states will go
+            inputs = np.multiply(below[1:], masks[layer - 1], out=dout)
+            input_cols = _columns(inputs, h_cols[:, :N])
+        grads[w_ih] = dgx2 @ input_cols.T
+        dout = _from_columns(np.dot(params[w_ih].T, dgx2, out=_spent_h(buf, H, N)), T)
     return loss, grads, new_state
 
 
