@@ -12,9 +12,16 @@ Throughput is characters per second of full steps after a warm-up; sampling is b
 one character at a time, temperature 1. The machine's float32 GEMM rate is measured in the
 same run and each rnnlm configuration's achieved rate (its GEMM FLOPs per second) is shown
 as a share of it. PyTorch is optional: without it, its columns are blank.
+
+The machine's speed drifts by several percent over minutes, so each configuration is
+measured in `--rounds` rounds, rnnlm and PyTorch alternating, and the table gives the
+medians: chars/s, and the ratio as the median of each round's rnnlm/PyTorch ratio (runs
+next to each other in time share the machine's state), followed by the lowest and highest
+of those ratios.
 """
 import argparse
 import json
+import statistics
 import os
 import platform
 import resource
@@ -249,6 +256,8 @@ def main():
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--memory", type=int, default=100, metavar="MB",
                         help="corpus size for the memory check; 0 skips it [100]")
+    parser.add_argument("--rounds", type=int, default=3, metavar="N",
+                        help="alternating measurements of each side per configuration [3]")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -270,8 +279,10 @@ def main():
     gemm = gemm_rate()
     print(f"float32 GEMM rate (numpy, large square): {gemm:.1f} GFLOP/s\n")
     header = (f"{'config':<14}{'rnnlm chars/s':>14}{'torch chars/s':>14}{'ratio':>7}"
-              f"{'GEMM share':>11}{'rnnlm MB':>10}{'torch MB':>10}"
+              f"{'range':>12}{'GEMM share':>11}{'rnnlm MB':>10}{'torch MB':>10}"
               f"{'sample rnnlm':>13}{'sample torch':>13}{'ratio':>7}")
+    print(f"medians of {args.rounds} alternating rounds; range: the rounds' lowest and "
+          f"highest ratio\n")
     print(header)
     print("-" * len(header))
     for name in names:
@@ -280,18 +291,26 @@ def main():
         if args.quick and name == "min-char-rnn":
             steps = 600
         sample_chars = (1000 if args.quick else 4000) if name in SAMPLED else 0
-        ours = measure("rnnlm", name, steps, sample_chars)
-        theirs = measure("torch", name, steps, sample_chars) if torch_version else {}
+        rounds = [(measure("rnnlm", name, steps, sample_chars),
+                   measure("torch", name, steps, sample_chars) if torch_version else {})
+                  for _ in range(args.rounds)]
+        ours, theirs = ({key: statistics.median(r[side][key] for r in rounds)
+                         for key in rounds[0][side]} for side in (0, 1))
         share = ours["train_cps"] * gemm_flops_per_char(s) / 1e9 / gemm
 
         def cell(d, key, fmt):
             return format(d[key], fmt) if key in d else "-"
 
-        def ratio(key):
-            return f"{ours[key] / theirs[key]:.2f}x" if key in theirs and key in ours else "-"
+        def ratios(key):
+            return [a[key] / b[key] for a, b in rounds if key in a and key in b]
 
+        def ratio(key):
+            return f"{statistics.median(ratios(key)):.2f}x" if ratios(key) else "-"
+
+        spread = ratios("train_cps")
+        spread = f"{min(spread):.2f}-{max(spread):.2f}" if spread else "-"
         print(f"{name:<14}{cell(ours, 'train_cps', ',.0f'):>14}"
-              f"{cell(theirs, 'train_cps', ',.0f'):>14}{ratio('train_cps'):>7}"
+              f"{cell(theirs, 'train_cps', ',.0f'):>14}{ratio('train_cps'):>7}{spread:>12}"
               f"{share:>10.0%} {cell(ours, 'peak_mb', '.0f'):>9}{cell(theirs, 'peak_mb', '.0f'):>10}"
               f"{cell(ours, 'sample_cps', ',.0f'):>13}{cell(theirs, 'sample_cps', ',.0f'):>13}"
               f"{ratio('sample_cps'):>7}", flush=True)
