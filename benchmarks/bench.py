@@ -9,9 +9,10 @@ measured through rnnlm's own training loop (windows from B streams, forward, BPT
 norm clipping, the optimizer update); PyTorch runs the same windows through
 nn.RNN/LSTM/GRU + nn.Linear on one-hot input with the same optimizer and clipping.
 Throughput is characters per second of full steps after a warm-up; sampling is batch 1,
-one character at a time, temperature 1. The machine's float32 GEMM rate is measured in the
-same run and each rnnlm configuration's achieved rate (its GEMM FLOPs per second) is shown
-as a share of it. PyTorch is optional: without it, its columns are blank.
+one character at a time, temperature 1. The machine's float32 GEMM rate is measured in
+rnnlm's process right after its training run, and the rate rnnlm achieved (its GEMM FLOPs
+per second) is shown as a share of it. PyTorch is optional: without it, its columns are
+blank.
 
 The machine's speed drifts by several percent over minutes, so each configuration is
 measured in `--rounds` rounds, rnnlm and PyTorch alternating, and the table gives the
@@ -21,10 +22,10 @@ of those ratios.
 """
 import argparse
 import json
-import statistics
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -121,7 +122,8 @@ def worker_rnnlm(name, steps, sample_chars):
                     break
     chars_per_step = cfg.batch_size * cfg.seq_len
     train_cps = chars_per_step * (len(times) - 6) / (times[-1] - times[5])
-    result = dict(train_cps=train_cps, peak_mb=rss_mb(), base_mb=base)
+    peak = rss_mb()  # before the GEMM timing allocates arrays of its own
+    result = dict(train_cps=train_cps, peak_mb=peak, base_mb=base, gemm=gemm_rate())
     if sample_chars:
         from rnnlm.model import Spec, init_params
         spec = Spec(cfg.cell, vocab.size, cfg.hidden, cfg.layers)
@@ -217,17 +219,19 @@ def worker_memory(size_mb, steps, _):
 
 
 def gemm_rate():
-    """The machine's float32 GEMM rate, GFLOP/s: the best of a few large square sizes."""
+    """The machine's float32 GEMM rate, GFLOP/s: the best of a few timings of large square
+    sizes, about half a second in all."""
     best = 0.0
     for n in (1024, 2048):
         a = np.random.default_rng(0).random((n, n), np.float32)
         c = np.empty_like(a)
         np.dot(a, a, out=c)
-        reps = max(3, int(4e9 / (2 * n ** 3)))
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            np.dot(a, a, out=c)
-        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9)
+        reps = max(3, int(2e10 / (2 * n ** 3)))
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                np.dot(a, a, out=c)
+            best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9)
     return best
 
 
@@ -276,13 +280,12 @@ def main():
           f"({blas_info()}); torch {torch_version or 'absent'}")
     print("OPENBLAS_CORETYPE=" + os.environ.get("OPENBLAS_CORETYPE", "(unset)")
           + " OPENBLAS_L2_SIZE=" + os.environ.get("OPENBLAS_L2_SIZE", "(unset)"))
-    gemm = gemm_rate()
-    print(f"float32 GEMM rate (numpy, large square): {gemm:.1f} GFLOP/s\n")
     header = (f"{'config':<14}{'rnnlm chars/s':>14}{'torch chars/s':>14}{'ratio':>7}"
-              f"{'range':>12}{'GEMM share':>11}{'rnnlm MB':>10}{'torch MB':>10}"
+              f"{'range':>12}{'GEMM':>6}{'share':>6}{'rnnlm MB':>10}{'torch MB':>10}"
               f"{'sample rnnlm':>13}{'sample torch':>13}{'ratio':>7}")
     print(f"medians of {args.rounds} alternating rounds; range: the rounds' lowest and "
-          f"highest ratio\n")
+          f"highest ratio; GEMM: numpy's float32 rate on large squares (GFLOP/s), measured "
+          f"in rnnlm's process right after its run, and the share of it rnnlm achieved\n")
     print(header)
     print("-" * len(header))
     for name in names:
@@ -296,7 +299,8 @@ def main():
                   for _ in range(args.rounds)]
         ours, theirs = ({key: statistics.median(r[side][key] for r in rounds)
                          for key in rounds[0][side]} for side in (0, 1))
-        share = ours["train_cps"] * gemm_flops_per_char(s) / 1e9 / gemm
+        share = statistics.median(mine["train_cps"] * gemm_flops_per_char(s) / 1e9 / mine["gemm"]
+                                  for mine, _ in rounds)
 
         def cell(d, key, fmt):
             return format(d[key], fmt) if key in d else "-"
@@ -311,7 +315,8 @@ def main():
         spread = f"{min(spread):.2f}-{max(spread):.2f}" if spread else "-"
         print(f"{name:<14}{cell(ours, 'train_cps', ',.0f'):>14}"
               f"{cell(theirs, 'train_cps', ',.0f'):>14}{ratio('train_cps'):>7}{spread:>12}"
-              f"{share:>10.0%} {cell(ours, 'peak_mb', '.0f'):>9}{cell(theirs, 'peak_mb', '.0f'):>10}"
+              f"{ours['gemm']:>6.0f}{share:>6.0%}"
+              f"{cell(ours, 'peak_mb', '.0f'):>10}{cell(theirs, 'peak_mb', '.0f'):>10}"
               f"{cell(ours, 'sample_cps', ',.0f'):>13}{cell(theirs, 'sample_cps', ',.0f'):>13}"
               f"{ratio('sample_cps'):>7}", flush=True)
     if args.memory:
