@@ -314,7 +314,8 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
     # that holds a layer's states h_0 .. h_T: its first T*B columns are the states each
     # step starts from (for dW_hh), its last T*B the layer's outputs (for the layer above's
     # dW_ih, or the output layer), so one copy serves both. It holds the top layer's
-    # states first, then each lower layer's, once the layer above is done with it.
+    # states first, then each lower layer's, once the layer above is done with it. With
+    # dropout, what the layer above sees is masked and gets columns of its own.
     inputs, layers, new_state = xs, [], []
     for layer in range(L):
         buf, w = _layer_forward(cell, params, layer, inputs, state[layer])
