@@ -326,17 +326,18 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
             inputs = np.multiply(inputs, masks[layer], out=_scratch("dout", (T, H, B), dtype))
     h_cols = _columns(buf["h"], _scratch("h_cols", (H, N + B), dtype))
     top = h_cols[:, B:]  # (H, T*B), strided: np.matmul passes it to BLAS as it is
-    if masks is not None:  # "dout" is free till the backward pass
+    spare_cols = _gradient_columns(spec.gates * H, N, dtype)[:H]  # free till the backward
+    if masks is not None:  # and so is "dout"
         top = _columns(np.multiply(inputs, masks[L - 1], out=_scratch("dout", (T, H, B), dtype)),
-                       _gradient_columns(spec.gates * H, N, dtype)[:H])
+                       spare_cols)
 
     logits = np.matmul(params["out.weight"], top, out=_scratch("logits", (V, N), dtype))
     logits += params["out.bias"][:, None]
     loss, dlogits = softmax_cross_entropy(logits, ys.reshape(-1))
 
     grads = {"out.weight": dlogits @ top.T, "out.bias": dlogits.sum(axis=1)}
-    dtop = _gradient_columns(spec.gates * H, N, dtype)[:H]  # top's last use was above
-    dout = _from_columns(np.dot(params["out.weight"].T, dlogits, out=dtop), T)
+    dtop = np.dot(params["out.weight"].T, dlogits, out=spare_cols)  # top's last use was above
+    dout = _from_columns(dtop, T)
     for layer in reversed(range(L)):
         alloc = _scratch.scope(f"l{layer}.")
         layer_inputs, buf, w = layers[layer]
