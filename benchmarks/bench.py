@@ -125,7 +125,7 @@ def worker_rnnlm(name, steps, sample_chars):
     peak = rss_mb()  # before the GEMM timing allocates arrays of its own
     result = dict(train_cps=train_cps, peak_mb=peak, base_mb=base, gemm=gemm_rate())
     if sample_chars:
-        from rnnlm.model import Spec, init_params
+        from rnnlm.params import Spec, init_params
         spec = Spec(cfg.cell, vocab.size, cfg.hidden, cfg.layers)
         params = init_params(spec, np.random.default_rng(0))
         rng = np.random.default_rng(0)

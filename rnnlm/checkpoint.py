@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from rnnlm import RnnlmError, __version__
-from rnnlm.cells import CELLS
 from rnnlm.data import Vocab
-from rnnlm.model import Spec, check_params, param_shapes
+from rnnlm.params import CELLS, Spec, check_params, param_shapes
 
 FORMAT = "rnnlm-checkpoint"
 VERSION = 1

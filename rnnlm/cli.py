@@ -14,7 +14,9 @@ import numpy as np
 from tqdm import tqdm
 
 from rnnlm import RnnlmError, __version__
-from rnnlm import checkpoint, config, data, gradcheck as gradcheck_lib, sample as sample_lib
+from rnnlm import checkpoint, config, data, evaluate as evaluate_lib, gradcheck as gradcheck_lib
+from rnnlm import sample as sample_lib
+from rnnlm.params import CELLS
 from rnnlm.train import Eval, RolledBack, Step, Stopped, train as train_loop
 
 
@@ -63,8 +65,11 @@ def cli():
 @click.option("--seed", type=int, help="Shortcut for --set seed=N.")
 @click.option("--max-steps", type=int, help="Shortcut for --set max_steps=N.")
 @click.option("--encoding", help="Shortcut for --set encoding=NAME (default utf-8).")
+@click.option("--engine", type=click.Choice(config.ENGINES),
+              help="Shortcut for --set engine=NAME: fast (default), or textbook.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no log.")
-def train(corpus, config_file, assignments, out, resume, seed, max_steps, encoding, quiet):
+def train(corpus, config_file, assignments, out, resume, seed, max_steps, encoding, engine,
+          quiet):
     """Train a model on CORPUS, a text file (default: a built-in corpus).
 
     Ctrl-C (or SIGTERM) saves last.npz and exits; --resume continues from it.
@@ -74,7 +79,7 @@ def train(corpus, config_file, assignments, out, resume, seed, max_steps, encodi
       rnnlm train corpus.txt --config configs/shakespeare.yaml --set hidden=512
       rnnlm train --resume runs/corpus --max-steps 20000
     """
-    flags = dict(seed=seed, max_steps=max_steps, encoding=encoding)
+    flags = dict(seed=seed, max_steps=max_steps, encoding=encoding, engine=engine)
     ckpt = None
     if resume is not None:
         ckpt_path = resume / "last.npz" if resume.is_dir() else resume
@@ -197,7 +202,9 @@ def _run_dir(out, default):
               help="Draw only from the K most likely characters (0: all).")
 @click.option("--argmax", is_flag=True, help="Always take the most likely character.")
 @click.option("--seed", type=click.IntRange(min=0), help="Same seed, same text [default: random].")
-def sample(ckpt, prime, length, temperature, top_k, argmax, seed):
+@click.option("--engine", default="fast", show_default=True, type=click.Choice(config.ENGINES),
+              help="fast, or textbook: the same numbers, one readable step at a time.")
+def sample(ckpt, prime, length, temperature, top_k, argmax, seed, engine):
     """Generate text from a checkpoint, streamed to stdout.
 
     \b
@@ -209,7 +216,7 @@ def sample(ckpt, prime, length, temperature, top_k, argmax, seed):
     model = checkpoint.load(ckpt)
     rng = np.random.default_rng(seed)
     chars = sample_lib.generate(model.params, model.spec, model.vocab, rng, prime, length,
-                                temperature, top_k, argmax)
+                                temperature, top_k, argmax, engine)
     first = next(chars, "")  # raises on a bad prime before anything is printed
     out = sys.stdout
     try:
@@ -233,7 +240,9 @@ def sample(ckpt, prime, length, temperature, top_k, argmax, seed):
 @click.option("--encoding", default="utf-8", show_default=True, help="Of TEXTFILE.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
               help="Contiguous streams the file is cut into.")
-def eval_(ckpt, textfile, skip_unknown, encoding, batch_size):
+@click.option("--engine", default="fast", show_default=True, type=click.Choice(config.ENGINES),
+              help="fast, or textbook: the same numbers, one readable step at a time.")
+def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, engine):
     """Loss of a checkpoint on TEXTFILE: nats/char, bits/char and perplexity.
 
     \b
@@ -242,14 +251,14 @@ def eval_(ckpt, textfile, skip_unknown, encoding, batch_size):
     """
     model = checkpoint.load(ckpt)
     ids, skipped = data.encode_file(textfile, model.vocab, encoding, skip_unknown)
-    nats = sample_lib.evaluate(model.params, model.spec, ids, batch_size)
+    nats = evaluate_lib.evaluate(model.params, model.spec, ids, batch_size, engine=engine)
     click.echo(f"{textfile}: {len(ids):,} characters, {nats:.4f} nats/char, "
                f"{bits(nats):.4f} bits/char, perplexity {math.exp(nats):.3f}"
                + (f"; {skipped:,} unknown characters skipped" if skip_unknown else ""))
 
 
 @cli.command(name="gradcheck")
-@click.option("--cell", "cells", multiple=True, type=click.Choice(["rnn", "lstm", "gru"]),
+@click.option("--cell", "cells", multiple=True, type=click.Choice(CELLS),
               help="Cell(s) to check [default: all].")
 @click.option("--layers", "layer_counts", multiple=True, type=click.IntRange(min=1),
               help="Depth(s) to check [default: 1 and 2].")
@@ -260,7 +269,9 @@ def eval_(ckpt, textfile, skip_unknown, encoding, batch_size):
 @click.option("--seq-len", default=6, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-def gradcheck(cells, layer_counts, dropouts, hidden, vocab, seq_len, batch, seed):
+@click.option("--engine", "engine_names", multiple=True, type=click.Choice(config.ENGINES),
+              help="Engine(s) to check [default: fast].")
+def gradcheck(cells, layer_counts, dropouts, hidden, vocab, seq_len, batch, seed, engine_names):
     """Check every analytic gradient against centred finite differences (float64).
 
     Prints one row per parameter tensor; exits 1 if any relative error exceeds the
@@ -270,13 +281,15 @@ def gradcheck(cells, layer_counts, dropouts, hidden, vocab, seq_len, batch, seed
     Example:
       rnnlm gradcheck --cell lstm --layers 2
     """
-    rows = gradcheck_lib.check_all(cells or ("rnn", "lstm", "gru"), layer_counts or (1, 2),
-                                   dropouts or (0.0, 0.3), hidden=hidden, vocab=vocab,
-                                   seq_len=seq_len, batch=batch, seed=seed)
-    click.echo(f"{'case':<18} {'parameter':<18} {'shape':<10} {'max rel error':>13}")
+    rows = []
+    for engine in engine_names or ("fast",):
+        rows += gradcheck_lib.check_all(cells or CELLS, layer_counts or (1, 2),
+                                        dropouts or (0.0, 0.3), hidden=hidden, vocab=vocab,
+                                        seq_len=seq_len, batch=batch, seed=seed, engine=engine)
+    click.echo(f"{'case':<27} {'parameter':<18} {'shape':<10} {'max rel error':>13}")
     for r in rows:
         shape = "x".join(map(str, r.shape))
-        click.echo(f"{r.case:<18} {r.name:<18} {shape:<10} {r.max_rel_error:>13.2e}"
+        click.echo(f"{r.case:<27} {r.name:<18} {shape:<10} {r.max_rel_error:>13.2e}"
                    + ("" if r.ok else "  FAIL"))
     failed = [r for r in rows if not r.ok]
     click.echo(f"{len(rows) - len(failed)} of {len(rows)} tensors within tolerance "

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 import yaml
 
 from rnnlm import RnnlmError
-from rnnlm.cells import CELLS
-from rnnlm.optim import OPTIMIZERS
+from rnnlm.params import CELLS
 
+# The choices of the settings that name one; optim.OPTIMIZERS and engines.ENGINES have
+# one entry for each name here (tested).
+OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam")
 SCHEDULES = ("constant", "step", "cosine")
 INITS = ("uniform", "orthogonal")
+ENGINES = ("fast", "textbook")
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Config:
     log_every: int = 50  # updates between rows of metrics.csv
     sample_length: int = 200  # characters of the sample shown at each eval
     seed: int = 1337  # weights, dropout and samples all come from this
+    engine: str = "fast"  # fast | textbook: the same numbers (README, "Read the BPTT")
 
 
 # key -> (check, message): what a value must satisfy beyond its type.
@@ -64,6 +68,7 @@ RULES = {
     "init": (lambda v: v in INITS, f"one of {', '.join(INITS)}"),
     "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
     "schedule": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+    "engine": (lambda v: v in ENGINES, f"one of {', '.join(ENGINES)}"),
     "on_divergence": (lambda v: v in ("stop", "rollback"), "one of stop, rollback"),
     "hidden": (lambda v: v >= 1, ">= 1"),
     "layers": (lambda v: v >= 1, ">= 1"),

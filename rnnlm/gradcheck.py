@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnlm import model
-from rnnlm.cells import CELLS
+from rnnlm import engines
+from rnnlm.params import CELLS, Spec, dropout_masks, init_params, zero_state
 
 TOLERANCE = 1e-6
 FLOOR = 1e-3  # |a| + |n| below this counts as zero: the error is then judged as absolute
@@ -35,25 +35,28 @@ def relative_error(analytic, numeric, floor=FLOOR):
 
 
 def check(cell="rnn", layers=1, dropout=0.0, hidden=5, vocab=7, seq_len=6, batch=3,
-          seed=0, loss_and_grads=model.loss_and_grads, eps=EPS):
-    """Check every parameter of one configuration. Returns one Row per tensor."""
+          seed=0, engine="fast", eps=EPS):
+    """Check every parameter of one configuration with one engine ("fast" or
+    "textbook"). Returns one Row per tensor."""
+    loss_and_grads = engines.get(engine).loss_and_grads
     rng = np.random.default_rng(seed)
-    spec = model.Spec(cell, vocab, hidden, layers)
-    params = model.init_params(spec, rng, np.float64)
+    spec = Spec(cell, vocab, hidden, layers)
+    params = init_params(spec, rng, np.float64)
     # Larger weights than at init, so that no gate saturates or sits at zero by accident.
     for p in params.values():
         p += rng.normal(0.0, 0.3, p.shape)
     x = rng.integers(0, vocab, (batch, seq_len))
     y = rng.integers(0, vocab, (batch, seq_len))
     state = [tuple(rng.normal(0.0, 0.5, (batch, hidden)) for _ in s)
-             for s in model.zero_state(spec, batch, np.float64)]
-    masks = model.dropout_masks(spec, batch, seq_len, dropout, rng, np.float64)
+             for s in zero_state(spec, batch, np.float64)]
+    masks = dropout_masks(spec, batch, seq_len, dropout, rng, np.float64)
 
     def loss_at():
         return loss_and_grads(params, spec, x, y, state, masks)[0]
 
     _, grads, _ = loss_and_grads(params, spec, x, y, state, masks)
-    case = f"{cell} L{layers}" + (" dropout" if masks is not None else "")
+    case = (f"{cell} L{layers}" + (" dropout" if masks is not None else "")
+            + ("" if engine == "fast" else f" {engine}"))
     rows = []
     for name, p in params.items():
         numeric = np.zeros_like(p)

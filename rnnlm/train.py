@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlm import RnnlmError
+from rnnlm import RnnlmError, engines
 from rnnlm import checkpoint as ckpt_io
 from rnnlm.config import to_yaml
 from rnnlm.data import Streams, min_corpus_length, split
-from rnnlm.model import Spec, dropout_masks, init_params, loss_and_grads, zero_state
+from rnnlm.evaluate import evaluate
 from rnnlm.optim import clip_gradients, learning_rate, make_optimizer
-from rnnlm.sample import evaluate, generate
+from rnnlm.params import Spec, count, dropout_masks, init_params, zero_state
+from rnnlm.sample import generate
 
 METRICS = ("step", "epoch", "train_loss", "val_loss", "grad_norm", "lr", "chars_per_sec",
            "elapsed_s")
@@ -72,6 +73,7 @@ class Run:
     def __init__(self, cfg, spec, vocab, params, rng, corpus=None):
         self.cfg, self.spec, self.vocab, self.corpus = cfg, spec, vocab, corpus
         self.params = params
+        self.engine = engines.get(cfg.engine)
         self.optimizer = make_optimizer(cfg, params)
         self.rng = rng
         self.step = 0  # updates done
@@ -146,12 +148,12 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_path=None, resu
                              f"{run.window}) is past the {streams.windows} windows of "
                              f"{corpus_name}; is it the same corpus?")
     out_dir = _prepare(Path(out_dir), cfg, fresh=resume is None)
-    n_params = sum(p.size for p in run.params.values())
     trimmed = len(train_ids) - streams.chars_per_epoch
     yield Begin([
         f"corpus: {corpus_name}, {len(ids):,} characters, vocabulary {vocab.size}",
         f"split: {len(train_ids):,} train, {len(val_ids):,} validation",
-        f"model: {cfg.cell}, {cfg.layers} x {cfg.hidden}, {n_params:,} parameters",
+        f"model: {cfg.cell}, {cfg.layers} x {cfg.hidden}, {count(spec):,} parameters; "
+        f"{cfg.engine} engine",
         f"epoch: {streams.windows:,} windows of {cfg.batch_size} x {cfg.seq_len}; "
         f"{trimmed:,} trailing characters not visited",
         (f"resuming at step {run.step} (epoch {run.epoch}, window {run.window})"
@@ -218,7 +220,7 @@ def _steps(run, streams, val_ids, out_dir, stop):
             run.state = zero_state(run.spec, cfg.batch_size)  # the streams start over
         x, y = streams.window(run.window)
         masks = dropout_masks(run.spec, cfg.batch_size, cfg.seq_len, cfg.dropout, run.rng)
-        loss, grads, state = loss_and_grads(run.params, run.spec, x, y, run.state, masks)
+        loss, grads, state = run.engine.loss_and_grads(run.params, run.spec, x, y, run.state, masks)
         norm = clip_gradients(grads, cfg.clip_norm, cfg.clip_value)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             yield _roll_back(run, loss, norm, out_dir, rollbacks)
@@ -279,13 +281,13 @@ def _evaluate_and_save(run, val_ids, out_dir):
     cfg = run.cfg
     val_loss = None
     if len(val_ids) >= 2:
-        val_loss = evaluate(run.params, run.spec, val_ids, cfg.batch_size)
+        val_loss = evaluate(run.params, run.spec, val_ids, cfg.batch_size, engine=cfg.engine)
     best = val_loss is not None and (run.best_val is None or val_loss < run.best_val)
     if best:
         run.best_val = val_loss
     sample = "".join(generate(run.params, run.spec, run.vocab,
                               np.random.default_rng([cfg.seed, run.step]),
-                              length=cfg.sample_length, temperature=0.8))
+                              length=cfg.sample_length, temperature=0.8, engine=cfg.engine))
     saved = [out_dir / "last.npz"] + ([out_dir / "best.npz"] if best else [])
     _save(run, saved, out_dir)
     return Eval(run.step, val_loss, sample, saved, best)

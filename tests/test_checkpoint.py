@@ -6,18 +6,19 @@ import zipfile
 import numpy as np
 import pytest
 
-from rnnlm import RnnlmError, checkpoint, model
+from rnnlm import RnnlmError, checkpoint
 from rnnlm.config import Config
 from rnnlm.data import Vocab
+from rnnlm.params import Spec, init_params, param_shapes, zero_state
 
 
 def make(cell="lstm", layers=2):
     cfg = Config(cell=cell, hidden=6, layers=layers)
     vocab = Vocab("abcdé🙂\n")
-    spec = model.Spec(cell, vocab.size, 6, layers)
-    params = model.init_params(spec, np.random.default_rng(0))
+    spec = Spec(cell, vocab.size, 6, layers)
+    params = init_params(spec, np.random.default_rng(0))
     state = [tuple(np.full((3, 6), i + 0.5, np.float32) for _ in s)
-             for i, s in enumerate(model.zero_state(spec, 3))]
+             for i, s in enumerate(zero_state(spec, 3))]
     meta = {"config": dataclasses.asdict(cfg), "step": 7, "best_val_loss": 1.25}
     slots = {"m.out.bias": np.ones(vocab.size, np.float32), "t": np.array(7)}
     return checkpoint.Checkpoint(params, spec, vocab, meta, slots, state)
@@ -43,7 +44,7 @@ def test_round_trip(tmp_path, cell):
 
 
 def test_names_and_shapes_are_pytorch_state_dict():
-    shapes = model.param_shapes(model.Spec("lstm", 65, 128, 2))
+    shapes = param_shapes(Spec("lstm", 65, 128, 2))
     assert shapes == {
         "rnn.weight_ih_l0": (512, 65), "rnn.weight_hh_l0": (512, 128),
         "rnn.bias_ih_l0": (512,), "rnn.bias_hh_l0": (512,),

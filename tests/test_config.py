@@ -98,3 +98,10 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     cfg = config.build(assignments=["cell=gru", "lr=3e-4", "layers=2"])
     path = write(tmp_path, config.to_yaml(cfg))
     assert config.build(file=path) == cfg
+
+
+def test_named_choices_match_what_implements_them():
+    from rnnlm import engines, optim, params
+    assert tuple(optim.OPTIMIZERS) == config.OPTIMIZERS
+    assert tuple(engines.ENGINES) == config.ENGINES
+    assert params.CELLS == tuple(params.GATES) == ("rnn", "lstm", "gru")

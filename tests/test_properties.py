@@ -55,15 +55,27 @@ VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
 KEYS = st.one_of(st.sampled_from(list(config.FIELDS)), st.text(max_size=10), st.integers())
 
 
+def build(**kwargs):
+    """(Config, None) or (None, the one-line message of the RnnlmError it raised); any
+    other exception fails the test."""
+    try:
+        return config.build(**kwargs), None
+    except RnnlmError as e:
+        assert "\n" not in str(e), str(e)
+        return None, str(e)
+
+
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.dictionaries(KEYS, VALUES, max_size=5))
-def test_config_files_raise_nothing_but_rnnlm_errors(tmp_path, mapping):
+def test_a_config_file_is_taken_as_written_or_refused_naming_it(tmp_path, mapping):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(mapping), encoding="utf-8")
-    try:
-        config.build(file=path)
-    except RnnlmError:
-        pass
+    cfg, error = build(file=path)
+    if error is not None:
+        assert error.startswith(f"config file {path}")
+        return
+    for key, value in mapping.items():  # every key given is a setting, now holding its value
+        assert getattr(cfg, key) == config.coerce(key, value)
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -71,18 +83,26 @@ def test_config_files_raise_nothing_but_rnnlm_errors(tmp_path, mapping):
 @example("seed: 2001-13-45")  # PyYAML raises ValueError for an impossible date
 @example("hidden: !!python/object/apply:os.system ['true']")
 @example("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[")
-def test_arbitrary_yaml_text_raises_nothing_but_rnnlm_errors(tmp_path, text):
+def test_arbitrary_yaml_text_is_a_config_or_an_error_naming_the_file(tmp_path, text):
     path = tmp_path / "c.yaml"
     path.write_text(text, encoding="utf-8")
-    try:
-        config.build(file=path)
-    except RnnlmError:
-        pass
+    cfg, error = build(file=path)
+    if error is not None:
+        assert error.startswith(f"config file {path}")
+        return
+    again = tmp_path / "again.yaml"  # what was accepted survives a round trip
+    again.write_text(config.to_yaml(cfg), encoding="utf-8")
+    assert config.build(file=again) == cfg
 
 
 @given(st.lists(st.text(max_size=30), max_size=4))
-def test_set_assignments_raise_nothing_but_rnnlm_errors(assignments):
-    try:
-        config.build(assignments=assignments)
-    except RnnlmError:
-        pass
+def test_set_assignments_are_applied_or_refused_naming_the_option(assignments):
+    cfg, error = build(assignments=assignments)
+    if error is not None:
+        assert error.startswith("--set")
+        return
+    for text in assignments:  # the last assignment of a key wins
+        key, value = config.parse_assignment(text)
+        last = [config.parse_assignment(t)[1] for t in assignments
+                if config.parse_assignment(t)[0] == key][-1]
+        assert getattr(cfg, key) == config.coerce(key, last)

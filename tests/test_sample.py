@@ -1,15 +1,17 @@
 import numpy as np
 import pytest
 
-from rnnlm import RnnlmError, model, sample
+from rnnlm import RnnlmError, evaluate, sample, textbook
 from rnnlm.data import text_corpus
+from rnnlm.fast import engine
+from rnnlm.params import Spec, init_params, zero_state
 
 
 @pytest.fixture
 def lm():
     vocab, _ = text_corpus("abcdefgh\n ")
-    spec = model.Spec("gru", vocab.size, 12, 2)
-    return model.init_params(spec, np.random.default_rng(3)), spec, vocab
+    spec = Spec("gru", vocab.size, 12, 2)
+    return init_params(spec, np.random.default_rng(3)), spec, vocab
 
 
 def gen(lm, seed, **kw):
@@ -24,13 +26,19 @@ def test_same_seed_same_text_and_length_counts_generated(lm):
     assert a != gen(lm, 8, prime="abc", length=300)
 
 
-def test_stepper_matches_the_window_forward(lm):
+@pytest.mark.parametrize("stepper", [engine.stepper, textbook.stepper])
+def test_each_engines_stepper_matches_the_window_forward(lm, stepper):
     params, spec, vocab = lm
     ids = vocab.encode("abcabc hgf\n")[0]
-    step = sample.Stepper(params, spec)
+    step = stepper(params, spec)
     stepped = np.stack([step(i) for i in ids])
-    logits, _ = model.forward(params, spec, ids[None], model.zero_state(spec, 1))
+    logits, _ = engine.forward(params, spec, ids[None], zero_state(spec, 1))
     np.testing.assert_allclose(stepped, logits[0], rtol=1e-5, atol=1e-6)
+
+
+def test_both_engines_sample_the_same_text(lm):
+    assert gen(lm, 4, prime="ab", length=200) == gen(lm, 4, prime="ab", length=200,
+                                                      engine="textbook")
 
 
 def test_top_k_and_argmax(lm):
@@ -62,9 +70,11 @@ def test_bad_prime_and_temperature(lm):
 def test_evaluate_matches_the_mean_cross_entropy(lm):
     params, spec, vocab = lm
     ids = vocab.encode("abcdefgh\n hgfedcba " * 5)[0]
-    whole = sample.evaluate(params, spec, ids, batch=1, seq_len=7)
-    logits, _ = model.forward(params, spec, ids[None, :-1], model.zero_state(spec, 1))
-    ce, _ = model.softmax_cross_entropy(logits[0].T.astype(np.float64), ids[1:])
+    whole = evaluate.evaluate(params, spec, ids, batch=1, seq_len=7)
+    logits, _ = engine.forward(params, spec, ids[None, :-1], zero_state(spec, 1))
+    ce, _ = engine.softmax_cross_entropy(logits[0].T.astype(np.float64), ids[1:])
     assert whole == pytest.approx(ce, rel=1e-5)
     # more streams cut the context at their starts but still count every character once
-    assert sample.evaluate(params, spec, ids, batch=4) == pytest.approx(ce, rel=0.05)
+    assert evaluate.evaluate(params, spec, ids, batch=4) == pytest.approx(ce, rel=0.05)
+    assert evaluate.evaluate(params, spec, ids, batch=4, engine="textbook") == pytest.approx(
+        evaluate.evaluate(params, spec, ids, batch=4), rel=1e-5)

@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
-from rnnlm import checkpoint, model
+from rnnlm import checkpoint, engines
 from rnnlm.config import Config
 from rnnlm.data import Vocab
+from rnnlm.params import Spec, init_params, zero_state
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -21,14 +22,15 @@ class TorchLM(nn.Module):
         return self.out(hs)
 
 
+@pytest.mark.parametrize("engine", ["fast", "textbook"])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_checkpoint_loads_into_pytorch_and_matches(tmp_path, cell, layers):
+def test_checkpoint_loads_into_pytorch_and_matches(tmp_path, cell, layers, engine):
     V, H, B, T = 13, 24, 3, 17
     rng = np.random.default_rng(11)
     vocab = Vocab("".join(chr(97 + i) for i in range(V)))
-    spec = model.Spec(cell, V, H, layers)
-    params = model.init_params(spec, rng, np.float32)
+    spec = Spec(cell, V, H, layers)
+    params = init_params(spec, rng, np.float32)
     path = tmp_path / "m.npz"
     checkpoint.save(path, checkpoint.Checkpoint(params, spec, vocab,
                                                 {"config": Config(cell=cell, hidden=H,
@@ -41,9 +43,9 @@ def test_checkpoint_loads_into_pytorch_and_matches(tmp_path, cell, layers):
     x = rng.integers(0, V, (B, T))
     y = rng.integers(0, V, (B, T))
     state = [tuple(rng.normal(0, 0.5, (B, H)).astype(np.float32) for _ in s)
-             for s in model.zero_state(spec, B)]
-    loss, grads, _ = model.loss_and_grads(params, spec, x, y, state)
-    logits, _ = model.forward(params, spec, x, state)
+             for s in zero_state(spec, B)]
+    loss, grads, _ = engines.get(engine).loss_and_grads(params, spec, x, y, state)
+    logits, _ = engines.get(engine).forward(params, spec, x, state)
 
     onehot = torch.nn.functional.one_hot(torch.from_numpy(x.T.copy()), V).float()  # (T, B, V)
     h0 = torch.from_numpy(np.stack([s[0] for s in state]))

@@ -1,0 +1,131 @@
+"""The fast engine's elementwise kernels in NumPy: always available.
+
+Each function is one step's elementwise work, in place on (rows, B) arrays (see
+kernels.py for the contract). NumPy cannot fuse them, so each is a handful of ufunc calls
+with `out=`, over contiguous blocks, into kept scratch arrays.
+
+A trick for speed: sigmoid(a) = (1 + tanh(a / 2)) / 2. The sigmoid gates' pre-activations
+arrive halved (the weights' rows were halved once per window), so one np.tanh call over
+all of a step's gate rows yields every gate.
+"""
+import numpy as np
+
+from rnnlm.fast.buffers import scratch
+
+name = "numpy"
+
+
+def _to_sigmoid(block):
+    """tanh(a / 2) -> sigmoid(a), in place."""
+    block *= 0.5
+    block += 0.5
+
+
+def rnn_forward(a, hh):
+    """a = tanh(a + hh)."""
+    a += hh
+    np.tanh(a, out=a)
+
+
+def rnn_backward(h, dh, da):
+    """da = dh * (1 - h^2); da may be h."""
+    np.multiply(h, h, out=da)
+    np.subtract(1.0, da, out=da)
+    da *= dh  # backprop through tanh
+
+
+def lstm_forward(acts, hh, c_prev, c, h):
+    """acts (4H, B) holds the gates' input side in the order o, i, f, g (sigmoid rows
+    halved); adds hh, the hidden side, and leaves the activations there. Then
+    c = f * c_prev + i * g,  h = o * tanh(c)."""
+    H = c.shape[0]
+    ig = scratch("k.lstm", c.shape, c.dtype)
+    acts += hh
+    np.tanh(acts, out=acts)
+    _to_sigmoid(acts[:3 * H])  # o, i, f
+    o, i, f, g = acts[:H], acts[H:2 * H], acts[2 * H:3 * H], acts[3 * H:]
+    np.multiply(f, c_prev, out=c)
+    np.multiply(i, g, out=ig)
+    c += ig
+    np.tanh(c, out=h)
+    h *= o
+
+
+def lstm_backward(acts, c_prev, c, dh, dc_next, da, dc_prev):
+    """From the activations o, i, f, g, the cell states and dh, dc_next reaching h and c
+    after the step: da (4H, B), the gradient of the true (unhalved) pre-activations in
+    the order o, i, f, g, and dc_prev. da may be acts: each is read before it is written."""
+    H, dtype = c.shape[0], c.dtype
+    tanh_c, dc, dg = (scratch(f"k.lstm{k}", c.shape, dtype) for k in range(3))
+    ds = scratch("k.lstm_ds", (3 * H,) + c.shape[1:], dtype)
+    np.tanh(c, out=tanh_c)  # recomputed rather than kept for the window: memory
+    o, i, f, g = acts[:H], acts[H:2 * H], acts[2 * H:3 * H], acts[3 * H:]
+    da_o, da_i, da_f, da_g = da[:H], da[H:2 * H], da[2 * H:3 * H], da[3 * H:]
+    # dc = dc_next + dh * o * (1 - tanh(c)^2);  dc_prev = dc * f
+    np.multiply(tanh_c, tanh_c, out=dc)
+    np.subtract(1.0, dc, out=dc)
+    dc *= o
+    dc *= dh
+    dc += dc_next
+    np.multiply(dc, f, out=dc_prev)
+    # da_g = dc * i * (1 - g^2)
+    np.multiply(g, g, out=dg)
+    np.subtract(1.0, dg, out=dg)
+    dg *= i
+    # s(1 - s) for the sigmoid gates o, i, f (their values are not needed after this)
+    np.subtract(1.0, acts[:3 * H], out=ds)
+    np.multiply(ds, acts[:3 * H], out=da[:3 * H])
+    da_o *= tanh_c
+    da_o *= dh
+    da_i *= g
+    da_f *= c_prev
+    np.multiply(dg, dc, out=da_g)  # g is not needed after this
+    da[H:3 * H].reshape(2, H, -1)[...] *= dc  # i, f
+
+
+def gru_forward(rzn, gh, bias, h_prev, h):
+    """rzn (3H, B) holds the gates' input side r, z, n (r, z rows halved), gh the hidden
+    side's product W_hh h_prev. Adds bias (b_hh over the batch) to gh and keeps it, then
+    r, z = sigmoid(.), n = tanh(gx_n + r * gh_n), h = (1 - z) * n + z * h_prev."""
+    H = h.shape[0]
+    rgh = scratch("k.gru", h.shape, h.dtype)
+    gh += bias
+    rz, n = rzn[:2 * H], rzn[2 * H:]
+    rz += gh[:2 * H]
+    np.tanh(rz, out=rz)
+    _to_sigmoid(rz)
+    np.multiply(rzn[:H], gh[2 * H:], out=rgh)
+    n += rgh
+    np.tanh(n, out=n)
+    np.subtract(h_prev, n, out=h)
+    h *= rzn[H:2 * H]
+    h += n
+
+
+def gru_backward(rzn, gh, h_prev, dh, dgx, dgh, dh_direct):
+    """From the activations r, z, n, the hidden side gh and dh reaching h: dgx, the
+    gradient of the input side's pre-activations, dgh, the hidden side's (they differ
+    because r scales gh_n), and dh_direct = dh * z, the part of dh_prev that skips the
+    GEMM. dh_direct may be dh."""
+    H = dh.shape[0]
+    tmp = scratch("k.gru", dh.shape, dh.dtype)
+    r, z, n = rzn[:H], rzn[H:2 * H], rzn[2 * H:]
+    da_rz, da_r, da_z, da_n = dgx[:2 * H], dgx[:H], dgx[H:2 * H], dgx[2 * H:]
+    # local derivatives s(1 - s) for r and z
+    np.subtract(1.0, rzn[:2 * H], out=da_rz)
+    da_rz *= rzn[:2 * H]
+    # da_n = dh * (1 - z) * (1 - n^2)      (backprop through tanh)
+    np.multiply(n, n, out=da_n)
+    np.subtract(1.0, da_n, out=da_n)
+    np.subtract(1.0, z, out=tmp)
+    da_n *= tmp
+    da_n *= dh
+    # da_z = dh * (h_prev - n) * z(1 - z);  da_r = da_n * gh_n * r(1 - r)
+    np.subtract(h_prev, n, out=tmp)
+    da_z *= tmp
+    da_z *= dh
+    da_r *= gh[2 * H:]
+    da_r *= da_n
+    dgh[:2 * H] = da_rz
+    np.multiply(da_n, r, out=dgh[2 * H:])
+    np.multiply(dh, z, out=dh_direct)

@@ -1,0 +1,117 @@
+"""What both engines share: the model's shape, its parameters' names, shapes and
+initialisation, the zero state and dropout masks. Depends on no engine.
+
+Parameters are a dict named and shaped like PyTorch's state_dict for
+`rnn = nn.RNN|LSTM|GRU(V, H, L)` plus `out = nn.Linear(H, V)`; gate blocks are stacked in
+PyTorch's order (LSTM i, f, g, o; GRU r, z, n), so checkpoints load into PyTorch unchanged.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from rnnlm import RnnlmError
+
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # blocks of H rows stacked in W_ih, W_hh, biases
+STATES = {"rnn": ("h",), "lstm": ("h", "c"), "gru": ("h",)}  # what a layer carries over
+CELLS = tuple(GATES)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What fixes the shapes of a model."""
+
+    cell: str  # rnn | lstm | gru
+    vocab_size: int  # V
+    hidden: int  # H
+    layers: int  # L
+
+    @property
+    def gates(self):
+        return GATES[self.cell]
+
+    @property
+    def state_size(self):
+        """Arrays in one layer's state tuple: 1, or 2 for the LSTM's (h, c)."""
+        return len(STATES[self.cell])
+
+
+def layer_keys(layer):
+    return (f"rnn.weight_ih_l{layer}", f"rnn.weight_hh_l{layer}",
+            f"rnn.bias_ih_l{layer}", f"rnn.bias_hh_l{layer}")
+
+
+def param_shapes(spec):
+    """name -> shape, in PyTorch's order."""
+    GH, H, V = spec.gates * spec.hidden, spec.hidden, spec.vocab_size
+    shapes = {}
+    for layer in range(spec.layers):
+        w_ih, w_hh, b_ih, b_hh = layer_keys(layer)
+        shapes[w_ih] = (GH, V if layer == 0 else H)
+        shapes[w_hh] = (GH, H)
+        shapes[b_ih] = (GH,)
+        shapes[b_hh] = (GH,)
+    shapes["out.weight"] = (V, H)
+    shapes["out.bias"] = (V,)
+    return shapes
+
+
+def count(spec):
+    """Number of parameters, computed from the shapes alone (nothing allocated)."""
+    return sum(int(np.prod(shape)) for shape in param_shapes(spec).values())
+
+
+def init_params(spec, rng, dtype=np.float32, init="uniform", forget_bias=0.0):
+    """PyTorch's default: every entry U(-1/sqrt(H), 1/sqrt(H)), the output layer
+    U(-1/sqrt(H), 1/sqrt(H)) too. With init="orthogonal", each gate's block of W_hh is a
+    random orthogonal matrix instead. The LSTM forget-gate biases (b_ih + b_hh) start at
+    forget_bias."""
+    bound = 1.0 / np.sqrt(spec.hidden)
+    params = {}
+    for name, shape in param_shapes(spec).items():
+        params[name] = rng.uniform(-bound, bound, size=shape).astype(dtype)
+    H = spec.hidden
+    for layer in range(spec.layers):
+        _, w_hh, b_ih, b_hh = layer_keys(layer)
+        if init == "orthogonal":
+            for g in range(spec.gates):
+                q, r = np.linalg.qr(rng.standard_normal((H, H)))
+                params[w_hh][g * H:(g + 1) * H] = q * np.sign(np.diag(r))
+        if spec.cell == "lstm":
+            params[b_ih][H:2 * H] = forget_bias / 2
+            params[b_hh][H:2 * H] = forget_bias / 2
+    return params
+
+
+def zero_state(spec, batch, dtype=np.float32):
+    """Hidden state for every layer: a list of tuples (h,) or (h, c), each (B, H)."""
+    return [tuple(np.zeros((batch, spec.hidden), dtype) for _ in range(spec.state_size))
+            for _ in range(spec.layers)]
+
+
+def check_params(params, spec):
+    """Raise RnnlmError unless params has exactly the names and shapes spec asks for."""
+    expected = param_shapes(spec)
+    missing = sorted(set(expected) - set(params))
+    if missing:
+        raise RnnlmError(f"missing parameter(s): {', '.join(missing)}")
+    extra = sorted(set(params) - set(expected))
+    if extra:
+        raise RnnlmError(f"unexpected parameter(s): {', '.join(extra)}")
+    for name, shape in expected.items():
+        if tuple(params[name].shape) != shape:
+            raise RnnlmError(f"parameter {name} has shape {tuple(params[name].shape)}, "
+                             f"expected {shape}")
+
+
+def dropout_masks(spec, batch, seq_len, p, rng, dtype=np.float32):
+    """Inverted-dropout masks for every layer's output: 0 or 1/(1-p), each (T, H, B), so
+    that masks[layer][t] is the (H, B) mask of step t's column vectors. Drawn in the
+    masks' own memory. None when p is 0."""
+    if p <= 0:
+        return None
+    draw = np.float32 if np.dtype(dtype) == np.float32 else np.float64
+    masks = rng.random((spec.layers, seq_len, spec.hidden, batch), dtype=draw)
+    masks = masks.astype(dtype, copy=False)
+    for m in masks:
+        np.multiply(m < 1.0 - p, 1.0 / (1.0 - p), out=m)
+    return list(masks)
