@@ -3,6 +3,8 @@
     python benchmarks/bench.py                 # every configuration, ~10 minutes
     python benchmarks/bench.py --quick         # fewer steps, ~3 minutes
     python benchmarks/bench.py --only rnn256   # one configuration
+    python benchmarks/bench.py --quick --textbook --only lstm2x256   # the engines compared
+    python benchmarks/bench.py --versus ../old-checkout              # before and after
 
 Each measurement runs in a fresh subprocess, so its peak RSS is its own. Training is
 measured through rnnlm's own training loop (windows from B streams, forward, BPTT, global
@@ -98,7 +100,7 @@ def rss_mb():
 
 # --- workers: one measurement each, in its own process --------------------------------
 
-def worker_rnnlm(name, steps, sample_chars):
+def worker_rnnlm(name, steps, sample_chars, engine="fast"):
     from rnnlm.config import Config
     from rnnlm.data import Vocab
     from rnnlm.sample import generate
@@ -109,7 +111,8 @@ def worker_rnnlm(name, steps, sample_chars):
     cfg = Config(cell=s["cell"], hidden=s["hidden"], layers=s["layers"],
                  batch_size=s["batch_size"], seq_len=s["seq_len"], optimizer=s["optimizer"],
                  lr=s["lr"], clip_norm=s["clip_norm"], clip_value=s["clip_value"], dropout=0.0,
-                 max_steps=steps + 5, eval_every=10 ** 9, log_every=10 ** 9, sample_length=0)
+                 max_steps=steps + 5, eval_every=10 ** 9, log_every=10 ** 9, sample_length=0,
+                 **({} if engine == "fast" else {"engine": engine}))
     vocab = Vocab(chars)
     base = rss_mb()
     times = []
@@ -129,7 +132,8 @@ def worker_rnnlm(name, steps, sample_chars):
         spec = Spec(cfg.cell, vocab.size, cfg.hidden, cfg.layers)
         params = init_params(spec, np.random.default_rng(0))
         rng = np.random.default_rng(0)
-        gen = generate(params, spec, vocab, rng, prime=chars[0], length=sample_chars + 100)
+        gen = generate(params, spec, vocab, rng, prime=chars[0], length=sample_chars + 100,
+                       **({} if engine == "fast" else {"engine": engine}))
         for _ in range(100):
             next(gen)
         t0 = time.perf_counter()
@@ -235,13 +239,24 @@ def gemm_rate():
     return best
 
 
-def measure(impl, name, steps, sample_chars):
+def measure(impl, name, steps, sample_chars, env=None):
     cmd = [sys.executable, __file__, "--worker", impl, name, str(steps), str(sample_chars)]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, **(env or {})))
     if done.returncode != 0:
         sys.stderr.write(done.stderr)
         raise SystemExit(f"{impl} {name} failed")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cpu_extensions():
+    """The vector extensions NumPy's speed depends on (AVX2, AVX-512)."""
+    try:
+        flags = open("/proc/cpuinfo").read().split()
+    except OSError:
+        return "extensions unknown"
+    return "+".join(name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"))
+                    if flag in flags) or "no AVX2"
 
 
 def blas_info():
@@ -262,11 +277,17 @@ def main():
                         help="corpus size for the memory check; 0 skips it [100]")
     parser.add_argument("--rounds", type=int, default=3, metavar="N",
                         help="alternating measurements of each side per configuration [3]")
+    parser.add_argument("--textbook", action="store_true",
+                        help="measure the textbook engine too (slow: use --quick)")
+    parser.add_argument("--versus", type=Path, metavar="DIR",
+                        help="another checkout of rnnlm (e.g. a git worktree of an earlier "
+                             "commit), measured alongside: before/after figures in one run")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         impl, name, steps, sample_chars = args.worker
-        work = {"rnnlm": worker_rnnlm, "torch": worker_torch, "memory": worker_memory}[impl]
+        work = {"rnnlm": worker_rnnlm, "torch": worker_torch, "memory": worker_memory,
+                "textbook": lambda *a: worker_rnnlm(*a, engine="textbook")}[impl]
         print(json.dumps(work(name, int(steps), int(sample_chars))))
         return
 
@@ -275,17 +296,29 @@ def main():
         torch_version = None if args.no_torch else torch.__version__
     except ImportError:
         torch_version = None
+    # The sides measured in each round, one after another: (label, worker, environment).
+    sides = [("rnnlm", "rnnlm", {})]
+    if args.textbook:  # the textbook engine, the specification: how much the fast one buys
+        sides.append(("textbook", "textbook", {}))
+    if args.versus:  # another checkout of rnnlm, imported ahead of this one
+        sides.append((args.versus.name, "rnnlm", {"PYTHONPATH": str(args.versus.resolve())}))
+    if torch_version:
+        sides.append(("torch", "torch", {}))
     names = args.only or list(CONFIGS)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; numpy {np.__version__} "
-          f"({blas_info()}); torch {torch_version or 'absent'}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores ({cpu_extensions()}); "
+          f"numpy {np.__version__} ({blas_info()}); torch {torch_version or 'absent'}")
     print("OPENBLAS_CORETYPE=" + os.environ.get("OPENBLAS_CORETYPE", "(unset)")
           + " OPENBLAS_L2_SIZE=" + os.environ.get("OPENBLAS_L2_SIZE", "(unset)"))
-    header = (f"{'config':<14}{'rnnlm chars/s':>14}{'torch chars/s':>14}{'ratio':>7}"
-              f"{'range':>12}{'GEMM':>6}{'share':>6}{'rnnlm MB':>10}{'torch MB':>10}"
-              f"{'sample rnnlm':>13}{'sample torch':>13}{'ratio':>7}")
-    print(f"medians of {args.rounds} alternating rounds; range: the rounds' lowest and "
-          f"highest ratio; GEMM: numpy's float32 rate on large squares (GFLOP/s), measured "
-          f"in rnnlm's process right after its run, and the share of it rnnlm achieved\n")
+    versus = [label for label, _, _ in sides[1:]]
+    print(f"medians of {args.rounds} rounds, the sides ({', '.join(l for l, _, _ in sides)}) "
+          f"measured one after another in each; 'vs X': the median of the rounds' ratios to "
+          f"side X [their lowest-highest]; GEMM: numpy's float32 rate on large squares "
+          f"(GFLOP/s), measured in rnnlm's process right after its run, and the share of it "
+          f"that rnnlm's training step achieved\n")
+    header = (f"{'config':<14}{'side':<10}{'chars/s':>10}"
+              + "".join(f"{'vs ' + v:>20}" for v in versus)
+              + f"{'GEMM':>6}{'share':>6}{'MB':>6}{'sample/s':>10}"
+              + "".join(f"{'vs ' + v:>13}" for v in versus))
     print(header)
     print("-" * len(header))
     for name in names:
@@ -294,31 +327,33 @@ def main():
         if args.quick and name == "min-char-rnn":
             steps = 600
         sample_chars = (1000 if args.quick else 4000) if name in SAMPLED else 0
-        rounds = [(measure("rnnlm", name, steps, sample_chars),
-                   measure("torch", name, steps, sample_chars) if torch_version else {})
-                  for _ in range(args.rounds)]
-        ours, theirs = ({key: statistics.median(r[side][key] for r in rounds)
-                         for key in rounds[0][side]} for side in (0, 1))
-        share = statistics.median(mine["train_cps"] * gemm_flops_per_char(s) / 1e9 / mine["gemm"]
-                                  for mine, _ in rounds)
+        rounds = [{label: measure(worker, name, steps, sample_chars, env)
+                   for label, worker, env in sides} for _ in range(args.rounds)]
 
-        def cell(d, key, fmt):
-            return format(d[key], fmt) if key in d else "-"
+        def median(label, key):
+            values = [r[label][key] for r in rounds if key in r[label]]
+            return statistics.median(values) if values else None
 
-        def ratios(key):
-            return [a[key] / b[key] for a, b in rounds if key in a and key in b]
+        def ratio(label, other, key, spread=True):
+            values = [r[label][key] / r[other][key] for r in rounds
+                      if key in r[label] and key in r[other]]
+            if label == other or not values:
+                return ""
+            text = f"{statistics.median(values):.2f}x"
+            return text + (f" [{min(values):.2f}-{max(values):.2f}]" if spread else "")
 
-        def ratio(key):
-            return f"{statistics.median(ratios(key)):.2f}x" if ratios(key) else "-"
-
-        spread = ratios("train_cps")
-        spread = f"{min(spread):.2f}-{max(spread):.2f}" if spread else "-"
-        print(f"{name:<14}{cell(ours, 'train_cps', ',.0f'):>14}"
-              f"{cell(theirs, 'train_cps', ',.0f'):>14}{ratio('train_cps'):>7}{spread:>12}"
-              f"{ours['gemm']:>6.0f}{share:>6.0%}"
-              f"{cell(ours, 'peak_mb', '.0f'):>10}{cell(theirs, 'peak_mb', '.0f'):>10}"
-              f"{cell(ours, 'sample_cps', ',.0f'):>13}{cell(theirs, 'sample_cps', ',.0f'):>13}"
-              f"{ratio('sample_cps'):>7}", flush=True)
+        for i, (label, _, _) in enumerate(sides):
+            gemm = median(label, "gemm")
+            share = (statistics.median(r[label]["train_cps"] * gemm_flops_per_char(s) / 1e9
+                                       / r[label]["gemm"] for r in rounds) if gemm else None)
+            sample = median(label, "sample_cps")
+            print(f"{name if i == 0 else '':<14}{label:<10}{median(label, 'train_cps'):>10,.0f}"
+                  + "".join(f"{ratio(label, v, 'train_cps'):>20}" for v in versus)
+                  + (f"{gemm:>6.0f}{share:>6.0%}" if gemm else f"{'':>12}")
+                  + f"{median(label, 'peak_mb'):>6.0f}"
+                  + (f"{sample:>10,.0f}" if sample else f"{'':>10}")
+                  + "".join(f"{ratio(label, v, 'sample_cps', False):>13}" for v in versus),
+                  flush=True)
     if args.memory:
         m = measure("memory", str(args.memory), 20, 0)
         limit = 2 * m["corpus_mb"] + m["model_mb"]
