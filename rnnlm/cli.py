@@ -16,6 +16,7 @@ from tqdm import tqdm
 from rnnlm import RnnlmError, __version__
 from rnnlm import checkpoint, config, data, evaluate as evaluate_lib, gradcheck as gradcheck_lib
 from rnnlm import sample as sample_lib
+from rnnlm.fast import kernels
 from rnnlm.params import CELLS
 from rnnlm.train import Eval, RolledBack, Step, Stopped, train as train_loop
 
@@ -34,6 +35,9 @@ class Group(click.Group):
         except KeyboardInterrupt:
             log("interrupted")
             sys.exit(130)
+
+
+SAMPLE_CHARS_FOR_NUMBA = 20_000
 
 
 def log(message):
@@ -102,6 +106,8 @@ def train(corpus, config_file, assignments, out, resume, seed, max_steps, encodi
         name, default_out = str(corpus), Path("runs") / (corpus.stem or "corpus")
     if ckpt is None:
         out = _run_dir(out, default_out)
+    if cfg.engine == "fast":
+        kernels.load(notify=(lambda message: None) if quiet else log)
     signals = []
     events = train_loop(cfg, vocab, ids, out, corpus_name=name,
                         corpus_path=str(corpus.resolve()) if corpus is not None else None,
@@ -214,6 +220,8 @@ def sample(ckpt, prime, length, temperature, top_k, argmax, seed, engine):
     if not temperature > 0 or not math.isfinite(temperature):
         raise RnnlmError(f"--temperature must be a number > 0, got {temperature}")
     model = checkpoint.load(ckpt)
+    if engine == "fast":  # Numba's load (0.5 s) is repaid only by long samples: README
+        kernels.load(notify=log, prefer="numpy" if length < SAMPLE_CHARS_FOR_NUMBA else None)
     rng = np.random.default_rng(seed)
     chars = sample_lib.generate(model.params, model.spec, model.vocab, rng, prime, length,
                                 temperature, top_k, argmax, engine)
@@ -251,6 +259,8 @@ def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, engine):
     """
     model = checkpoint.load(ckpt)
     ids, skipped = data.encode_file(textfile, model.vocab, encoding, skip_unknown)
+    if engine == "fast":
+        kernels.load(notify=log)
     nats = evaluate_lib.evaluate(model.params, model.spec, ids, batch_size, engine=engine)
     click.echo(f"{textfile}: {len(ids):,} characters, {nats:.4f} nats/char, "
                f"{bits(nats):.4f} bits/char, perplexity {math.exp(nats):.3f}"

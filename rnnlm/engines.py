@@ -15,3 +15,11 @@ ENGINES = {"fast": "rnnlm.fast.engine", "textbook": "rnnlm.textbook"}
 
 def get(name="fast"):
     return importlib.import_module(ENGINES[name])
+
+
+def describe(name="fast"):
+    """The engine, and for the fast one which kernels it runs: "fast engine, numba kernels"."""
+    if name != "fast":
+        return f"{name} engine"
+    from rnnlm.fast import kernels
+    return f"fast engine, {kernels.active.name} kernels"

@@ -153,7 +153,7 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_path=None, resu
         f"corpus: {corpus_name}, {len(ids):,} characters, vocabulary {vocab.size}",
         f"split: {len(train_ids):,} train, {len(val_ids):,} validation",
         f"model: {cfg.cell}, {cfg.layers} x {cfg.hidden}, {count(spec):,} parameters; "
-        f"{cfg.engine} engine",
+        f"{engines.describe(cfg.engine)}",
         f"epoch: {streams.windows:,} windows of {cfg.batch_size} x {cfg.seq_len}; "
         f"{trimmed:,} trailing characters not visited",
         (f"resuming at step {run.step} (epoch {run.epoch}, window {run.window})"

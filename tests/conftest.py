@@ -39,3 +39,18 @@ def trained(runner, corpus, tmp_path):
                                  "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(params=["numpy", "numba"])
+def kernel_path(request, monkeypatch):
+    """Run the test with each implementation of the fast engine's kernels (fast/kernels.py),
+    in this process and in any rnnlm it starts. The numba one skips where Numba is absent."""
+    if request.param == "numba":
+        pytest.importorskip("numba", reason="Numba is not installed (pip install 'rnnlm[fast]')")
+    from rnnlm.fast import kernels
+    monkeypatch.setenv("RNNLM_KERNELS", request.param)
+    previous = kernels.__dict__.get("active")
+    kernels.load(request.param)
+    yield request.param
+    if previous is not None:
+        kernels.active = previous

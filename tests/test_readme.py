@@ -20,11 +20,12 @@ def code_blocks(lang=""):
 def test_two_commands_and_ci_runs_the_test_command():
     commands = [b.strip() for b in code_blocks() if b.strip().startswith("python3 -m venv")]
     assert len(commands) == 2
-    assert commands[0].endswith("pip install -e . && rnnlm train")
+    assert commands[0].endswith('pip install -e ".[fast]" && rnnlm train')
     test_command = commands[1].split(" && ")[-1]
     assert test_command == "python -m pytest -q"
     ci = (ROOT / ".ci" / "run").read_text()
-    assert 'pip install --quiet -e ".[test]"' in ci
+    assert 'pip install --quiet -e ".[test,fast]"' in ci
+    assert 'pip install -e ".[test,fast]"' in commands[1]
     assert re.search(rf"^{re.escape(test_command)}$", ci, re.M)
 
 

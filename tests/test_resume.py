@@ -24,7 +24,8 @@ def params_of(path):
 
 
 @pytest.mark.parametrize("cell,layers", [("rnn", 1), ("lstm", 2), ("gru", 1)])
-def test_resume_is_bit_identical_to_an_uninterrupted_run(runner, corpus, tmp_path, cell, layers):
+def test_resume_is_bit_identical_to_an_uninterrupted_run(runner, corpus, tmp_path, cell, layers,
+                                                         kernel_path):
     common = ["--config", TINY, "--set", f"cell={cell}", "--set", f"layers={layers}",
               "--set", "dropout=0.2", "-q"]
     whole, split = tmp_path / "whole", tmp_path / "split"

@@ -27,7 +27,7 @@ def test_same_seed_same_text_and_length_counts_generated(lm):
 
 
 @pytest.mark.parametrize("stepper", [engine.stepper, textbook.stepper])
-def test_each_engines_stepper_matches_the_window_forward(lm, stepper):
+def test_each_engines_stepper_matches_the_window_forward(lm, stepper, kernel_path):
     params, spec, vocab = lm
     ids = vocab.encode("abcabc hgf\n")[0]
     step = stepper(params, spec)

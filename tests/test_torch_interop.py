@@ -25,7 +25,7 @@ class TorchLM(nn.Module):
 @pytest.mark.parametrize("engine", ["fast", "textbook"])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_checkpoint_loads_into_pytorch_and_matches(tmp_path, cell, layers, engine):
+def test_checkpoint_loads_into_pytorch_and_matches(tmp_path, cell, layers, engine, kernel_path):
     V, H, B, T = 13, 24, 3, 17
     rng = np.random.default_rng(11)
     vocab = Vocab("".join(chr(97 + i) for i in range(V)))

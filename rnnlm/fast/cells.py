@@ -72,7 +72,7 @@ class RNN:
 
     @staticmethod
     def gradient_buffers(buf):
-        """Where backward() may write dgx, dgh: step t's output, which it reads last."""
+        """Where backward() writes dgx, dgh: over step t's output, which it reads last."""
         outputs = buf["h"][1:]
         return outputs, outputs
 
@@ -84,9 +84,9 @@ class RNN:
 
     @staticmethod
     def backward(t, buf, w, dstate, dgx, dgh, dprev):
-        """dstate (dh,) reaching h after step t; fills dgx (= dgh here) and dprev
-        (dh_prev,). dgx may be h itself."""
-        kernels.active.rnn_backward(buf["h"][t + 1], dstate[0], dgx)
+        """dstate (dh,) reaching h after step t; fills dgx (= dgh here: the step's h,
+        which the gradient replaces) and dprev (dh_prev,)."""
+        kernels.active.rnn_backward(dgx, dstate[0])
         np.dot(w.hh_t, dgx, out=dprev[0])
 
 
@@ -111,7 +111,7 @@ class LSTM:
 
     @staticmethod
     def gradient_buffers(buf):
-        """Where backward() may write dgx, dgh: the step's activations."""
+        """Where backward() writes dgx, dgh: over the step's activations."""
         return buf["acts"], buf["acts"]
 
     @staticmethod
@@ -122,11 +122,10 @@ class LSTM:
 
     @staticmethod
     def backward(t, buf, w, dstate, dgx, dgh, dprev):
-        """dstate (dh, dc) after step t; fills dgx (= dgh) and dprev (dh_prev, dc_prev).
-        dgx may be the step's activations themselves."""
+        """dstate (dh, dc) after step t; fills dgx (= dgh here: the step's activations,
+        which the gradients replace) and dprev (dh_prev, dc_prev)."""
         (dh, dc_next), (dh_prev, dc_prev) = dstate, dprev
-        kernels.active.lstm_backward(buf["acts"][t], buf["c"][t], buf["c"][t + 1], dh,
-                                     dc_next, dgx, dc_prev)
+        kernels.active.lstm_backward(dgx, buf["c"][t], buf["c"][t + 1], dh, dc_next, dc_prev)
         np.dot(w.hh_t, dgx, out=dh_prev)
 
 
@@ -163,9 +162,9 @@ class GRU:
         """dstate (dh,) after step t, which it uses as scratch; fills dgx, dgh and
         dprev (dh_prev,)."""
         (dh,), (dh_prev,) = dstate, dprev
-        kernels.active.gru_backward(buf["rzn"][t], buf["gh"][t], buf["h"][t], dh, dgx, dgh, dh)
+        kernels.active.gru_backward(buf["rzn"][t], buf["gh"][t], buf["h"][t], dh, dgx, dgh)
         np.dot(w.hh_t, dgh, out=dh_prev)
-        dh_prev += dh  # dh * z: h_prev also reaches h directly
+        dh_prev += dh  # now dh * z: h_prev also reaches h directly
 
 
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}

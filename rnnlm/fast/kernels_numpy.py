@@ -27,11 +27,11 @@ def rnn_forward(a, hh):
     np.tanh(a, out=a)
 
 
-def rnn_backward(h, dh, da):
-    """da = dh * (1 - h^2); da may be h."""
-    np.multiply(h, h, out=da)
-    np.subtract(1.0, da, out=da)
-    da *= dh  # backprop through tanh
+def rnn_backward(h, dh):
+    """h = dh * (1 - h^2): the gradient replaces the activation."""
+    np.multiply(h, h, out=h)
+    np.subtract(1.0, h, out=h)
+    h *= dh  # backprop through tanh
 
 
 def lstm_forward(acts, hh, c_prev, c, h):
@@ -51,11 +51,11 @@ def lstm_forward(acts, hh, c_prev, c, h):
     h *= o
 
 
-def lstm_backward(acts, c_prev, c, dh, dc_next, da, dc_prev):
+def lstm_backward(acts, c_prev, c, dh, dc_next, dc_prev):
     """From the activations o, i, f, g, the cell states and dh, dc_next reaching h and c
-    after the step: da (4H, B), the gradient of the true (unhalved) pre-activations in
-    the order o, i, f, g, and dc_prev. da may be acts: each is read before it is written."""
-    H, dtype = c.shape[0], c.dtype
+    after the step: dc_prev, and over acts (4H, B) the gradient of the true (unhalved)
+    pre-activations in the order o, i, f, g."""
+    H, dtype, da = c.shape[0], c.dtype, acts
     tanh_c, dc, dg = (scratch(f"k.lstm{k}", c.shape, dtype) for k in range(3))
     ds = scratch("k.lstm_ds", (3 * H,) + c.shape[1:], dtype)
     np.tanh(c, out=tanh_c)  # recomputed rather than kept for the window: memory
@@ -102,11 +102,11 @@ def gru_forward(rzn, gh, bias, h_prev, h):
     h += n
 
 
-def gru_backward(rzn, gh, h_prev, dh, dgx, dgh, dh_direct):
+def gru_backward(rzn, gh, h_prev, dh, dgx, dgh):
     """From the activations r, z, n, the hidden side gh and dh reaching h: dgx, the
     gradient of the input side's pre-activations, dgh, the hidden side's (they differ
-    because r scales gh_n), and dh_direct = dh * z, the part of dh_prev that skips the
-    GEMM. dh_direct may be dh."""
+    because r scales gh_n), and over dh, dh * z: the part of dh_prev that skips the
+    GEMM."""
     H = dh.shape[0]
     tmp = scratch("k.gru", dh.shape, dh.dtype)
     r, z, n = rzn[:H], rzn[H:2 * H], rzn[2 * H:]
@@ -128,4 +128,4 @@ def gru_backward(rzn, gh, h_prev, dh, dgx, dgh, dh_direct):
     da_r *= da_n
     dgh[:2 * H] = da_rz
     np.multiply(da_n, r, out=dgh[2 * H:])
-    np.multiply(dh, z, out=dh_direct)
+    dh *= z
