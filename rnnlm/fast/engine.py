@@ -15,7 +15,7 @@ business; the elementwise work of a step is kernels.py's.
 """
 import numpy as np
 
-from rnnlm.fast import buffers
+from rnnlm.fast import buffers, kernels
 from rnnlm.fast.buffers import columns, from_columns, scratch, shared_columns
 from rnnlm.fast.cells import CELLS, prepare
 from rnnlm.params import layer_keys
@@ -79,18 +79,13 @@ def _layer_forward(cell, params, layer, inputs, state):
     for name, s in zip(cell.state_names, state):
         buf[name][0] = s.T
     gx = cell.input_slots(buf)  # (T, G*H, B): step t's input projection goes in gx[t]
-    if layer == 0:  # (G*H, V): one-hot x_t @ W_ih^T is a lookup
+    if layer == 0:  # one-hot x_t: W_ih x_t + b is a column lookup of this table (G*H, V)
         table = np.add(w_in, b_in[:, None], out=alloc("table", w_in.shape, dtype))
+        kernels.active.lookup(table, inputs, gx)
     else:  # T GEMMs back to back, while W_ih is in cache; in the loop only W_hh is read
         np.matmul(w_in, inputs, out=gx)
-        bias = alloc("bias_in", (GH, B), dtype)
-        bias[...] = b_in[:, None]
+        gx += b_in[:, None]
     for t in range(T):
-        if layer == 0:
-            np.take(table, inputs[t], axis=1, out=gx[t], mode="wrap")  # ids < V: "wrap"
-            # never wraps, and measured 1.6x faster than the default "raise"
-        else:
-            gx[t] += bias
         cell.forward(t, buf, w)
     return buf, w
 

@@ -10,6 +10,8 @@ a kernel, so that the engine's BPTT reads the same whichever implementation runs
     lstm_backward(acts, c_prev, c, dh, dc_next, dc_prev)    acts = their gradients; dc_prev
     gru_forward(rzn, gh, bias, h_prev, h)          gh += bias; rzn = gates r, z, n; h
     gru_backward(rzn, gh, h_prev, dh, dgx, dgh)    dgx, dgh; dh = dh * z
+    lookup(table, ids, out)                        out[t] = table's columns ids[t]: W_ih x_t
+    adam(p, g, m, v, b1, b2, step_size, v_scale, eps)    one Adam update of p, m, v
 
 Every array is (rows, B) and C-contiguous; gate blocks are H rows each, in the cell's
 order (fast/cells.py); the pre-activations of sigmoid gates arrive halved, so that

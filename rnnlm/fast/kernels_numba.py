@@ -72,6 +72,27 @@ def tanh(a, out):
 
 
 @njit(**OPTIONS)
+def lookup(table, ids, out):
+    T, rows, B = out.shape
+    for t in range(T):
+        for r in range(rows):
+            for b in range(B):
+                out[t, r, b] = table[r, ids[t, b]]
+
+
+@njit(**OPTIONS)
+def adam(p, g, m, v, b1, b2, step_size, v_scale, eps):
+    p, g, m, v = p.reshape(p.size), g.reshape(g.size), m.reshape(m.size), v.reshape(v.size)
+    one, b1, b2 = _like(p[0], 1.0), _like(p[0], b1), _like(p[0], b2)
+    lr, vs, e = _like(p[0], step_size), _like(p[0], v_scale), _like(p[0], eps)
+    for j in range(p.size):
+        gj = g[j]
+        m[j] = b1 * m[j] + (one - b1) * gj
+        v[j] = b2 * v[j] + (one - b2) * gj * gj
+        p[j] -= lr * m[j] / (np.sqrt(v[j]) * vs + e)
+
+
+@njit(**OPTIONS)
 def rnn_forward(a, hh):
     a, hh = a.reshape(a.size), hh.reshape(hh.size)
     for j in range(a.size):
@@ -160,6 +181,9 @@ def warm_up():
     for dtype in (np.float32, np.float64):
         one, three, four = (np.zeros((k, 2), dtype) for k in (1, 3, 4))
         tanh(one, one.copy())
+        for ids in (np.zeros((1, 2), np.uint8), np.zeros((1, 2), np.uint16)):
+            lookup(one, ids, np.zeros((1, 1, 2), dtype))
+        adam(one, one.copy(), one.copy(), one.copy(), 0.9, 0.999, 1e-3, 1.0, 1e-8)
         rnn_forward(one, one.copy())
         rnn_backward(one, one.copy())
         lstm_forward(four, four.copy(), one, one.copy(), one.copy())

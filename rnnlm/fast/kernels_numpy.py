@@ -21,6 +21,35 @@ def _to_sigmoid(block):
     block += 0.5
 
 
+def lookup(table, ids, out):
+    """out[t] = the columns of table (rows, V) that ids[t] (B,) name, for every step t:
+    one-hot x_t times W_ih, for the window (T, rows, B)."""
+    for t in range(len(ids)):
+        np.take(table, ids[t], axis=1, out=out[t], mode="wrap")  # ids < V: "wrap" never
+        # wraps, and measured 1.6x faster than the default "raise"
+
+
+def adam(p, g, m, v, b1, b2, step_size, v_scale, eps):
+    """One Adam update of p in place:  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+    p -= step_size m / (sqrt(v) v_scale + eps). Through one scratch array: a fresh
+    temporary of a few MB page-faults on first touch, and this runs for every parameter
+    every step."""
+    tmp = scratch("k.adam", p.shape, p.dtype)
+    m *= b1
+    np.multiply(g, 1.0 - b1, out=tmp)
+    m += tmp
+    v *= b2
+    np.multiply(g, g, out=tmp)
+    tmp *= 1.0 - b2
+    v += tmp
+    np.sqrt(v, out=tmp)
+    tmp *= v_scale
+    tmp += eps
+    np.divide(m, tmp, out=tmp)
+    tmp *= step_size
+    p -= tmp
+
+
 def rnn_forward(a, hh):
     """a = tanh(a + hh)."""
     a += hh
