@@ -1,12 +1,14 @@
 """Training and sampling speed and peak memory of rnnlm, side by side with PyTorch.
 
-    python benchmarks/bench.py                 # every configuration, ~10 minutes
+    python benchmarks/bench.py                 # every configuration, both kernel paths
     python benchmarks/bench.py --quick         # fewer steps, ~3 minutes
     python benchmarks/bench.py --only rnn256   # one configuration
     python benchmarks/bench.py --quick --textbook --only lstm2x256   # the engines compared
     python benchmarks/bench.py --versus ../old-checkout              # before and after
 
-Each measurement runs in a fresh subprocess, so its peak RSS is its own. Training is
+rnnlm is measured on each of its kernel paths (RNNLM_KERNELS=numba where Numba is
+installed, and numpy). Each measurement runs in a fresh subprocess, so its peak RSS is its
+own. Training is
 measured through rnnlm's own training loop (windows from B streams, forward, BPTT, global
 norm clipping, the optimizer update); PyTorch runs the same windows through
 nn.RNN/LSTM/GRU + nn.Linear on one-hot input with the same optimizer and clipping.
@@ -296,8 +298,14 @@ def main():
         torch_version = None if args.no_torch else torch.__version__
     except ImportError:
         torch_version = None
-    # The sides measured in each round, one after another: (label, worker, environment).
-    sides = [("rnnlm", "rnnlm", {})]
+    # The sides measured in each round, one after another: (label, worker, environment):
+    # rnnlm on each kernel path (fast/kernels.py), and the peers.
+    try:
+        import numba  # noqa: F401  (only to know whether the numba path can run)
+        sides = [("numba", "rnnlm", {"RNNLM_KERNELS": "numba"})]
+    except ImportError:
+        sides = []
+    sides.append(("numpy", "rnnlm", {"RNNLM_KERNELS": "numpy"}))
     if args.textbook:  # the textbook engine, the specification: how much the fast one buys
         sides.append(("textbook", "textbook", {}))
     if args.versus:  # another checkout of rnnlm, imported ahead of this one

@@ -13,6 +13,7 @@ renamed over the target, so a crash leaves the old checkpoint or the new one, ne
 """
 import json
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class Checkpoint:
     meta: dict  # meta["config"] is the resolved config as a plain dict
     slots: dict = field(default_factory=dict)  # optimizer state
     state: list = None  # per-layer tuples of (B, H) arrays, or None
+    notes: list = field(default_factory=list)  # what loading changed, for the user
 
 
 def save(path, ckpt):
@@ -120,21 +122,50 @@ def read_arrays(path):
 
 
 def load(path):
-    """Read and validate a checkpoint written by save()."""
+    """Read and validate a checkpoint written by save(). A checkpoint is input from
+    outside: what its meta claims is checked against the arrays it holds before anything
+    is sized from it, and weights must be finite floating-point numbers (float16 and
+    float64 are converted to float32, and a note says so)."""
     arrays = read_arrays(path)
     meta = _read_meta(path, arrays.pop("meta", None))
-    spec = _spec_of(path, meta, len(meta["vocab"]))
+    spec = _spec_of(path, meta, arrays)
     params = {k: arrays.pop(k) for k in param_shapes(spec) if k in arrays}
     try:
         check_params(params, spec)
     except RnnlmError as e:
         raise RnnlmError(f"checkpoint {path}: {e}") from None
-    dtype = params["out.weight"].dtype
-    if not np.issubdtype(dtype, np.floating):
-        raise RnnlmError(f"checkpoint {path}: parameters have dtype {dtype}, not floating")
+    notes = []
+    stored = sorted({str(p.dtype) for p in params.values()} - {"float32"})
+    for name, p in params.items():
+        if p.dtype.kind != "f":
+            raise RnnlmError(f"checkpoint {path}: {name} has dtype {p.dtype}, not floating point")
+        with np.errstate(over="ignore"):
+            params[name] = p.astype(np.float32, copy=False)
+        if not np.isfinite(params[name]).all():
+            raise RnnlmError(f"checkpoint {path}: {name} holds NaN or infinite values "
+                             f"(a diverged run?); refused")
+    if stored:
+        notes.append(f"checkpoint {path}: parameters stored as {', '.join(stored)}, "
+                     f"converted to float32")
     slots = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
-    return Checkpoint(params, spec, Vocab(meta["vocab"]), meta, slots,
-                      _read_state(path, arrays, spec))
+    state = _read_state(path, arrays, spec)
+    batch = meta["config"].get("batch_size")
+    if state is not None and any(a.shape[0] != batch for s in state for a in s):
+        raise RnnlmError(f"checkpoint {path}: its carried state is not of the "
+                         f"batch_size={batch!r} its meta says")
+    return Checkpoint(params, spec, Vocab(meta["vocab"]), meta, slots, state, notes)
+
+
+def read_meta(path):
+    """A checkpoint's meta alone, without reading its arrays."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            _check_headers(path, archive)
+            with archive.open("meta.npy") as f:
+                raw = np.lib.format.read_array(f, allow_pickle=False)
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        raise RnnlmError(f"checkpoint {path} is unreadable or not an rnnlm checkpoint") from None
+    return _read_meta(path, raw)
 
 
 def _read_meta(path, raw):
@@ -161,14 +192,23 @@ def _read_meta(path, raw):
     return meta
 
 
-def _spec_of(path, meta, vocab_size):
-    cfg = meta["config"]
+def _spec_of(path, meta, arrays):
+    """The model's shape, from meta, once the arrays present agree with it."""
+    cfg, vocab_size = meta["config"], len(meta["vocab"])
     cell, hidden, layers = cfg.get("cell"), cfg.get("hidden"), cfg.get("layers")
     if cell not in CELLS:
         raise RnnlmError(f"checkpoint {path}: unknown cell {cell!r}")
     for key, value in (("hidden", hidden), ("layers", layers)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RnnlmError(f"checkpoint {path}: invalid {key} {value!r}")
+    held = sum(1 for name in arrays if re.fullmatch(r"rnn\.weight_ih_l\d+", name))
+    if layers != held:
+        raise RnnlmError(f"checkpoint {path}: its meta says layers={layers}, but it holds "
+                         f"the weights of {held} layer(s)")
+    out = arrays.get("out.weight")
+    if out is not None and out.shape != (vocab_size, hidden):
+        raise RnnlmError(f"checkpoint {path}: out.weight has shape {out.shape}, but its meta "
+                         f"says a vocabulary of {vocab_size} and hidden={hidden}")
     return Spec(cell, vocab_size, hidden, layers)
 
 

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from rnnlm import RnnlmError, __version__
 from rnnlm import checkpoint, config, data, evaluate as evaluate_lib, gradcheck as gradcheck_lib
+from rnnlm import rundir
 from rnnlm import sample as sample_lib
 from rnnlm.fast import kernels
 from rnnlm.params import CELLS
@@ -84,34 +85,41 @@ def train(corpus, config_file, assignments, out, resume, seed, max_steps, encodi
       rnnlm train --resume runs/corpus --max-steps 20000
     """
     flags = dict(seed=seed, max_steps=max_steps, encoding=encoding, engine=engine)
-    ckpt = None
+    ckpt, metrics_from = None, None
     if resume is not None:
         ckpt_path = resume / "last.npz" if resume.is_dir() else resume
-        ckpt = checkpoint.load(ckpt_path)
+        ckpt = _load_checkpoint(ckpt_path)
         saved = config.from_dict(ckpt.meta["config"], f"checkpoint {ckpt_path}: ")
         cfg = config.build(base=saved, file=config_file, assignments=assignments, **flags)
         config.check_resumable(saved, cfg)
-        if corpus is None and ckpt.meta.get("corpus"):
-            corpus = Path(ckpt.meta["corpus"])
-        out = out or ckpt_path.parent
+        if corpus is None:
+            corpus = _corpus_of(ckpt, ckpt_path)
+        out, derived = rundir.for_resume(ckpt_path, ckpt.meta["step"], out)
+        if derived:
+            log(f"{ckpt_path} (step {ckpt.meta['step']}) is not the newest checkpoint of its "
+                f"run: continuing in {out}, so that the newer one stays")
+        if Path(out).resolve() != ckpt_path.parent.resolve():
+            metrics_from = ckpt_path.parent / "metrics.csv"
     else:
         cfg = config.build(file=config_file, assignments=assignments, **flags)
     if corpus is None:
         if not quiet:
             log(f"no corpus given: training on {data.BUILTIN_NAME} (no download)")
         vocab, ids = data.text_corpus(data.builtin_text())
-        name, default_out = data.BUILTIN_NAME, Path("runs") / "stdlib"
+        name, default_out, recorded = data.BUILTIN_NAME, Path("runs") / "stdlib", None
     else:
         vocab, ids = data.read_corpus(corpus, cfg.encoding)
-        name, default_out = str(corpus), Path("runs") / (corpus.stem or "corpus")
+        stdin = str(corpus) == "-"
+        name = "standard input" if stdin else str(corpus)
+        default_out = Path("runs") / ("stdin" if stdin else corpus.stem or "corpus")
+        recorded = str(corpus.resolve()) if corpus.is_file() else str(corpus)
     if ckpt is None:
-        out = _run_dir(out, default_out)
+        out = rundir.for_new_run(out, default_out)
     if cfg.engine == "fast":
         kernels.load(notify=(lambda message: None) if quiet else log)
     signals = []
-    events = train_loop(cfg, vocab, ids, out, corpus_name=name,
-                        corpus_path=str(corpus.resolve()) if corpus is not None else None,
-                        resume=ckpt, stop=lambda: bool(signals))
+    events = train_loop(cfg, vocab, ids, out, corpus_name=name, corpus_path=recorded,
+                        resume=ckpt, stop=lambda: bool(signals), metrics_from=metrics_from)
     begin = next(events)
     if not quiet:
         for line in begin.lines:
@@ -181,19 +189,24 @@ def _show_progress(events, cfg, begin, quiet):
     return None, best
 
 
-def _run_dir(out, default):
-    """The run directory. An explicit one that already holds a run is refused rather
-    than overwritten; the default gets a number instead."""
-    if out is not None:
-        if (out / "last.npz").exists():
-            raise RnnlmError(f"{out} already holds a trained model (last.npz); choose "
-                             f"another --out, or move it away")
-        return out
-    candidate, n = default, 1
-    while (candidate / "last.npz").exists():
-        n += 1
-        candidate = default.with_name(f"{default.name}-{n}")
-    return candidate
+def _load_checkpoint(path):
+    """checkpoint.load, saying what loading changed (a dtype converted)."""
+    ckpt = checkpoint.load(path)
+    for note in ckpt.notes:
+        log(note)
+    return ckpt
+
+
+def _corpus_of(ckpt, ckpt_path):
+    """The corpus a resumed run was trained on, where it can be read again."""
+    recorded = ckpt.meta.get("corpus")
+    if recorded is None:
+        return None  # the built-in corpus
+    path = Path(recorded)
+    if not path.is_file():
+        raise RnnlmError(f"{ckpt_path} was trained on {recorded}, which cannot be read again; "
+                         f"give the corpus: rnnlm train CORPUS --resume {ckpt_path}")
+    return path
 
 
 @cli.command()
@@ -219,7 +232,7 @@ def sample(ckpt, prime, length, temperature, top_k, argmax, seed, engine):
     """
     if not temperature > 0 or not math.isfinite(temperature):
         raise RnnlmError(f"--temperature must be a number > 0, got {temperature}")
-    model = checkpoint.load(ckpt)
+    model = _load_checkpoint(ckpt)
     if engine == "fast":  # Numba's load (0.5 s) is repaid only by long samples: README
         kernels.load(notify=log, prefer="numpy" if length < SAMPLE_CHARS_FOR_NUMBA else None)
     rng = np.random.default_rng(seed)
@@ -257,7 +270,7 @@ def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, engine):
     Example:
       rnnlm eval --ckpt runs/shk/best.npz heldout.txt
     """
-    model = checkpoint.load(ckpt)
+    model = _load_checkpoint(ckpt)
     ids, skipped = data.encode_file(textfile, model.vocab, encoding, skip_unknown)
     if engine == "fast":
         kernels.load(notify=log)

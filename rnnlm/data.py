@@ -2,11 +2,18 @@
 
 A corpus is read in chunks, twice (once for the vocabulary, once to encode), so the whole
 text is never held as one string, let alone a list of characters: peak memory is the ids
-array (one byte a character for vocabularies up to 256) plus a chunk.
+array (one byte a character for vocabularies up to 256) plus a chunk. What can be read
+only once (standard input, "-"; a pipe; a FIFO) is first copied to a temporary file.
 """
 import codecs
+import contextlib
 import math
+import os
+import shutil
+import stat
+import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -60,23 +67,41 @@ def describe_chars(chars, limit=20):
     return shown + (f" ... ({len(chars) - limit} more)" if len(chars) > limit else "")
 
 
-def _decoded_chunks(path, encoding):
-    """Yield (text chunk, character offset of its start) of a file, decoded strictly.
-    Errors name the file and the byte offset."""
+def text_decoder(encoding):
+    """A strict incremental decoder for a text encoding; RnnlmError for an unknown name
+    or a codec that is not bytes-to-text (rot13, base64, zlib ...)."""
     try:
-        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+        info = codecs.lookup(encoding)
     except LookupError:
         raise RnnlmError(f"unknown encoding {encoding!r}") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise RnnlmError(f"{encoding!r} is not a text encoding (it does not turn bytes into "
+                         f"text); use one such as utf-8, latin-1 or utf-16")
+    return info.incrementaldecoder(errors="strict")
+
+
+def _open(path, what):
+    """The binary stream of path ("-": standard input); RnnlmError naming it otherwise."""
+    if str(path) == "-":
+        return contextlib.nullcontext(sys.stdin.buffer)
     path = Path(path)
     if path.is_dir():
-        raise RnnlmError(f"corpus {path} is a directory, not a text file")
+        raise RnnlmError(f"{what} {path} is a directory, not a text file")
     try:
-        f = open(path, "rb")
+        return open(path, "rb")
     except FileNotFoundError:
-        raise RnnlmError(f"corpus {path} does not exist") from None
+        raise RnnlmError(f"{what} {path} does not exist") from None
     except OSError as e:
-        raise RnnlmError(f"cannot read corpus {path}: {e.strerror}") from None
-    with f:
+        raise RnnlmError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def _decoded_chunks(path, encoding, what="corpus", name=None):
+    """Yield (text chunk, character offset of its start) of a file, decoded strictly.
+    Errors name the file (as `name`, where path is a copy of it) and the byte offset."""
+    decoder = text_decoder(encoding)
+    name = name or path
+    name = "standard input" if str(name) == "-" else name
+    with _open(path, what) as f:
         consumed, chars = 0, 0
         while True:
             raw = f.read(CHUNK_BYTES)
@@ -85,11 +110,13 @@ def _decoded_chunks(path, encoding):
                 text = decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as e:
                 offset = consumed - len(pending) + e.start
-                raise RnnlmError(f"corpus {path} is not valid {encoding}: undecodable byte "
+                raise RnnlmError(f"{what} {name} is not valid {encoding}: undecodable byte "
                                  f"at offset {offset} (is it binary? try --encoding)") from None
+            except UnicodeError as e:  # e.g. utf-16 without a byte-order mark
+                raise RnnlmError(f"{what} {name} cannot be decoded as {encoding}: {e}") from None
             nul = text.find("\x00")
             if nul >= 0:
-                raise RnnlmError(f"corpus {path} looks binary: NUL character at "
+                raise RnnlmError(f"{what} {name} looks binary: NUL character at "
                                  f"character {chars + nul}")
             consumed += len(raw)
             if text:
@@ -101,24 +128,55 @@ def _decoded_chunks(path, encoding):
 
 def read_corpus(path, encoding="utf-8"):
     """Read a text file -> (Vocab, ids), ids a 1-D array of the vocabulary's dtype."""
-    seen, total = set(), 0
-    for text, _ in _decoded_chunks(path, encoding):
-        seen.update(text)
-        total += len(text)
-    if total == 0:
-        raise RnnlmError(f"corpus {path} is empty")
-    vocab = Vocab(seen)
-    ids = np.empty(total, vocab.dtype)
-    for text, start in _decoded_chunks(path, encoding):
-        ids[start:start + len(text)] = vocab.encode(text)[0]
+    with _readable_twice(path) as source:
+        seen, total = set(), 0
+        for text, _ in _decoded_chunks(source, encoding, name=path):
+            seen.update(text)
+            total += len(text)
+        if total == 0:
+            raise RnnlmError(f"corpus {path} is empty")
+        vocab = Vocab(seen)
+        ids = np.empty(total, vocab.dtype)
+        filled = 0
+        for text, start in _decoded_chunks(source, encoding, name=path):
+            ids[start:start + len(text)] = vocab.encode(text)[0]
+            filled = start + len(text)
+    if filled != total:  # the file changed between the two passes
+        raise RnnlmError(f"corpus {path} changed while it was read; try again")
     return vocab, ids
+
+
+@contextlib.contextmanager
+def _readable_twice(path):
+    """path itself where it is a regular file; else (standard input as "-", a pipe, a
+    FIFO, /dev/stdin) its bytes copied once into a temporary file, which goes with the
+    context. Errors name path."""
+    if str(path) != "-":
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise RnnlmError(f"corpus {path} does not exist") from None
+        except OSError as e:
+            raise RnnlmError(f"cannot read corpus {path}: {e.strerror}") from None
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            yield path
+            return
+    with _open(path, "corpus") as stream, tempfile.NamedTemporaryFile(
+            prefix="rnnlm-corpus-") as spool:
+        try:
+            shutil.copyfileobj(stream, spool, CHUNK_BYTES)
+            spool.flush()
+        except OSError as e:
+            raise RnnlmError(f"cannot copy corpus {path} to a temporary file: "
+                             f"{e.strerror or e}") from None
+        yield spool.name
 
 
 def encode_file(path, vocab, encoding="utf-8", skip_unknown=False):
     """Encode a text file with an existing vocabulary -> (ids, characters skipped).
     Unknown characters are an error naming them unless skip_unknown."""
     parts, skipped, unknown = [], 0, set()
-    for text, _ in _decoded_chunks(path, encoding):
+    for text, _ in _decoded_chunks(path, encoding, what="text"):
         if skip_unknown:
             ids, n = vocab.encode(text, skip_unknown=True)
             parts.append(ids)

@@ -7,13 +7,14 @@ of functions over a parameter dict.
 import csv
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from rnnlm import RnnlmError, engines
+from rnnlm import RnnlmError, engines, rundir
 from rnnlm import checkpoint as ckpt_io
 from rnnlm.config import to_yaml
 from rnnlm.data import Streams, min_corpus_length, split
@@ -82,12 +83,17 @@ class Run:
         self.state = zero_state(spec, cfg.batch_size)
         self.best_val = None
         self.lr_scale = 1.0  # halved at each roll-back after a divergence
+        self.started = time.perf_counter()  # minus the training time of earlier processes
+
+    def elapsed(self):
+        """Seconds of training so far, counting the processes this run resumed from."""
+        return time.perf_counter() - self.started
 
     def to_checkpoint(self):
         meta = {"config": dataclasses.asdict(self.cfg), "corpus": self.corpus,
                 "step": self.step, "epoch": self.epoch, "window": self.window,
                 "best_val_loss": self.best_val, "lr_scale": self.lr_scale,
-                "rng": self.rng.bit_generator.state}
+                "rng": self.rng.bit_generator.state, "elapsed": self.elapsed()}
         return ckpt_io.Checkpoint(self.params, self.spec, self.vocab, meta,
                                   dict(self.optimizer.slots), self.state)
 
@@ -99,6 +105,7 @@ class Run:
             self.best_val = None if meta["best_val_loss"] is None else float(meta["best_val_loss"])
             self.lr_scale = float(meta.get("lr_scale", 1.0))
             self.rng.bit_generator.state = meta["rng"]
+            self.started = time.perf_counter() - float(meta.get("elapsed", 0.0))
         except (KeyError, TypeError, ValueError):
             raise RnnlmError(f"{where} lacks the training state needed to resume "
                              f"(step, epoch, window, best val loss, RNG)") from None
@@ -113,12 +120,15 @@ class Run:
 
 
 def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_path=None, resume=None,
-          stop=lambda: False):
-    """Train on ids (encoded with vocab) as cfg says, writing into out_dir. Yields events.
+          stop=lambda: False, metrics_from=None):
+    """Train on ids (encoded with vocab) as cfg says, writing into out_dir, which it holds
+    (rundir.Claim) until the last event. Yields events.
 
     resume: a Checkpoint to continue from exactly (its parameters, optimizer slots, step,
-    data cursor, carried state, best val loss, RNG state). stop: polled after every
-    update; when it returns True, last.npz is saved and training ends with a Stopped event.
+    data cursor, carried state, best val loss, RNG state, training time); metrics_from:
+    the metrics.csv of its run where out_dir is another directory. stop: polled after
+    every update; when it returns True, last.npz is saved and training ends with a Stopped
+    event.
     """
     train_ids, val_ids = split(ids, cfg.val_fraction)
     need = cfg.batch_size * (cfg.seq_len + 1)
@@ -147,9 +157,20 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_path=None, resu
             raise RnnlmError(f"cannot resume: the checkpoint's data cursor (window "
                              f"{run.window}) is past the {streams.windows} windows of "
                              f"{corpus_name}; is it the same corpus?")
-    out_dir = _prepare(Path(out_dir), cfg, fresh=resume is None)
+    if run.step >= cfg.max_steps:
+        raise RnnlmError(f"the checkpoint is at step {run.step}, and max_steps is "
+                         f"{cfg.max_steps}: nothing to do (raise --max-steps)")
+    out_dir = Path(out_dir)
+    with rundir.Claim(out_dir, fresh=resume is None):
+        _prepare(out_dir, cfg, None if resume is None else run.step, metrics_from)
+        yield _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume)
+        yield from _loop(run, streams, val_ids, out_dir, stop)
+
+
+def _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume):
+    cfg, spec, vocab = run.cfg, run.spec, run.vocab
     trimmed = len(train_ids) - streams.chars_per_epoch
-    yield Begin([
+    return Begin([
         f"corpus: {corpus_name}, {len(ids):,} characters, vocabulary {vocab.size}",
         f"split: {len(train_ids):,} train, {len(val_ids):,} validation",
         f"model: {cfg.cell}, {cfg.layers} x {cfg.hidden}, {count(spec):,} parameters; "
@@ -160,36 +181,45 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_path=None, resu
          if resume is not None else "starting from random weights"),
         f"writing to {out_dir}",
     ], run.step)
-    if run.step >= cfg.max_steps:
-        raise RnnlmError(f"the checkpoint is at step {run.step}, and max_steps is "
-                         f"{cfg.max_steps}: nothing to do (raise --max-steps)")
-    yield from _loop(run, streams, val_ids, out_dir, stop)
 
 
-def _prepare(out_dir, cfg, fresh):
-    """Create the run directory: config.yaml, metrics.csv (appended to on resume), and
-    no temporary files left by a process that was killed while saving."""
+def _prepare(out_dir, cfg, resumed_step, metrics_from):
+    """Fill the claimed run directory: config.yaml; metrics.csv, which a resumed run
+    continues from its checkpoint's step (rows past it, logged after the checkpoint was
+    saved, are dropped, so that steps only go forward); and no temporary files left by a
+    process that was killed while saving."""
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
         for stale in out_dir.glob(".*.npz.*.tmp"):
             stale.unlink()
         (out_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
         metrics = out_dir / "metrics.csv"
-        if fresh or not metrics.exists():
-            with open(metrics, "w", newline="") as f:
-                csv.writer(f).writerow(METRICS)
+        source = Path(metrics_from) if metrics_from else metrics
+        rows = []
+        if resumed_step is not None and source.exists():
+            with open(source, newline="") as f:
+                rows = [r for r in csv.reader(f) if r and r[0].isdigit()
+                        and int(r[0]) <= resumed_step]
+        tmp = metrics.with_name(".metrics.csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([METRICS] + rows)
+        os.replace(tmp, metrics)
     except OSError as e:
         raise RnnlmError(f"cannot write to output directory {out_dir}: "
                          f"{e.strerror or e}") from None
-    return out_dir
+
+
+def _last_good(out_dir):
+    last = out_dir / "last.npz"
+    return (f"{last} holds the last good weights" if last.exists() else
+            "no checkpoint had been saved yet")
 
 
 def _diverged(run, loss, norm, out_dir):
     return RnnlmError(
         f"training diverged at step {run.step + 1}: the loss is {loss:.4g} and the gradient "
-        f"norm {norm:.4g}. Nothing of it was saved; {out_dir / 'last.npz'} holds the last "
-        f"good weights. Try a lower lr (now {run.cfg.lr * run.lr_scale:g}), a lower "
-        f"clip_norm, or --set on_divergence=rollback")
+        f"norm {norm:.4g}. Nothing of it was saved; {_last_good(out_dir)}. Try a lower lr "
+        f"(now {run.cfg.lr * run.lr_scale:g}), a lower clip_norm, or "
+        f"--set on_divergence=rollback")
 
 
 def _roll_back(run, loss, norm, out_dir, rollbacks):
@@ -197,8 +227,9 @@ def _roll_back(run, loss, norm, out_dir, rollbacks):
     last = out_dir / "last.npz"
     if run.cfg.on_divergence != "rollback" or rollbacks >= MAX_ROLLBACKS or not last.exists():
         raise _diverged(run, loss, norm, out_dir)
-    diverged_at = run.step + 1
+    diverged_at, started = run.step + 1, run.started
     run.restore(ckpt_io.load(last), last)
+    run.started = started  # the time spent since still counts
     run.lr_scale *= 0.5
     return RolledBack(diverged_at, run.step, run.lr_scale)
 
@@ -211,7 +242,6 @@ def _loop(run, streams, val_ids, out_dir, stop):
 def _steps(run, streams, val_ids, out_dir, stop):
     cfg = run.cfg
     chars_per_step = cfg.batch_size * cfg.seq_len
-    started = time.perf_counter()
     interval_loss, interval_steps, interval_time = 0.0, 0, 0.0
     rollbacks = 0
     while True:
@@ -247,8 +277,7 @@ def _steps(run, streams, val_ids, out_dir, stop):
             _save(run, [path], out_dir)
             yield Stopped(run.step, path)
             return
-        elapsed = time.perf_counter() - started
-        last = run.step >= cfg.max_steps or (0 < cfg.max_seconds <= elapsed)
+        last = run.step >= cfg.max_steps or (0 < cfg.max_seconds <= run.elapsed())
         evaluating = last or run.step % cfg.eval_every == 0
         val_loss = None
         if evaluating:
@@ -260,7 +289,7 @@ def _steps(run, streams, val_ids, out_dir, stop):
                 run.step, f"{epoch:.4f}", f"{interval_loss / interval_steps:.5f}",
                 "" if val_loss is None else f"{val_loss:.5f}", f"{norm:.4f}", f"{lr:.6g}",
                 f"{chars_per_step * interval_steps / max(interval_time, 1e-9):.0f}",
-                f"{time.perf_counter() - started:.1f}"])
+                f"{run.elapsed():.1f}"])
             interval_loss, interval_steps, interval_time = 0.0, 0, 0.0
         if last:
             return
@@ -270,8 +299,8 @@ def _save(run, paths, out_dir):
     """Write the run to each path, unless its weights are no longer finite."""
     if not all(np.isfinite(p).all() for p in run.params.values()):
         raise RnnlmError(f"training diverged by step {run.step}: the weights are no longer "
-                         f"finite. Nothing was saved; {out_dir / 'last.npz'} holds the last "
-                         f"good weights. Try a lower lr or clip_norm")
+                         f"finite. Nothing was saved; {_last_good(out_dir)}. Try a lower lr "
+                         f"or clip_norm")
     checkpoint = run.to_checkpoint()
     for path in paths:
         ckpt_io.save(path, checkpoint)

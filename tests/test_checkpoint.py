@@ -13,7 +13,7 @@ from rnnlm.params import Spec, init_params, param_shapes, zero_state
 
 
 def make(cell="lstm", layers=2):
-    cfg = Config(cell=cell, hidden=6, layers=layers)
+    cfg = Config(cell=cell, hidden=6, layers=layers, batch_size=3)
     vocab = Vocab("abcdé🙂\n")
     spec = Spec(cell, vocab.size, 6, layers)
     params = init_params(spec, np.random.default_rng(0))

@@ -42,7 +42,7 @@ def test_version(runner):
 
 def test_train_writes_a_run_directory(trained):
     assert {p.name for p in trained.iterdir()} == {"last.npz", "best.npz", "config.yaml",
-                                                  "metrics.csv"}
+                                                  "metrics.csv", ".rnnlm-run", ".rnnlm-lock"}
     rows = list(csv.DictReader(open(trained / "metrics.csv")))
     assert list(rows[0]) == ["step", "epoch", "train_loss", "val_loss", "grad_norm", "lr",
                              "chars_per_sec", "elapsed_s"]
