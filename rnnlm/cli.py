@@ -61,7 +61,7 @@ def cli():
               help="YAML file of settings (see configs/).")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Override one setting; repeatable. Wins over --config.")
-@click.option("--out", type=click.Path(path_type=Path),
+@click.option("--out", type=click.Path(path_type=str),
               help="Run directory [default: runs/<corpus name>, numbered if taken; with "
                    "--resume, the checkpoint's directory].")
 @click.option("--resume", type=click.Path(path_type=Path), metavar="RUN_DIR|CKPT",
@@ -85,6 +85,10 @@ def train(corpus, config_file, assignments, out, resume, seed, max_steps, encodi
       rnnlm train --resume runs/corpus --max-steps 20000
     """
     flags = dict(seed=seed, max_steps=max_steps, encoding=encoding, engine=engine)
+    if out is not None:
+        if not out.strip():  # Path("") would be the current directory
+            raise RnnlmError("--out must name a directory")
+        out = Path(out)
     ckpt, metrics_from = None, None
     if resume is not None:
         ckpt_path = resume / "last.npz" if resume.is_dir() else resume

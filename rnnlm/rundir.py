@@ -39,15 +39,36 @@ def checkpoints(path):
     return [name for name in CHECKPOINTS if (Path(path) / name).exists()]
 
 
+def writer(path):
+    """The process id of the rnnlm that holds path's lock now, or None."""
+    try:
+        fd = os.open(Path(path) / LOCK, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        _try_lock(fd)
+        return None  # nobody held it; closing lets go of ours
+    except OSError:
+        return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)
+
+
+def _in_use(path, pid):
+    return (f"{path} is in use by another rnnlm (process {pid}); wait for it to end, or "
+            f"choose another --out")
+
+
 def problem_for_new_run(path):
     """Why a fresh run may not write into path, or None if it may."""
     path = Path(path)
-    if not str(path):
-        return "--out must name a directory"
     if not path.exists():
         return None
     if not path.is_dir():
         return f"{path} is a file, not a directory"
+    pid = writer(path) if is_run(path) else None
+    if pid:
+        return _in_use(path, pid)
     held = checkpoints(path)
     if held:
         return (f"{path} already holds a trained model ({', '.join(held)}); choose another "
@@ -79,6 +100,9 @@ def for_resume(ckpt_path, step, out=None):
     directory named after the run and the step (derived=True). Never a directory whose
     checkpoints are newer."""
     own = Path(ckpt_path).parent
+    pid = writer(own)
+    if pid:
+        raise RnnlmError(_in_use(own, pid))
     newest = max((_step_of(own / name) for name in checkpoints(own)), default=step)
     if out is not None:
         out = Path(out)
@@ -116,7 +140,7 @@ class Claim:
         self.path, self.fresh, self.fd = Path(path), fresh, None
 
     def __enter__(self):
-        if self.fresh:  # refuse before writing anything, even the lock file
+        if self.fresh and not is_run(self.path):  # before writing anything, even the lock
             problem = problem_for_new_run(self.path)
             if problem:
                 raise RnnlmError(problem)
@@ -131,12 +155,12 @@ class Claim:
         except OSError:
             holder = os.read(self.fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(self.fd)
-            raise RnnlmError(f"{self.path} is in use by another rnnlm (process {holder}); "
-                             f"wait for it to end, or choose another --out") from None
+            self.fd = None
+            raise RnnlmError(_in_use(self.path, holder)) from None
         try:
-            if self.fresh:  # again, now that no other rnnlm can be writing here
+            if self.fresh:  # now that no other rnnlm can be writing here
                 problem = problem_for_new_run(self.path)
-                if problem and checkpoints(self.path):
+                if problem and (checkpoints(self.path) or is_run(self.path)):
                     raise RnnlmError(problem)
             os.ftruncate(self.fd, 0)
             os.write(self.fd, f"{os.getpid()}\n".encode())
