@@ -214,23 +214,33 @@ def _last_good(out_dir):
             "no checkpoint had been saved yet")
 
 
-def _diverged(run, loss, norm, out_dir):
-    return RnnlmError(
-        f"training diverged at step {run.step + 1}: the loss is {loss:.4g} and the gradient "
-        f"norm {norm:.4g}. Nothing of it was saved; {_last_good(out_dir)}. Try a lower lr "
-        f"(now {run.cfg.lr * run.lr_scale:g}), a lower clip_norm, or "
-        f"--set on_divergence=rollback")
+# A model that has learned anything predicts better than uniform guessing, ln V nats per
+# character. One that is a nat per character worse than that after its first evaluation
+# has diverged, NaN or not (too high a learning rate sends the loss to the thousands).
+DIVERGED_ABOVE_UNIFORM = 1.0
 
 
-def _roll_back(run, loss, norm, out_dir, rollbacks):
-    """Reload the last checkpoint and halve the learning rate; or give up."""
+class _Diverged(Exception):
+    """Raised inside the loop with the reason; handled by _roll_back."""
+
+
+def _ceiling(run):
+    return math.log(run.spec.vocab_size) + DIVERGED_ABOVE_UNIFORM
+
+
+def _roll_back(run, why, out_dir, rollbacks):
+    """Reload the last checkpoint and halve the learning rate; or give up, saying why."""
     last = out_dir / "last.npz"
     if run.cfg.on_divergence != "rollback" or rollbacks >= MAX_ROLLBACKS or not last.exists():
-        raise _diverged(run, loss, norm, out_dir)
-    diverged_at, started = run.step + 1, run.started
+        advice = (", or --set on_divergence=rollback" if run.cfg.on_divergence == "stop"
+                  else "")
+        raise RnnlmError(f"training diverged at step {run.step}: {why}. Nothing of it was "
+                         f"saved; {_last_good(out_dir)}. Try a lower lr (now "
+                         f"{run.cfg.lr * run.lr_scale:g}), a lower clip_norm{advice}")
+    diverged_at, started, scale = run.step, run.started, run.lr_scale
     run.restore(ckpt_io.load(last), last)
     run.started = started  # the time spent since still counts
-    run.lr_scale *= 0.5
+    run.lr_scale = scale * 0.5  # halved again at each roll-back, not reset by the checkpoint
     return RolledBack(diverged_at, run.step, run.lr_scale)
 
 
@@ -243,7 +253,7 @@ def _steps(run, streams, val_ids, out_dir, stop):
     cfg = run.cfg
     chars_per_step = cfg.batch_size * cfg.seq_len
     interval_loss, interval_steps, interval_time = 0.0, 0, 0.0
-    rollbacks = 0
+    rollbacks, smoothed, evaluated = 0, None, run.best_val is not None
     while True:
         t0 = time.perf_counter()
         if run.window == 0:
@@ -252,9 +262,18 @@ def _steps(run, streams, val_ids, out_dir, stop):
         masks = dropout_masks(run.spec, cfg.batch_size, cfg.seq_len, cfg.dropout, run.rng)
         loss, grads, state = run.engine.loss_and_grads(run.params, run.spec, x, y, run.state, masks)
         norm = clip_gradients(grads, cfg.clip_norm, cfg.clip_value)
+        why = None
         if not (math.isfinite(loss) and math.isfinite(norm)):
-            yield _roll_back(run, loss, norm, out_dir, rollbacks)
-            rollbacks += 1
+            why = f"the loss is {loss:.4g} and the gradient norm {norm:.4g}"
+        else:
+            smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
+            if evaluated and smoothed > _ceiling(run):
+                why = (f"the smoothed training loss is {smoothed:.4g} nats/char, far above "
+                       f"uniform guessing ({math.log(run.spec.vocab_size):.3g})")
+        if why:
+            run.step += 1  # the update that diverged, never applied
+            yield _roll_back(run, why, out_dir, rollbacks)
+            rollbacks, smoothed = rollbacks + 1, None
             continue
         lr = learning_rate(cfg, run.step) * run.lr_scale
         run.optimizer.step(run.params, grads, lr)
@@ -281,8 +300,13 @@ def _steps(run, streams, val_ids, out_dir, stop):
         evaluating = last or run.step % cfg.eval_every == 0
         val_loss = None
         if evaluating:
-            event = _evaluate_and_save(run, val_ids, out_dir)
-            val_loss = event.val_loss
+            try:
+                event = _evaluate_and_save(run, val_ids, out_dir)
+            except _Diverged as e:
+                yield _roll_back(run, str(e), out_dir, rollbacks)
+                rollbacks, smoothed = rollbacks + 1, None
+                continue
+            val_loss, evaluated = event.val_loss, True
             yield event
         if evaluating or run.step % cfg.log_every == 0:
             _append_metrics(out_dir, [
@@ -311,6 +335,9 @@ def _evaluate_and_save(run, val_ids, out_dir):
     val_loss = None
     if len(val_ids) >= 2:
         val_loss = evaluate(run.params, run.spec, val_ids, cfg.batch_size, engine=cfg.engine)
+        if not val_loss <= _ceiling(run):  # NaN included; never saved, let alone as best
+            raise _Diverged(f"the validation loss is {val_loss:.4g} nats/char, far above "
+                            f"uniform guessing ({math.log(run.spec.vocab_size):.3g})")
     best = val_loss is not None and (run.best_val is None or val_loss < run.best_val)
     if best:
         run.best_val = val_loss

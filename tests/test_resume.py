@@ -216,3 +216,28 @@ def test_a_run_trained_by_one_engine_resumes_evaluates_and_samples_with_the_othe
     samples = [runner.invoke(cli, ["sample", "--ckpt", str(out / "last.npz"), "-n", "60",
                                    "--seed", "3", "--engine", e]).stdout for e in ("fast", "textbook")]
     assert samples[0] == samples[1] and len(samples[0]) == 61
+
+
+def test_a_loss_far_above_uniform_guessing_is_divergence_and_never_saved(runner, corpus,
+                                                                          tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(cli, ["train", str(corpus), "--out", str(out), "--config", TINY,
+                                 "--set", "lr=1e3", "--set", "clip_norm=0"])
+    assert result.exit_code == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert "diverged at step 10: the validation loss is" in message
+    assert "far above uniform guessing" in message and "no checkpoint had been saved" in message
+    assert not (out / "best.npz").exists() and not (out / "last.npz").exists()
+
+
+def test_divergence_by_level_rolls_back_and_halves_the_rate_when_asked(runner, trained):
+    best_before = (trained / "best.npz").read_bytes()
+    result = runner.invoke(cli, ["train", "--resume", str(trained), "--max-steps", "200",
+                                 "--set", "lr=1e3", "--set", "clip_norm=0",
+                                 "--set", "on_divergence=rollback"])
+    assert result.exit_code == 1
+    rolled = [line for line in result.stderr.splitlines() if "rolled back to step 20" in line]
+    assert len(rolled) == train_mod.MAX_ROLLBACKS
+    assert "learning rate now x0.03125" in rolled[-1]
+    assert "far above uniform guessing" in result.stderr.strip().splitlines()[-1]
+    assert (trained / "best.npz").read_bytes() == best_before
