@@ -1,3 +1,45 @@
-from rnnlm.cli import main
+"""`rnnlm` and `python -m rnnlm`: start the command line.
 
-main()
+Two things happen before the command line's modules load NumPy: the BLAS's thread count
+(--threads N) is set through its own environment variables, which it reads only when it
+loads; and Ctrl-C while they load ends quietly, with status 130.
+"""
+import os
+import sys
+
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS")
+
+
+def threads_option(argv):
+    """The value given to --threads in argv (as --threads N or --threads=N), or None."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--threads="):
+            return arg.partition("=")[2]
+    return None
+
+
+def apply_threads(argv):
+    """Set the BLAS's thread variables from --threads, if argv gives a valid count (an
+    invalid one is left for the command line to refuse)."""
+    threads = threads_option(argv)
+    if threads is not None and threads.isdigit() and int(threads) > 0:
+        for name in THREAD_VARIABLES:
+            os.environ[name] = threads
+
+
+def main():
+    try:
+        apply_threads(sys.argv[1:])
+        from rnnlm.cli import main as run
+    except KeyboardInterrupt:
+        sys.exit(130)
+    run()
+
+
+if __name__ == "__main__":
+    main()

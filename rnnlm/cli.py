@@ -41,6 +41,26 @@ class Group(click.Group):
 SAMPLE_CHARS_FOR_NUMBA = 20_000
 
 
+def _threads(ctx, param, value):
+    """--threads N: set by rnnlm.__main__ before NumPy loaded; where the command line runs
+    inside a process that had already loaded it, through threadpoolctl if it is there."""
+    if value is None or os.environ.get("OPENBLAS_NUM_THREADS") == str(value):
+        return value
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        raise click.BadParameter("takes effect only where rnnlm starts the process: run it "
+                                 "as the rnnlm command or python -m rnnlm") from None
+    threadpool_limits(value)
+    return value
+
+
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), callback=_threads, expose_value=False,
+    help="Threads for the matrix products [default: every core, the fastest on an idle "
+         "machine; fewer where other jobs keep cores busy: README].")
+
+
 def log(message):
     click.echo(message, err=True)
 
@@ -73,6 +93,7 @@ def cli():
 @click.option("--engine", type=click.Choice(config.ENGINES),
               help="Shortcut for --set engine=NAME: fast (default), or textbook.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no log.")
+@threads_option
 def train(corpus, config_file, assignments, out, resume, seed, max_steps, encoding, engine,
           quiet):
     """Train a model on CORPUS, a text file (default: a built-in corpus).
@@ -227,6 +248,7 @@ def _corpus_of(ckpt, ckpt_path):
 @click.option("--seed", type=click.IntRange(min=0), help="Same seed, same text [default: random].")
 @click.option("--engine", default="fast", show_default=True, type=click.Choice(config.ENGINES),
               help="fast, or textbook: the same numbers, one readable step at a time.")
+@threads_option
 def sample(ckpt, prime, length, temperature, top_k, argmax, seed, engine):
     """Generate text from a checkpoint, streamed to stdout.
 
@@ -267,6 +289,7 @@ def sample(ckpt, prime, length, temperature, top_k, argmax, seed, engine):
               help="Contiguous streams the file is cut into.")
 @click.option("--engine", default="fast", show_default=True, type=click.Choice(config.ENGINES),
               help="fast, or textbook: the same numbers, one readable step at a time.")
+@threads_option
 def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, engine):
     """Loss of a checkpoint on TEXTFILE: nats/char, bits/char and perplexity.
 

@@ -313,3 +313,51 @@ def test_damaged_checkpoints_give_one_line_errors(runner, trained, corpus, tmp_p
                 "resume": ["train", "--resume", str(path), "--max-steps", "40"]}[command]
         result = runner.invoke(cli, args)
         assert_one_line_error(result, path.name)
+
+
+def run_python(code, timeout=60):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_threads_is_set_before_numpy_loads():
+    pytest.importorskip("threadpoolctl")
+    done = run_python(
+        "import sys\n"
+        "from rnnlm.__main__ import apply_threads\n"
+        "apply_threads(['train', 'c.txt', '--threads', '1'])\n"
+        "import numpy\n"
+        "from threadpoolctl import threadpool_info\n"
+        "print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}))")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1]"
+
+
+def test_threads_on_the_commands(corpus, tmp_path, runner):
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "rnnlm", "train", str(corpus), "--config", TINY,
+                           "--out", str(out), "--threads", "1", "-q"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for args in (["sample", "--ckpt", str(out / "last.npz"), "-n", "5"],
+                 ["eval", "--ckpt", str(out / "last.npz"), str(corpus)]):
+        assert runner.invoke(cli, args + ["--threads", "2"]).exit_code == 0  # in-process
+    refused = runner.invoke(cli, ["sample", "--ckpt", str(out / "last.npz"), "--threads", "0"])
+    assert refused.exit_code == 2 and "'--threads': 0 is not in the range" in refused.output
+
+
+def test_ctrl_c_while_starting_up_exits_130_quietly():
+    done = run_python(
+        "import builtins, os, signal, sys\n"
+        "real = builtins.__import__\n"
+        "def importing(name, *args, **kwargs):\n"
+        "    if name == 'numpy':  # Ctrl-C arrives while the command line loads NumPy\n"
+        "        builtins.__import__ = real\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = importing\n"
+        "sys.argv = ['rnnlm', '--version']\n"
+        "from rnnlm.__main__ import main\n"
+        "main()")
+    assert done.returncode == 130
+    assert done.stdout == "" and done.stderr == ""
