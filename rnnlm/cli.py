@@ -93,9 +93,11 @@ def cli():
 @click.option("--engine", type=click.Choice(config.ENGINES),
               help="Shortcut for --set engine=NAME: fast (default), or textbook.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no log.")
+@click.option("--ignore-memory", is_flag=True,
+              help="Train even where the memory estimate exceeds what is available.")
 @threads_option
 def train(corpus, config_file, assignments, out, resume, seed, max_steps, encoding, engine,
-          quiet):
+          quiet, ignore_memory):
     """Train a model on CORPUS, a text file (default: a built-in corpus).
 
     Ctrl-C (or SIGTERM) saves last.npz and exits; --resume continues from it.
@@ -144,7 +146,8 @@ def train(corpus, config_file, assignments, out, resume, seed, max_steps, encodi
         kernels.load(notify=(lambda message: None) if quiet else log)
     signals = []
     events = train_loop(cfg, vocab, ids, out, corpus_name=name, corpus_path=recorded,
-                        resume=ckpt, stop=lambda: bool(signals), metrics_from=metrics_from)
+                        resume=ckpt, stop=lambda: bool(signals), metrics_from=metrics_from,
+                        check_memory=not ignore_memory)
     begin = next(events)
     if not quiet:
         for line in begin.lines:

@@ -5,12 +5,23 @@ from rnnlm import RnnlmError, engines
 from rnnlm.data import eval_windows
 from rnnlm.params import zero_state
 
+# A window's logits, as float32 from the engine, float64 here and a temporary or two: about
+# 28 bytes per entry, (B, seq_len, V) entries. Windows are shortened to stay within this.
+LOGITS_BYTES = 48 << 20
+
+
+def window_length(batch, vocab_size, seq_len=64):
+    """The longest window, up to seq_len, whose logits stay within LOGITS_BYTES."""
+    return max(1, min(seq_len, LOGITS_BYTES // (28 * batch * vocab_size)))
+
 
 def evaluate(params, spec, ids, batch=32, seq_len=64, engine="fast"):
     """Mean cross-entropy in nats per character over every prediction in ids (all but
     the first character), in `batch` contiguous streams with state carried through. The
-    result does not depend on seq_len, which only bounds the memory of the window buffers."""
+    result does not depend on seq_len, which only bounds the memory of the window buffers
+    (and is shortened for large vocabularies)."""
     forward = engines.get(engine).forward
+    seq_len = window_length(batch, spec.vocab_size, seq_len)
     total, count = 0.0, 0
     state = zero_state(spec, min(batch, max(len(ids) - 1, 1)), params["out.weight"].dtype)
     for x, y, mask in eval_windows(ids, batch, seq_len):

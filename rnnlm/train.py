@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlm import RnnlmError, engines, rundir
+from rnnlm import RnnlmError, engines, memory, rundir
 from rnnlm import checkpoint as ckpt_io
 from rnnlm.config import to_yaml
 from rnnlm.data import Streams, min_corpus_length, split
@@ -120,7 +120,7 @@ class Run:
 
 
 def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_path=None, resume=None,
-          stop=lambda: False, metrics_from=None):
+          stop=lambda: False, metrics_from=None, check_memory=True):
     """Train on ids (encoded with vocab) as cfg says, writing into out_dir, which it holds
     (rundir.Claim) until the last event. Yields events.
 
@@ -128,7 +128,8 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_path=None, resu
     data cursor, carried state, best val loss, RNG state, training time); metrics_from:
     the metrics.csv of its run where out_dir is another directory. stop: polled after
     every update; when it returns True, last.npz is saved and training ends with a Stopped
-    event.
+    event. check_memory: refuse a run whose estimated peak memory exceeds what the
+    machine has available (memory.py), before allocating it.
     """
     train_ids, val_ids = split(ids, cfg.val_fraction)
     need = cfg.batch_size * (cfg.seq_len + 1)
@@ -143,6 +144,13 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_path=None, resu
                          f"character(s) of {corpus_name}; at least 2 are needed")
     streams = Streams(train_ids, cfg.batch_size, cfg.seq_len)
     spec = Spec(cfg.cell, vocab.size, cfg.hidden, cfg.layers)
+    needs = memory.estimate(cfg, spec)
+    has = memory.available()
+    if check_memory and has is not None and sum(needs.values()) > has:
+        raise RnnlmError(f"training would need about {sum(needs.values()) / 2 ** 20:,.0f} MB, "
+                         f"more than the {has / 2 ** 20:,.0f} MB available: lower hidden, "
+                         f"layers, batch_size or seq_len (or use fewer distinct characters), "
+                         f"or pass --ignore-memory")
     rng = np.random.default_rng(cfg.seed)
     run = Run(cfg, spec, vocab, init_params(spec, rng, np.float32, cfg.init, cfg.forget_bias),
               rng, corpus_path)
@@ -163,18 +171,20 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_path=None, resu
     out_dir = Path(out_dir)
     with rundir.Claim(out_dir, fresh=resume is None):
         _prepare(out_dir, cfg, None if resume is None else run.step, metrics_from)
-        yield _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume)
+        yield _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume, needs)
         yield from _loop(run, streams, val_ids, out_dir, stop)
 
 
-def _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume):
+def _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume, needs):
     cfg, spec, vocab = run.cfg, run.spec, run.vocab
     trimmed = len(train_ids) - streams.chars_per_epoch
-    return Begin([
+    warning = memory.rare_vocabulary(spec, len(ids))
+    return Begin(([warning] if warning else []) + [
         f"corpus: {corpus_name}, {len(ids):,} characters, vocabulary {vocab.size}",
         f"split: {len(train_ids):,} train, {len(val_ids):,} validation",
         f"model: {cfg.cell}, {cfg.layers} x {cfg.hidden}, {count(spec):,} parameters; "
         f"{engines.describe(cfg.engine)}",
+        memory.describe(needs),
         f"epoch: {streams.windows:,} windows of {cfg.batch_size} x {cfg.seq_len}; "
         f"{trimmed:,} trailing characters not visited",
         (f"resuming at step {run.step} (epoch {run.epoch}, window {run.window})"

@@ -4,6 +4,7 @@ what a checkpoint claims is checked before it is used."""
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -262,3 +263,68 @@ def test_sizes_in_meta_are_checked_against_the_arrays_before_allocating(runner, 
         json.loads(str(np.load(trained / "best.npz")["meta"]))["config"], hidden=10 ** 9)})
     assert_one_line_error(runner.invoke(cli, ["sample", "--ckpt", str(wide)]),
                           "but its meta says a vocabulary of")
+
+
+# --- memory said before it is spent ------------------------------------------------------
+
+def test_a_run_too_large_for_the_machine_is_refused_before_allocating(runner, corpus, tmp_path,
+                                                                      monkeypatch):
+    from rnnlm import memory
+    started = time.perf_counter()
+    huge = runner.invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "a"),
+                               "--set", "hidden=200000"] + TINY)
+    assert_one_line_error(huge, "training would need about", "MB available: lower hidden",
+                          "--ignore-memory")
+    assert time.perf_counter() - started < 10 and not (tmp_path / "a").exists()
+    monkeypatch.setattr(memory, "available", lambda: 2 ** 20)  # a machine with 1 MB free
+    small = runner.invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "b")] + TINY)
+    assert_one_line_error(small, "more than the 1 MB available")
+    forced = runner.invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "c"), "-q",
+                                 "--ignore-memory"] + TINY)
+    assert forced.exit_code == 0, forced.output
+
+
+def text_with_vocabulary(path, size, length, seed=0):
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, size + 1)
+    ids = rng.choice(size, length, p=weights / weights.sum())
+    ids[:size] = np.arange(size)  # every character occurs
+    path.write_text("".join(chr(0x4E00 + i) for i in ids), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("vocabulary,settings", [
+    (65, ["--set", "hidden=256", "--set", "layers=2"]),  # the defaults' model
+    (8000, ["--set", "hidden=128", "--set", "layers=1", "--set", "cell=gru"]),
+])
+def test_the_estimate_said_is_close_to_the_peak_measured(tmp_path, shakespeare, vocabulary,
+                                                          settings):
+    corpus = shakespeare if vocabulary == 65 else text_with_vocabulary(
+        tmp_path / "c.txt", vocabulary, 300_000)
+    args = ["rnnlm", "train", str(corpus), "--out", str(tmp_path / "run"), "--max-steps", "6",
+            "--set", "eval_every=3", *settings]
+    done = subprocess.run([sys.executable, "-c", MEASURED, *args], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    said = next(line for line in done.stderr.splitlines() if line.startswith("memory: about"))
+    estimate = float(said.split()[2].replace(",", ""))
+    peak = int(re.search(r"peak-kB\s+(\d+)", done.stderr).group(1)) / 1024  # MB
+    assert 0.8 * peak <= estimate <= 1.35 * peak, (said, peak)
+
+
+MEASURED = """  # rnnlm, saying its own peak resident memory as it exits
+import atexit, sys
+atexit.register(lambda: sys.stderr.write(
+    [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].replace("VmHWM:", "peak-kB")))
+sys.argv = sys.argv[1:]
+from rnnlm.__main__ import main
+main()
+"""
+
+
+def test_a_large_vocabulary_for_the_corpus_is_warned_about(runner, tmp_path):
+    corpus = text_with_vocabulary(tmp_path / "rare.txt", 3000, 60_000)
+    result = runner.invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "r")] + TINY)
+    assert result.exit_code == 0, result.output
+    assert ("warning: 3,000 distinct characters in 60,000 (seen 20 times each on average): "
+            "most are too rare to learn") in result.stderr

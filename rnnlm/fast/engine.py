@@ -21,36 +21,33 @@ from rnnlm.fast.cells import CELLS, prepare
 from rnnlm.params import layer_keys
 
 
-def softmax_cross_entropy(logits, targets):
-    """Mean cross-entropy of logits (V, N), one column per prediction, against integer
-    targets (N,). Returns the loss and its gradient with respect to the logits,
-    (softmax - onehot(target)) / N, computed in logits' own buffer."""
-    N = logits.shape[1]
-    cols = np.arange(N)
+# Logits of at most this many bytes at a time: the output layer runs over a window's T*B
+# columns in chunks where the vocabulary is large (70,000 characters, 2,048 columns:
+# 573 MB of logits at once, and as much again for their gradient).
+LOGITS_BYTES = 32 << 20
+
+
+def softmax_cross_entropy(logits, targets, n=None):
+    """Cross-entropy of logits (V, columns), one column per prediction, against integer
+    targets, summed and divided by n (default: the number of columns, the mean). Returns
+    it and its gradient with respect to the logits, (softmax - onehot(target)) / n,
+    computed in logits' own buffer."""
+    n = n or logits.shape[1]
+    cols = np.arange(logits.shape[1])
     logits -= logits.max(axis=0)
     target_logits = logits[targets, cols]
     probs = np.exp(logits, out=logits)
     sums = probs.sum(axis=0)
-    loss = float(np.mean(np.log(sums) - target_logits))
-    probs *= (1.0 / N) / sums
-    probs[targets, cols] -= 1.0 / N
+    loss = float(np.sum(np.log(sums) - target_logits)) / n
+    probs *= (1.0 / n) / sums
+    probs[targets, cols] -= 1.0 / n
     return loss, probs
 
 
-def _lookup_grad(values, ids, n_cols):
-    """The gradient of a column lookup: column j of the result (D, n_cols) sums the columns
-    of values (D, N) whose id is j. np.add.at is the obvious way and measured here several
-    times slower than either of these: a one-hot GEMM while the vocabulary is small, else
-    np.bincount over flat indices."""
-    D, N = values.shape
-    if n_cols <= 512:
-        onehot = scratch("onehot", (N, n_cols), values.dtype)
-        onehot.fill(0)
-        onehot[np.arange(N), ids] = 1
-        return values @ onehot
-    flat = (np.arange(D)[:, None] * n_cols + ids.astype(np.intp)).ravel()
-    sums = np.bincount(flat, weights=values.ravel(), minlength=n_cols * D)
-    return sums.reshape(D, n_cols).astype(values.dtype)
+def _chunks(V, N, itemsize):
+    """Column ranges of at most LOGITS_BYTES of logits each, covering N columns."""
+    step = max(1, min(N, LOGITS_BYTES // (V * itemsize)))
+    return [slice(c, min(c + step, N)) for c in range(0, N, step)]
 
 
 def _sum_over_columns(a):
@@ -155,14 +152,20 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
         top = columns(np.multiply(inputs, masks[L - 1], out=scratch("dout", (T, H, B), dtype)),
                       spare_cols)
 
-    # The output layer over all T*B columns at once: logits = V s_t + by, for every t.
-    logits = np.matmul(params["out.weight"], top, out=scratch("logits", (V, N), dtype))
-    logits += params["out.bias"][:, None]
-    loss, dlogits = softmax_cross_entropy(logits, ys.reshape(-1))  # (V, T*B)
-
-    # One GEMM over the window's T*B columns: the sum over t of dlogits_t s_t^T.
-    grads = {"out.weight": dlogits @ top.T, "out.bias": dlogits.sum(axis=1)}
-    dtop = np.dot(params["out.weight"].T, dlogits, out=spare_cols)  # top's last use was above
+    # The output layer over all T*B columns at once (in chunks of columns where V is large):
+    # logits = V s_t + by for every t, and one GEMM for the sum over t of dlogits_t s_t^T.
+    w_out, targets, loss = params["out.weight"], ys.reshape(-1), 0.0
+    grads = {"out.weight": np.zeros_like(w_out), "out.bias": np.zeros_like(params["out.bias"])}
+    chunks = _chunks(V, N, w_out.itemsize)
+    dtop = spare_cols if len(chunks) == 1 else scratch("dtop", (H, N), dtype)
+    for c in chunks:
+        logits = np.matmul(w_out, top[:, c], out=scratch("logits", (V, c.stop - c.start), dtype))
+        logits += params["out.bias"][:, None]
+        part, dlogits = softmax_cross_entropy(logits, targets[c], N)  # (V, columns)
+        loss += part
+        grads["out.weight"] += dlogits @ top[:, c].T
+        grads["out.bias"] += dlogits.sum(axis=1)
+        np.matmul(w_out.T, dlogits, out=dtop[:, c])  # top was last read above, if one chunk
     dout = from_columns(dtop, scratch("dout", (T, H, B), dtype))  # reaching each output
     for layer in reversed(range(L)):
         alloc = scratch.scope(f"l{layer}.")
@@ -183,7 +186,8 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
         grads[b_hh] = grads[b_ih].copy() if dgh is dgx else _sum_over_columns(dgh2)
         grads[w_hh] = dgh2 @ prev_cols.T  # sum over t of dgh_t h_{t-1}^T
         if layer == 0:  # sum over t of dgx_t x_t^T, x_t one-hot: a scatter-add
-            grads[w_ih] = _lookup_grad(dgx2, layer_inputs.reshape(-1), V)
+            grads[w_ih] = kernels.active.lookup_grad(dgx2, layer_inputs.reshape(-1),
+                                                     np.empty((GH, V), dtype))
             continue
         below = layers[layer - 1][1]["h"]  # the layer's inputs are the outputs below
         if masks is None:
@@ -210,8 +214,8 @@ def forward(params, spec, x, state):
         inputs = buf["h"][1:]
     T, H, B = inputs.shape
     top = shared_columns(spec.gates * H, T * B, inputs.dtype)[:H]
-    logits = params["out.weight"] @ columns(inputs, top)  # (V, T*B)
-    logits += params["out.bias"][:, None]
+    logits = params["out.weight"] @ columns(inputs, top)  # (V, T*B): the caller chooses T
+    logits += params["out.bias"][:, None]  # so that this fits (evaluate.py)
     return logits.reshape(-1, T, B).transpose(2, 1, 0), new_state
 
 

@@ -11,6 +11,7 @@ a kernel, so that the engine's BPTT reads the same whichever implementation runs
     gru_forward(rzn, gh, bias, h_prev, h)          gh += bias; rzn = gates r, z, n; h
     gru_backward(rzn, gh, h_prev, dh, dgx, dgh)    dgx, dgh; dh = dh * z
     lookup(table, ids, out)                        out[t] = table's columns ids[t]: W_ih x_t
+    lookup_grad(values, ids, out)                  its gradient: out[:, j] = sum of columns id j
     adam(p, g, m, v, b1, b2, step_size, v_scale, eps)    one Adam update of p, m, v
 
 Every array is (rows, B) and C-contiguous; gate blocks are H rows each, in the cell's
@@ -31,6 +32,8 @@ import platform
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from rnnlm import RnnlmError
 
@@ -86,13 +89,14 @@ def _load_numba(notify):
             notify(f"kernel cache {where} cannot be written ({e.strerror or e}): "
                    f"compiling kernels in memory, for this run only")
     module = importlib.import_module("rnnlm.fast.kernels_numba")
-    if numba.config.CACHE_DIR:
-        marker = Path(numba.config.CACHE_DIR) / f"compiled-{_signature(module, numba)}"
-        if not marker.exists():
-            notify("compiling kernels, once (they are cached for later runs)")
-            started = time.perf_counter()
-            module.warm_up()
-            marker.write_text(f"{time.perf_counter() - started:.1f} s\n")
+    marker = Path(numba.config.CACHE_DIR or ".") / f"compiled-{_signature(module, numba)}"
+    if numba.config.CACHE_DIR and not marker.exists():
+        notify("compiling kernels, once (they are cached for later runs)")
+        started = time.perf_counter()
+        module.warm_up()
+        marker.write_text(f"{time.perf_counter() - started:.1f} s\n")
+    else:  # loaded from the cache (or compiled in memory) now, not in the middle of a run
+        module.warm_up(dtypes=(np.float32,))
     return module
 
 

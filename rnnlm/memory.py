@@ -1,0 +1,87 @@
+"""How much memory training will take, said before it is spent.
+
+An estimate, in bytes, of the peak a training run reaches: what the process holds already
+(interpreter, libraries, the text) plus what training allocates (parameters, optimizer
+slots, gradients, the window's buffers, the logits, dropout masks, evaluation), from the
+model's shape, the vocabulary and the batch. The fast engine's figures follow its buffers
+(fast/cells.py, fast/engine.py); the textbook engine keeps every step's arrays in float64.
+"""
+import os
+import resource
+
+from rnnlm.evaluate import window_length
+from rnnlm.fast import kernels
+from rnnlm.params import count
+
+FLOAT = 4
+SLOTS = {"adam": 2, "rmsprop": 1, "adagrad": 1, "sgd": 1}  # arrays per parameter
+# Large vocabularies: a warning when there are more characters than this, seen fewer times
+# each on average than RARE: most of them are too rare to learn.
+MANY_CHARACTERS, RARE = 2000, 300
+
+
+def in_use():
+    """This process's resident memory now, bytes (Linux; elsewhere its peak so far)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if os.uname().sysname == "Darwin" else peak * 1024
+
+
+def available():
+    """Memory the system can give without swapping, bytes, or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def estimate(cfg, spec):
+    """{part: bytes} of what training will allocate, the process's present use included."""
+    H, V, L, B, T, G = spec.hidden, spec.vocab_size, spec.layers, cfg.batch_size, cfg.seq_len, spec.gates
+    N, P = T * B, count(spec)
+    model = P * FLOAT * (1 + SLOTS[cfg.optimizer] + 1 + 1)  # params, slots, grads, scratch
+    if cfg.engine == "textbook":  # float64, every step's caches and probabilities kept
+        window = 8 * (L * T * B * H * (G + 4) + 2 * T * B * V + 2 * P)
+    else:
+        per_layer = {"rnn": 2 * (T + 1) * H * B,
+                     "lstm": 2 * (T + 1) * H * B + T * G * H * B + G * H * B,
+                     "gru": (T + 1) * H * B + 2 * T * G * H * B}[spec.cell]
+        columns = G * H * N + H * (N + B) + T * H * B + (G * H * N if spec.cell == "gru" else 0)
+        logits = min(V * N, max(V, (32 << 20) // FLOAT))
+        if kernels.active.name == "numpy":  # the lookup gradient's one-hot, or its bincount
+            logits += N * V if V <= 512 else 2 * G * H * (V + N)  # float64 sums, int64 index
+        prepared = L * G * H * (3 * H + 2 * V)  # W_ih, W_hh, its transpose laid out; the table
+        window = FLOAT * (L * per_layer + columns + 2 * logits + prepared)
+    masks = FLOAT * L * T * H * B if cfg.dropout > 0 else 0
+    evaluation = 28 * B * V * window_length(B, V, T)
+    return {"in use now (interpreter, libraries, text)": in_use(), "model and optimizer": model,
+            "window buffers": window, "dropout masks": masks, "evaluation": evaluation}
+
+
+def describe(parts):
+    mb = {k: v / 2 ** 20 for k, v in parts.items()}
+    return (f"memory: about {sum(mb.values()):,.0f} MB: "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in mb.items() if v >= 0.5))
+
+
+def rare_vocabulary(spec, n_chars):
+    """A warning where the vocabulary is large for the corpus, else None."""
+    V = spec.vocab_size
+    if V > MANY_CHARACTERS and n_chars / V < RARE:
+        return (f"warning: {V:,} distinct characters in {n_chars:,} (seen {n_chars / V:,.0f} "
+                f"times each on average): most are too rare to learn, and the output layer "
+                f"alone has {V * (spec.hidden + 1):,} parameters")
+    return None
