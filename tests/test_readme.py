@@ -59,3 +59,12 @@ def test_the_chinese_sample_corpus_trains_and_samples(runner, tmp_path):
     text = sampled.stdout[:-1]  # the generated text may itself end in newlines
     assert text.startswith("床前") and len(text) == 22
     assert all("\u3000" <= ch <= "\u9fff" or ch in "\n，。　" or ch.isalpha() for ch in text)
+
+
+def test_every_test_the_bad_inputs_table_names_exists():
+    table = (ROOT / "docs" / "bad-inputs.md").read_text(encoding="utf-8")
+    named = re.findall(r"`(test_\w+\.py)::(test_\w+)`", table)
+    assert len(named) > 40
+    for module, test in named:
+        source = (ROOT / "tests" / module).read_text(encoding="utf-8")
+        assert re.search(rf"^def {test}\(", source, re.M), f"{module}::{test}"
