@@ -220,41 +220,34 @@ def forward(params, spec, x, state):
 
 
 class Stepper:
-    """The model run one character at a time for one stream (batch 1), for sampling: each
-    layer's weights laid out once, its buffers allocated once and reused for every step.
-    Arrays are feature-major, (features, 1), as in training."""
+    """The model run one character at a time for one stream, for sampling: each layer's
+    weights laid out once, as prepare() lays them out for the time loop, and stacked over
+    the layers, so that one kernel call (kernels.py: <cell>_sample_step) takes a character
+    through the whole network."""
 
     def __init__(self, params, spec):
-        self.cell = CELLS[spec.cell]
-        dtype = params["out.weight"].dtype
-        self.layers = []
-        for layer in range(spec.layers):
-            w_in, b_in, w = prepare(self.cell, *(params[k] for k in layer_keys(layer)), batch=1)
-            if layer == 0:  # rows of the lookup table (V, G*H), the bias included
-                w_in = np.ascontiguousarray((w_in + b_in[:, None]).T)
-            buf = {name: np.zeros(shape, dtype)
-                   for name, shape in self.cell.buffer_shapes(1, 1, spec.hidden).items()}
-            self.layers.append((w_in, b_in[:, None], w, buf, self.cell.input_slots(buf)[0]))
-        self.out_w = params["out.weight"]  # (V, H)
-        self.out_b = params["out.bias"][:, None]
-        self.logits = np.empty((spec.vocab_size, 1), dtype)
+        self.cell, dtype = spec.cell, params["out.weight"].dtype
+        layers = [prepare(CELLS[spec.cell], *(params[k] for k in layer_keys(layer)), batch=1)
+                  for layer in range(spec.layers)]
+        GH, H, L = spec.gates * spec.hidden, spec.hidden, spec.layers
+        w_in, b_in, _ = layers[0]
+        self.table = np.ascontiguousarray((w_in + b_in[:, None]).T)  # (V, G*H) rows
+        self.w_in = np.array([w for w, _, _ in layers[1:]], dtype).reshape(L - 1, GH, H)
+        self.b_in = np.array([b for _, b, _ in layers[1:]], dtype).reshape(L - 1, GH)
+        self.w_hh = np.array([w.hh for _, _, w in layers])  # (L, G*H, H)
+        self.b_hh = np.array([w.bias[:, 0] if w.bias is not None else np.zeros(GH, dtype)
+                              for _, _, w in layers])  # (L, G*H): the GRU's hidden bias
+        self.h, self.c = np.zeros((L, H), dtype), np.zeros((L, H), dtype)
+        self.out_w, self.out_b = params["out.weight"], params["out.bias"]
+        self.logits = np.empty(spec.vocab_size, dtype)
+        self.a, self.gh = np.empty(GH, dtype), np.empty(GH, dtype)  # the step's scratch
 
     def __call__(self, char_id):
         """Feed one character id; returns the logits (V,) for the next one."""
-        x = None
-        for layer, (w_in, b_in, w, buf, gx) in enumerate(self.layers):
-            for name in self.cell.state_names:
-                buf[name][0] = buf[name][1]
-            if layer == 0:
-                gx[:, 0] = w_in[char_id]
-            else:
-                np.dot(w_in, x, out=gx)
-                gx += b_in
-            self.cell.forward(0, buf, w)
-            x = buf["h"][1]
-        np.dot(self.out_w, x, out=self.logits)
-        self.logits += self.out_b
-        return self.logits[:, 0].copy()
+        getattr(kernels.active, f"{self.cell}_sample_step")(
+            self.table, self.w_in, self.b_in, self.w_hh, self.b_hh, self.h, self.c,
+            int(char_id), self.out_w, self.out_b, self.logits, self.a, self.gh)
+        return self.logits.copy()
 
 
 stepper = Stepper

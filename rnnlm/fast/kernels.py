@@ -13,6 +13,8 @@ a kernel, so that the engine's BPTT reads the same whichever implementation runs
     lookup(table, ids, out)                        out[t] = table's columns ids[t]: W_ih x_t
     lookup_grad(values, ids, out)                  its gradient: out[:, j] = sum of columns id j
     adam(p, g, m, v, b1, b2, step_size, v_scale, eps)    one Adam update of p, m, v
+    rnn_sample_step(table, w_in, b_in, w_hh, b_hh, h, c, char_id, out_w, out_b, logits, a, gh)
+    lstm_sample_step(...), gru_sample_step(...)    one character through the whole network
 
 Every array is (rows, B) and C-contiguous; gate blocks are H rows each, in the cell's
 order (fast/cells.py); the pre-activations of sigmoid gates arrive halved, so that

@@ -175,3 +175,49 @@ def gru_backward(rzn, gh, h_prev, dh, dgx, dgh):
     dgh[:2 * H] = da_rz
     np.multiply(da_n, r, out=dgh[2 * H:])
     dh *= z
+
+
+# One character through the whole network, for sampling (batch 1). The same signature for
+# every cell; what a cell does not use (c, b_hh, gh) it ignores. Weights as the Stepper
+# lays them out: table (V, G*H) the first layer's looked-up rows, bias included; w_in
+# (L-1, G*H, H) and b_in (L-1, G*H) the deeper layers' input side; w_hh (L, G*H, H) and
+# b_hh (L, G*H) as prepare() lays them out; states h, c (L, H); logits (V,) out.
+
+def _input_side(table, w_in, b_in, h, layer, char_id, a):
+    if layer == 0:
+        np.copyto(a, table[char_id])
+    else:
+        np.dot(w_in[layer - 1], h[layer - 1], out=a)
+        a += b_in[layer - 1]
+
+
+def _output(out_w, out_b, h, logits):
+    np.dot(out_w, h[-1], out=logits)
+    logits += out_b
+
+
+def rnn_sample_step(table, w_in, b_in, w_hh, b_hh, h, c, char_id, out_w, out_b, logits, a, gh):
+    for layer in range(len(w_hh)):
+        _input_side(table, w_in, b_in, h, layer, char_id, a)
+        np.dot(w_hh[layer], h[layer], out=gh)
+        rnn_forward(a, gh)
+        h[layer] = a
+    _output(out_w, out_b, h, logits)
+
+
+def lstm_sample_step(table, w_in, b_in, w_hh, b_hh, h, c, char_id, out_w, out_b, logits, a, gh):
+    for layer in range(len(w_hh)):
+        _input_side(table, w_in, b_in, h, layer, char_id, a)
+        np.dot(w_hh[layer], h[layer], out=gh)
+        lstm_forward(a[:, None], gh[:, None], c[layer][:, None], c[layer][:, None],
+                     h[layer][:, None])
+    _output(out_w, out_b, h, logits)
+
+
+def gru_sample_step(table, w_in, b_in, w_hh, b_hh, h, c, char_id, out_w, out_b, logits, a, gh):
+    for layer in range(len(w_hh)):
+        _input_side(table, w_in, b_in, h, layer, char_id, a)
+        np.dot(w_hh[layer], h[layer], out=gh)
+        gru_forward(a[:, None], gh[:, None], b_hh[layer][:, None], h[layer][:, None],
+                    h[layer][:, None])
+    _output(out_w, out_b, h, logits)
