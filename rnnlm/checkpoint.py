@@ -12,6 +12,7 @@ Writes are atomic: a temporary file in the same directory, flushed and fsynced, 
 renamed over the target, so a crash leaves the old checkpoint or the new one, never half.
 """
 import json
+import math
 import os
 import re
 import zipfile
@@ -38,6 +39,7 @@ class Checkpoint:
     slots: dict = field(default_factory=dict)  # optimizer state
     state: list = None  # per-layer tuples of (B, H) arrays, or None
     notes: list = field(default_factory=list)  # what loading changed, for the user
+    path: str = None  # where it was loaded from
 
 
 def save(path, ckpt):
@@ -153,7 +155,7 @@ def load(path):
     if state is not None and any(a.shape[0] != batch for s in state for a in s):
         raise RnnlmError(f"checkpoint {path}: its carried state is not of the "
                          f"batch_size={batch!r} its meta says")
-    return Checkpoint(params, spec, Vocab(meta["vocab"]), meta, slots, state, notes)
+    return Checkpoint(params, spec, Vocab(meta["vocab"]), meta, slots, state, notes, str(path))
 
 
 def read_meta(path):
@@ -226,3 +228,34 @@ def _read_state(path, arrays, spec):
             tensors.append(a)
         state.append(tuple(tensors))
     return state
+
+
+def shown(chars):
+    """Characters as a person can read them: invisible ones (\\n, \\t, other spaces,
+    control characters) escaped, the rest as they are."""
+    return "".join(ch if ch == " " or (ch.isprintable() and not ch.isspace())
+                   else ch.encode("unicode_escape").decode("ascii") for ch in chars)
+
+
+def summary(ckpt):
+    """What a checkpoint holds, as a plain dict (rnnlm info)."""
+    meta, spec = ckpt.meta, ckpt.spec
+    best = meta.get("best_val_loss")
+    return {
+        "file": ckpt.path,
+        "size_bytes": os.path.getsize(ckpt.path) if ckpt.path else None,
+        "format": f"{meta.get('format')} version {meta.get('version')}, written by rnnlm "
+                  f"{meta.get('rnnlm')}",
+        "model": f"{spec.cell}, {spec.layers} layer(s) of {spec.hidden}",
+        "parameters": sum(int(p.size) for p in ckpt.params.values()),
+        "vocabulary_size": spec.vocab_size,
+        "vocabulary": shown(ckpt.vocab.chars),
+        "step": meta.get("step"),
+        "epoch": meta.get("epoch"),
+        "best_val_loss": None if best is None else {
+            "nats_per_char": round(best, 4), "bits_per_char": round(best / math.log(2), 4)},
+        "training_seconds": round(meta.get("elapsed", 0.0), 1),
+        "init_from": meta.get("init_from"),
+        "corpus": meta.get("corpus"),
+        "config": meta.get("config"),
+    }

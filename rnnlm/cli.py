@@ -3,6 +3,7 @@
 Generated text goes to stdout; progress, logs and errors to stderr.
 """
 import contextlib
+import json
 import math
 import os
 import signal
@@ -15,7 +16,7 @@ from tqdm import tqdm
 
 from rnnlm import RnnlmError, __version__
 from rnnlm import checkpoint, config, data, evaluate as evaluate_lib, gradcheck as gradcheck_lib
-from rnnlm import rundir
+from rnnlm import corpus as corpus_lib, rundir
 from rnnlm import sample as sample_lib
 from rnnlm.fast import kernels
 from rnnlm.params import CELLS
@@ -76,19 +77,29 @@ def cli():
 
 
 @cli.command()
-@click.argument("corpus", required=False, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, metavar="[CORPUS]...", type=click.Path(path_type=Path))
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="YAML file of settings (see configs/).")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
-              help="Override one setting; repeatable. Wins over --config.")
+              help="Override one setting; repeatable. Wins over --config. Every key: "
+                   "rnnlm config.")
+@click.option("--glob", "globs", multiple=True, metavar="PATTERN",
+              help="In directories, read only the files that match (e.g. '*.py'); repeatable.")
 @click.option("--out", type=click.Path(path_type=str),
               help="Run directory [default: runs/<corpus name>, numbered if taken; with "
                    "--resume, the checkpoint's directory].")
 @click.option("--resume", type=click.Path(path_type=Path), metavar="RUN_DIR|CKPT",
               help="Continue exactly where a run stopped (its last.npz, or the given "
                    "checkpoint). CORPUS defaults to the run's own.")
+@click.option("--init-from", type=click.Path(path_type=Path), metavar="RUN_DIR|CKPT",
+              help="Fine-tune: start a new run from a trained model's weights (a run's "
+                   "best.npz), on CORPUS, whose new characters join the vocabulary.")
 @click.option("--seed", type=int, help="Shortcut for --set seed=N.")
-@click.option("--max-steps", type=int, help="Shortcut for --set max_steps=N.")
+@click.option("--time", "duration", metavar="DURATION",
+              help="Train for this long, the final evaluation included: 90s, 5m, 1h30m "
+                   "(max_seconds). Alone, it lifts the step limit.")
+@click.option("--max-steps", type=int,
+              help="Shortcut for --set max_steps=N. Alone, it lifts the time limit.")
 @click.option("--encoding", help="Shortcut for --set encoding=NAME (default utf-8).")
 @click.option("--engine", type=click.Choice(config.ENGINES),
               help="Shortcut for --set engine=NAME: fast (default), or textbook.")
@@ -96,58 +107,81 @@ def cli():
 @click.option("--ignore-memory", is_flag=True,
               help="Train even where the memory estimate exceeds what is available.")
 @threads_option
-def train(corpus, config_file, assignments, out, resume, seed, max_steps, encoding, engine,
-          quiet, ignore_memory):
-    """Train a model on CORPUS, a text file (default: a built-in corpus).
+def train(paths, config_file, assignments, globs, out, resume, init_from, seed, duration,
+          max_steps, encoding, engine, quiet, ignore_memory):
+    """Train a model on CORPUS: text files, directories (walked in sorted order; hidden
+    and binary files skipped), or - for standard input. Without one: a built-in corpus.
 
-    Ctrl-C (or SIGTERM) saves last.npz and exits; --resume continues from it.
+    Ctrl-C (or SIGTERM) saves last.npz and exits; --resume continues from it. Every
+    setting, its default and meaning: rnnlm config.
 
     \b
     Examples:
-      rnnlm train corpus.txt --config configs/shakespeare.yaml --set hidden=512
+      rnnlm train corpus.txt --time 30m
+      rnnlm train src/ --glob '*.py' --config configs/shakespeare.yaml --set hidden=512
       rnnlm train --resume runs/corpus --max-steps 20000
+      rnnlm train my-play.txt --init-from runs/tinyshakespeare --time 5m
     """
-    flags = dict(seed=seed, max_steps=max_steps, encoding=encoding, engine=engine)
+    flags = dict(seed=seed, max_steps=max_steps, encoding=encoding, engine=engine,
+                 max_seconds=None if duration is None else config.parse_duration(duration))
+    if (max_steps is None) != (duration is None):  # a limit in one unit: only that one
+        flags["max_seconds" if duration is None else "max_steps"] = 0
     if out is not None:
         if not out.strip():  # Path("") would be the current directory
             raise RnnlmError("--out must name a directory")
         out = Path(out)
-    ckpt, metrics_from = None, None
+    if resume is not None and init_from is not None:
+        raise RnnlmError("--resume continues a run, --init-from starts a new one from "
+                         "another's weights: give one of them")
+    ckpt = base = metrics_from = record = None
     if resume is not None:
         ckpt_path = resume / "last.npz" if resume.is_dir() else resume
         ckpt = _load_checkpoint(ckpt_path)
         saved = config.from_dict(ckpt.meta["config"], f"checkpoint {ckpt_path}: ")
         cfg = config.build(base=saved, file=config_file, assignments=assignments, **flags)
         config.check_resumable(saved, cfg)
-        if corpus is None:
-            corpus = _corpus_of(ckpt, ckpt_path)
+        record = _recorded_corpus(ckpt)
+        if not paths and record is not None:
+            paths, globs = _rereadable(record, ckpt_path), globs or tuple(record["globs"])
         out, derived = rundir.for_resume(ckpt_path, ckpt.meta["step"], out)
         if derived:
             log(f"{ckpt_path} (step {ckpt.meta['step']}) is not the newest checkpoint of its "
                 f"run: continuing in {out}, so that the newer one stays")
         if Path(out).resolve() != ckpt_path.parent.resolve():
             metrics_from = ckpt_path.parent / "metrics.csv"
+    elif init_from is not None:
+        base = _load_checkpoint(_best_of(init_from))
+        cfg = _finetuning_config(base, config_file, assignments, flags)
     else:
         cfg = config.build(file=config_file, assignments=assignments, **flags)
-    if corpus is None:
+    if not paths:
+        if base is not None:
+            raise RnnlmError("--init-from needs the corpus to fine-tune on: rnnlm train "
+                             "CORPUS --init-from ...")
         if not quiet:
             log(f"no corpus given: training on {data.BUILTIN_NAME} (no download)")
-        vocab, ids = data.text_corpus(data.builtin_text())
-        name, default_out, recorded = data.BUILTIN_NAME, Path("runs") / "stdlib", None
+        text = corpus_lib.builtin()
+        default_out = Path("runs") / "stdlib"
     else:
-        vocab, ids = data.read_corpus(corpus, cfg.encoding)
-        stdin = str(corpus) == "-"
-        name = "standard input" if stdin else str(corpus)
-        default_out = Path("runs") / ("stdin" if stdin else corpus.stem or "corpus")
-        recorded = str(corpus.resolve()) if corpus.is_file() else str(corpus)
+        known = (base or ckpt).vocab.chars if (base or ckpt) else ""  # a fine-tuned vocabulary
+        text = corpus_lib.read(paths, cfg.encoding, globs, cfg.newline, extra_chars=known)
+        first = paths[0]
+        default_out = Path("runs") / ("stdin" if str(first) == "-" else first.stem or "corpus")
+        if record is not None:
+            corpus_lib.check_same(record, text)
+        record = text.record(paths, globs, cfg.encoding, cfg.newline)
+    if not quiet:
+        for note in text.notes():
+            log(note)
     if ckpt is None:
         out = rundir.for_new_run(out, default_out)
     if cfg.engine == "fast":
         kernels.load(notify=(lambda message: None) if quiet else log)
     signals = []
-    events = train_loop(cfg, vocab, ids, out, corpus_name=name, corpus_path=recorded,
-                        resume=ckpt, stop=lambda: bool(signals), metrics_from=metrics_from,
-                        check_memory=not ignore_memory)
+    events = train_loop(cfg, text.vocab, text.ids, out, corpus_name=text.name,
+                        corpus_record=record, resume=ckpt, stop=lambda: bool(signals),
+                        metrics_from=metrics_from, check_memory=not ignore_memory,
+                        init_from=base)
     begin = next(events)
     if not quiet:
         for line in begin.lines:
@@ -162,6 +196,48 @@ def train(corpus, config_file, assignments, out, resume, seed, max_steps, encodi
     if not quiet:
         where = f"best val {best.val_loss:.4f} nats/char at step {best.step}; " if best else ""
         log(f"done: {where}checkpoints in {out}")
+        sample_from = out / ("best.npz" if best else "last.npz")
+        log(f"sample from it: rnnlm sample --ckpt {sample_from} -n 500")
+
+
+def _recorded_corpus(ckpt):
+    """What a checkpoint says it was trained on: a record (corpus.Corpus.record), or None
+    for the built-in corpus. Checkpoints from before corpora were recorded name one path."""
+    recorded = ckpt.meta.get("corpus")
+    if recorded is None or isinstance(recorded, dict):
+        return recorded
+    return {"paths": [str(recorded)], "globs": [], "files": []}
+
+
+def _rereadable(record, ckpt_path):
+    """The corpus paths of a record, where they can be read again."""
+    paths = tuple(Path(p) for p in record["paths"])
+    for path in paths:
+        if str(path) == "-" or not (path.is_file() or path.is_dir()):
+            raise RnnlmError(f"{ckpt_path} was trained on {path}, which cannot be read again; "
+                             f"give the corpus: rnnlm train CORPUS --resume {ckpt_path}")
+    return paths
+
+
+def _finetuning_config(base, config_file, assignments, flags):
+    """Settings for fine-tuning base: the model's shape (cell, hidden, layers) from it,
+    which no setting may change; everything else as for a new run."""
+    shape = {k: base.meta["config"][k] for k in ("cell", "hidden", "layers")}
+    cfg = config.build(base=config.Config(**shape), file=config_file,
+                       assignments=assignments, **flags)
+    for key, value in shape.items():
+        if getattr(cfg, key) != value:
+            raise RnnlmError(f"fine-tuning keeps the model of {base.path}: {key} is {value!r} "
+                             f"there, and cannot be set to {getattr(cfg, key)!r}")
+    return cfg
+
+
+def _best_of(path):
+    """A checkpoint path: a run directory means its best.npz, and says so."""
+    if Path(path).is_dir():
+        path = Path(path) / "best.npz"
+        log(f"using {path}")
+    return path
 
 
 @contextlib.contextmanager
@@ -225,65 +301,126 @@ def _load_checkpoint(path):
     return ckpt
 
 
-def _corpus_of(ckpt, ckpt_path):
-    """The corpus a resumed run was trained on, where it can be read again."""
-    recorded = ckpt.meta.get("corpus")
-    if recorded is None:
-        return None  # the built-in corpus
-    path = Path(recorded)
-    if not path.is_file():
-        raise RnnlmError(f"{ckpt_path} was trained on {recorded}, which cannot be read again; "
-                         f"give the corpus: rnnlm train CORPUS --resume {ckpt_path}")
-    return path
+SAMPLES_SEPARATOR = "-" * 40 + "\n"  # between the samples of --num-samples
 
 
 @cli.command()
 @click.option("--ckpt", required=True, type=click.Path(path_type=Path),
-              help="Checkpoint (.npz) to sample from.")
-@click.option("--prime", default="", help="Text to start from; printed first.")
+              help="Checkpoint (.npz) to sample from, or a run directory (its best.npz).")
+@click.option("--prime", help="Text to start from; printed first.")
+@click.option("--prime-file", type=click.Path(path_type=Path),
+              help="Start from this file's text (UTF-8) instead.")
 @click.option("-n", "--length", default=500, show_default=True,
               type=click.IntRange(min=0), help="Characters to generate (the prime not counted).")
+@click.option("--num-samples", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Samples to draw, separated by a line of dashes; sample k (from 1) is the "
+                   "one seed [N, k] gives, the first the one --seed N alone gives.")
 @click.option("--temperature", default=1.0, show_default=True, type=float,
               help="Divides the logits: < 1 is more conservative, > 1 wilder. Must be > 0.")
 @click.option("--top-k", default=0, show_default=True, type=click.IntRange(min=0),
               help="Draw only from the K most likely characters (0: all).")
+@click.option("--top-p", default=1.0, show_default=True, type=float,
+              help="Nucleus sampling: draw only from the likeliest characters whose "
+                   "probabilities add up to P, after --temperature and --top-k (1: all).")
 @click.option("--argmax", is_flag=True, help="Always take the most likely character.")
 @click.option("--seed", type=click.IntRange(min=0), help="Same seed, same text [default: random].")
 @click.option("--engine", default="fast", show_default=True, type=click.Choice(config.ENGINES),
               help="fast, or textbook: the same numbers, one readable step at a time.")
 @threads_option
-def sample(ckpt, prime, length, temperature, top_k, argmax, seed, engine):
+def sample(ckpt, prime, prime_file, length, num_samples, temperature, top_k, top_p, argmax,
+           seed, engine):
     """Generate text from a checkpoint, streamed to stdout.
 
     \b
-    Example:
+    Examples:
       rnnlm sample --ckpt runs/shk/best.npz --prime "ROMEO:" -n 500 --temperature 0.8
+      rnnlm sample --ckpt runs/shk --prime-file opening.txt --top-p 0.9 --num-samples 3
     """
     if not temperature > 0 or not math.isfinite(temperature):
         raise RnnlmError(f"--temperature must be a number > 0, got {temperature}")
-    model = _load_checkpoint(ckpt)
+    if not 0 < top_p <= 1:
+        raise RnnlmError(f"--top-p must be in (0, 1], got {top_p}")
+    if prime is not None and prime_file is not None:
+        raise RnnlmError("give --prime or --prime-file, not both")
+    if prime_file is not None:
+        try:
+            prime = prime_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = getattr(e, "strerror", None) or "not UTF-8 text"
+            raise RnnlmError(f"--prime-file {prime_file}: {reason}") from None
+    prime = prime or ""
+    model = _load_checkpoint(_best_of(ckpt))
     if engine == "fast":  # Numba's load (0.5 s) is repaid only by long samples: README
-        kernels.load(notify=log, prefer="numpy" if length < SAMPLE_CHARS_FOR_NUMBA else None)
-    rng = np.random.default_rng(seed)
-    chars = sample_lib.generate(model.params, model.spec, model.vocab, rng, prime, length,
-                                temperature, top_k, argmax, engine)
-    first = next(chars, "")  # raises on a bad prime before anything is printed
+        total = length * num_samples
+        kernels.load(notify=log, prefer="numpy" if total < SAMPLE_CHARS_FOR_NUMBA else None)
     out = sys.stdout
     try:
-        out.write(prime + first)
-        out.flush()
-        for ch in chars:
-            out.write(ch)
+        for k in range(num_samples):
+            rng = np.random.default_rng(seed if k == 0 or seed is None else [seed, k])
+            chars = sample_lib.generate(model.params, model.spec, model.vocab, rng, prime,
+                                        length, temperature, top_k, argmax, engine, top_p)
+            first = next(chars, "")  # raises on a bad prime before anything is printed
+            out.write((SAMPLES_SEPARATOR if k else "") + prime + first)
             out.flush()
-        out.write("\n")
-        out.flush()
+            for ch in chars:
+                out.write(ch)
+                out.flush()
+            out.write("\n")
+            out.flush()
     except BrokenPipeError:  # e.g. `rnnlm sample ... | head`: the reader has had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+@cli.command()
+@click.argument("target", metavar="CKPT_OR_RUN_DIR", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
+def info(target, as_json):
+    """What a checkpoint holds: the model, its vocabulary, how far it trained, its
+    configuration and corpus. A run directory means its best.npz.
+
+    \b
+    Examples:
+      rnnlm info runs/shk
+      rnnlm info runs/shk/last.npz --json
+    """
+    path = _best_of(target)
+    facts = checkpoint.summary(_load_checkpoint(path))
+    if as_json:
+        click.echo(json.dumps(facts, indent=2, ensure_ascii=False))
+        return
+    for key, value in facts.items():
+        if isinstance(value, dict):
+            click.echo(f"{key}:")
+            for k, v in value.items():
+                click.echo(f"  {k}: {v}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@cli.command(name="config")
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="YAML file of settings, resolved over the defaults.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Override one setting; repeatable.")
+def config_(config_file, assignments):
+    """Every setting: its value (resolved from the defaults, --config and --set), its
+    default where they differ, and its meaning.
+
+    \b
+    Examples:
+      rnnlm config
+      rnnlm config --config configs/shakespeare.yaml --set hidden=512
+    """
+    cfg = config.build(file=config_file, assignments=assignments)
+    for key, default, meaning in config.described():
+        value = getattr(cfg, key)
+        changed = "" if value == default else f" (default {default!r})"
+        click.echo(f"{key:<14} {value!r:<12} {meaning}{changed}")
+
+
 @cli.command(name="eval")
 @click.option("--ckpt", required=True, type=click.Path(path_type=Path),
-              help="Checkpoint (.npz) to evaluate.")
+              help="Checkpoint (.npz) to evaluate, or a run directory (its best.npz).")
 @click.argument("textfile", type=click.Path(path_type=Path))
 @click.option("--skip-unknown", is_flag=True,
               help="Skip characters outside the vocabulary (and count them) instead of failing.")
@@ -300,7 +437,7 @@ def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, engine):
     Example:
       rnnlm eval --ckpt runs/shk/best.npz heldout.txt
     """
-    model = _load_checkpoint(ckpt)
+    model = _load_checkpoint(_best_of(ckpt))
     ids, skipped = data.encode_file(textfile, model.vocab, encoding, skip_unknown)
     if engine == "fast":
         kernels.load(notify=log)

@@ -6,7 +6,9 @@ raise RnnlmError naming the key.
 """
 import dataclasses
 import difflib
+import inspect
 import math
+import re
 from dataclasses import dataclass
 
 import yaml
@@ -17,7 +19,7 @@ from rnnlm.params import CELLS
 # The choices of the settings that name one; optim.OPTIMIZERS and engines.ENGINES have
 # one entry for each name here (tested).
 OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam")
-SCHEDULES = ("constant", "step", "cosine")
+SCHEDULES = ("constant", "step", "cosine", "linear")
 INITS = ("uniform", "orthogonal")
 ENGINES = ("fast", "textbook")
 
@@ -32,7 +34,8 @@ class Config:
     init: str = "uniform"  # PyTorch's all-uniform, or orthogonal W_hh blocks (README)
     forget_bias: float = 0.0  # LSTM forget-gate bias at init; 1 measured worse here
     # data
-    encoding: str = "utf-8"  # of the corpus file
+    encoding: str = "utf-8"  # of the corpus files
+    newline: str = "keep"  # keep | lf: make \r\n and \r line ends \n
     val_fraction: float = 0.1  # the last part of the text, held out for validation
     batch_size: int = 32  # parallel streams (B)
     seq_len: int = 64  # BPTT window (T): gradients flow back at most this far
@@ -44,18 +47,19 @@ class Config:
     beta2: float = 0.999  # adam
     alpha: float = 0.99  # rmsprop's moving-average decay
     eps: float = 1e-8  # adam, adagrad, rmsprop denominators
-    schedule: str = "constant"  # constant | step | cosine
+    schedule: str = "constant"  # constant | step | cosine | linear (to min_lr at the end)
     decay_rate: float = 0.97  # step: lr *= decay_rate every decay_every updates
     decay_every: int = 1000  # step
-    min_lr: float = 0.0  # cosine: the rate reached at max_steps
+    min_lr: float = 0.0  # cosine, linear: the rate reached at the end of the run
     warmup_steps: int = 0  # linear warm-up from lr/warmup_steps
     clip_norm: float = 5.0  # rescale gradients whose global norm exceeds this; 0 = off
     clip_value: float = 0.0  # then clip each entry to +-this (min-char-rnn); 0 = off
     on_divergence: str = "stop"  # stop | rollback: reload last.npz and halve the lr
     # run
-    max_steps: int = 3000  # updates, each one window of B x T characters
-    max_seconds: float = 0.0  # wall-clock limit; 0 = none
-    eval_every: int = 500  # updates between val loss, sample and checkpoints
+    max_steps: int = 3000  # updates, each one window of B x T characters; 0 = no limit
+    max_seconds: float = 0.0  # wall-clock budget (--time), the final evaluation in it; 0 = none
+    eval_every: int = 500  # updates between val loss, sample and checkpoints; 0 = by time
+    evaluations: int = 5  # with a time budget: evaluations evenly spaced in it, the last at its end
     log_every: int = 50  # updates between rows of metrics.csv
     sample_length: int = 200  # characters of the sample shown at each eval
     seed: int = 1337  # weights, dropout and samples all come from this
@@ -69,6 +73,7 @@ RULES = {
     "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
     "schedule": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
     "engine": (lambda v: v in ENGINES, f"one of {', '.join(ENGINES)}"),
+    "newline": (lambda v: v in ("keep", "lf"), "one of keep, lf"),
     "on_divergence": (lambda v: v in ("stop", "rollback"), "one of stop, rollback"),
     "hidden": (lambda v: v >= 1, ">= 1"),
     "layers": (lambda v: v >= 1, ">= 1"),
@@ -88,9 +93,10 @@ RULES = {
     "warmup_steps": (lambda v: v >= 0, ">= 0"),
     "clip_norm": (lambda v: v >= 0, ">= 0"),
     "clip_value": (lambda v: v >= 0, ">= 0"),
-    "max_steps": (lambda v: v >= 1, ">= 1"),
+    "max_steps": (lambda v: v >= 0, ">= 0"),
     "max_seconds": (lambda v: v >= 0, ">= 0"),
-    "eval_every": (lambda v: v >= 1, ">= 1"),
+    "eval_every": (lambda v: v >= 0, ">= 0"),
+    "evaluations": (lambda v: v >= 1, ">= 1"),
     "log_every": (lambda v: v >= 1, ">= 1"),
     "sample_length": (lambda v: v >= 0, ">= 0"),
     "seed": (lambda v: 0 <= v < 2 ** 63, "in [0, 2**63)"),
@@ -211,6 +217,8 @@ def build(base=None, file=None, assignments=(), **overrides):
         for key, value in read_yaml(file).items():
             if not isinstance(key, str):
                 raise RnnlmError(f"config file {file}: key {key!r} is not a string")
+            if key == "corpus":  # a run's record of its corpus (to_yaml): not a setting
+                continue
             values[key] = coerce(key, value, f"config file {file}: ")
     for text in assignments:
         key, value = parse_assignment(text)
@@ -218,7 +226,37 @@ def build(base=None, file=None, assignments=(), **overrides):
     for key, value in overrides.items():
         if value is not None:
             values[key] = coerce(key, value)
+    if values["max_steps"] == 0 and values["max_seconds"] == 0:
+        raise RnnlmError("a run needs an end: max_steps or max_seconds (--time), or both")
     return Config(**values)
+
+
+def parse_duration(text):
+    """'90', '90s', '5m', '1.5h', '1h30m' -> seconds; RnnlmError naming --time otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    total, number, seen = 0.0, "", False
+    for ch in text.strip().lower():
+        if ch.isdigit() or ch == ".":
+            number += ch
+        elif ch in units and number:
+            total, number, seen = total + _number(number, text) * units[ch], "", True
+        else:
+            raise RnnlmError(f"--time expects a duration such as 90s, 5m or 1h30m, got {text!r}")
+    if number:
+        total += _number(number, text)
+    elif not seen:
+        raise RnnlmError(f"--time expects a duration such as 90s, 5m or 1h30m, got {text!r}")
+    if not 0 < total < math.inf:
+        raise RnnlmError(f"--time must be more than 0 seconds, got {text!r}")
+    return total
+
+
+def _number(digits, text):
+    try:
+        return float(digits)
+    except ValueError:
+        raise RnnlmError(f"--time expects a duration such as 90s, 5m or 1h30m, "
+                         f"got {text!r}") from None
 
 
 # What a resumed run cannot change: the model's shape, the data layout and the optimizer.
@@ -245,5 +283,22 @@ def from_dict(data, where=""):
     return Config(**values)
 
 
-def to_yaml(cfg):
-    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+def described():
+    """(key, default, meaning) of every setting, from the trailing comments of Config's
+    fields above: the defaults and their meanings live in one place."""
+    comments = {}
+    for line in inspect.getsource(Config).splitlines():
+        match = re.match(r"\s+(\w+): \w+ = .*?  # (.*)$", line)
+        if match:
+            comments[match.group(1)] = match.group(2)
+    return [(f.name, f.default, comments.get(f.name, "")) for f in dataclasses.fields(Config)]
+
+
+def to_yaml(cfg, corpus=None):
+    """The resolved configuration, and what the run is trained on: the `corpus` section,
+    which rnnlm writes and --config ignores."""
+    text = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+    if corpus:
+        text += "# what the run is trained on (written by rnnlm; ignored by --config):\n"
+        text += yaml.safe_dump({"corpus": corpus}, sort_keys=False, allow_unicode=True)
+    return text

@@ -1,19 +1,10 @@
-"""Text in, ids out: reading corpora, the vocabulary, splitting and batching.
-
-A corpus is read in chunks, twice (once for the vocabulary, once to encode), so the whole
-text is never held as one string, let alone a list of characters: peak memory is the ids
-array (one byte a character for vocabularies up to 256) plus a chunk. What can be read
-only once (standard input, "-"; a pipe; a FIFO) is first copied to a temporary file.
-"""
+"""Text in, ids out: the vocabulary, decoding, splitting and batching (corpus.py reads
+the corpora)."""
 import codecs
 import contextlib
 import math
-import os
-import shutil
-import stat
 import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -124,52 +115,6 @@ def _decoded_chunks(path, encoding, what="corpus", name=None):
                 chars += len(text)
             if not raw:
                 return
-
-
-def read_corpus(path, encoding="utf-8"):
-    """Read a text file -> (Vocab, ids), ids a 1-D array of the vocabulary's dtype."""
-    with _readable_twice(path) as source:
-        seen, total = set(), 0
-        for text, _ in _decoded_chunks(source, encoding, name=path):
-            seen.update(text)
-            total += len(text)
-        if total == 0:
-            raise RnnlmError(f"corpus {path} is empty")
-        vocab = Vocab(seen)
-        ids = np.empty(total, vocab.dtype)
-        filled = 0
-        for text, start in _decoded_chunks(source, encoding, name=path):
-            ids[start:start + len(text)] = vocab.encode(text)[0]
-            filled = start + len(text)
-    if filled != total:  # the file changed between the two passes
-        raise RnnlmError(f"corpus {path} changed while it was read; try again")
-    return vocab, ids
-
-
-@contextlib.contextmanager
-def _readable_twice(path):
-    """path itself where it is a regular file; else (standard input as "-", a pipe, a
-    FIFO, /dev/stdin) its bytes copied once into a temporary file, which goes with the
-    context. Errors name path."""
-    if str(path) != "-":
-        try:
-            mode = os.stat(path).st_mode
-        except FileNotFoundError:
-            raise RnnlmError(f"corpus {path} does not exist") from None
-        except OSError as e:
-            raise RnnlmError(f"cannot read corpus {path}: {e.strerror}") from None
-        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-            yield path
-            return
-    with _open(path, "corpus") as stream, tempfile.NamedTemporaryFile(
-            prefix="rnnlm-corpus-") as spool:
-        try:
-            shutil.copyfileobj(stream, spool, CHUNK_BYTES)
-            spool.flush()
-        except OSError as e:
-            raise RnnlmError(f"cannot copy corpus {path} to a temporary file: "
-                             f"{e.strerror or e}") from None
-        yield spool.name
 
 
 def encode_file(path, vocab, encoding="utf-8", skip_unknown=False):

@@ -140,17 +140,33 @@ def clip_gradients(grads, max_norm=0.0, max_value=0.0):
     return norm
 
 
-def learning_rate(cfg, step):
-    """The rate for update number `step` (0-based).
+def progress(cfg, step, elapsed=0.0, reserve=0.0):
+    """How far a run is from its start (0) to its end (1): by updates (step of max_steps)
+    or by wall-clock time (elapsed seconds of the max_seconds budget, less the `reserve`
+    kept for the final evaluation), whichever ends the run first."""
+    parts = []
+    if cfg.max_steps > 0:
+        parts.append(step / cfg.max_steps)
+    if cfg.max_seconds > 0:
+        parts.append(elapsed / max(cfg.max_seconds - reserve, 1e-9))
+    return min(max(parts, default=0.0), 1.0)
 
-    constant: lr.  step: lr * decay_rate ** (step // decay_every).  cosine: from lr down to
-    min_lr over max_steps. Any of them after a linear warm-up over warmup_steps.
+
+def learning_rate(cfg, step, elapsed=0.0, reserve=0.0):
+    """The rate for update number `step` (0-based), `elapsed` seconds into the run.
+
+    constant: lr.  step: lr * decay_rate ** (step // decay_every).  cosine, linear: from lr
+    down to min_lr over the run, as `progress` measures it: with a time budget, the rate
+    reaches its floor as the budget ends. Any of them after a linear warm-up over
+    warmup_steps.
     """
     if cfg.schedule == "step":
         lr = cfg.lr * cfg.decay_rate ** (step // cfg.decay_every)
     elif cfg.schedule == "cosine":
-        progress = min(step / max(cfg.max_steps, 1), 1.0)
-        lr = cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        done = progress(cfg, step, elapsed, reserve)
+        lr = cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * done))
+    elif cfg.schedule == "linear":
+        lr = cfg.lr + (cfg.min_lr - cfg.lr) * progress(cfg, step, elapsed, reserve)
     else:
         lr = cfg.lr
     if step < cfg.warmup_steps:

@@ -115,3 +115,20 @@ def dropout_masks(spec, batch, seq_len, p, rng, dtype=np.float32):
     for m in masks:
         np.multiply(m < 1.0 - p, 1.0 / (1.0 - p), out=m)
     return list(masks)
+
+
+def carry_over(params, old_params, old_chars, new_chars):
+    """Fine-tuning onto a larger vocabulary: copy a trained model's weights into params,
+    freshly initialised for the vocabulary new_chars, which holds every character of
+    old_chars. Each old character keeps its column of W_ih (layer 0) and its row of the
+    output layer; new characters keep their fresh ones; everything else is copied."""
+    where = {ch: i for i, ch in enumerate(new_chars)}
+    index = np.array([where[ch] for ch in old_chars])  # old id -> new id
+    for name, old in old_params.items():
+        if name == "rnn.weight_ih_l0":
+            params[name][:, index] = old
+        elif name.startswith("out."):
+            params[name][index] = old
+        else:
+            params[name][...] = old
+    return params

@@ -7,9 +7,10 @@ from rnnlm import RnnlmError, engines
 from rnnlm.data import describe_chars
 
 
-def pick(logits, rng, temperature=1.0, top_k=0, argmax=False):
+def pick(logits, rng, temperature=1.0, top_k=0, argmax=False, top_p=1.0):
     """Draw an id from logits (V,): greedy, or softmax(logits / temperature) restricted to
-    the top_k most likely (0: all)."""
+    the top_k most likely (0: all), then to the fewest likeliest whose probabilities add
+    up to top_p (nucleus sampling; 1: all)."""
     if argmax:
         return int(np.argmax(logits))
     z = logits.astype(np.float64) / temperature
@@ -17,12 +18,17 @@ def pick(logits, rng, temperature=1.0, top_k=0, argmax=False):
         cut = np.partition(z, -top_k)[-top_k]
         z[z < cut] = -np.inf
     z -= z.max()
+    if top_p < 1.0:
+        order = np.argsort(-z, kind="stable")
+        probs = np.exp(z[order])
+        keep = int(np.searchsorted(np.cumsum(probs) / probs.sum(), top_p)) + 1
+        z[order[keep:]] = -np.inf
     cdf = np.cumsum(np.exp(z))
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), z.size - 1))
 
 
 def generate(params, spec, vocab, rng, prime="", length=200, temperature=1.0, top_k=0,
-             argmax=False, engine="fast"):
+             argmax=False, engine="fast", top_p=1.0):
     """Yield `length` generated characters, after feeding `prime` (not yielded).
     With no prime the model starts from a newline if it knows one, else from a
     character drawn uniformly, which then counts as the first generated."""
@@ -30,6 +36,8 @@ def generate(params, spec, vocab, rng, prime="", length=200, temperature=1.0, to
         raise RnnlmError(f"temperature must be > 0, got {temperature}")
     if top_k < 0:
         raise RnnlmError(f"top-k must be >= 0, got {top_k}")
+    if not 0 < top_p <= 1:
+        raise RnnlmError(f"top-p must be in (0, 1], got {top_p}")
     missing = vocab.unknown(prime)
     if missing:
         raise RnnlmError(f"prime has {len(missing)} character(s) not in the model's "
@@ -44,5 +52,5 @@ def generate(params, spec, vocab, rng, prime="", length=200, temperature=1.0, to
         step(i)
     current = ids[-1]
     for _ in range(length):
-        current = pick(step(current), rng, temperature, top_k, argmax)
+        current = pick(step(current), rng, temperature, top_k, argmax, top_p)
         yield vocab.chars[current]

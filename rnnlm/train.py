@@ -20,7 +20,7 @@ from rnnlm.config import to_yaml
 from rnnlm.data import Streams, min_corpus_length, split
 from rnnlm.evaluate import evaluate
 from rnnlm.optim import clip_gradients, learning_rate, make_optimizer
-from rnnlm.params import Spec, count, dropout_masks, init_params, zero_state
+from rnnlm.params import Spec, carry_over, count, dropout_masks, init_params, zero_state
 from rnnlm.sample import generate
 
 METRICS = ("step", "epoch", "train_loss", "val_loss", "grad_norm", "lr", "chars_per_sec",
@@ -84,6 +84,8 @@ class Run:
         self.best_val = None
         self.lr_scale = 1.0  # halved at each roll-back after a divergence
         self.started = time.perf_counter()  # minus the training time of earlier processes
+        self.eval_seconds = 0.0  # the longest evaluation and save so far: the final one's
+        self.init_from = None  # the checkpoint a fine-tuned run started from
 
     def elapsed(self):
         """Seconds of training so far, counting the processes this run resumed from."""
@@ -93,7 +95,8 @@ class Run:
         meta = {"config": dataclasses.asdict(self.cfg), "corpus": self.corpus,
                 "step": self.step, "epoch": self.epoch, "window": self.window,
                 "best_val_loss": self.best_val, "lr_scale": self.lr_scale,
-                "rng": self.rng.bit_generator.state, "elapsed": self.elapsed()}
+                "rng": self.rng.bit_generator.state, "elapsed": self.elapsed(),
+                "init_from": self.init_from}
         return ckpt_io.Checkpoint(self.params, self.spec, self.vocab, meta,
                                   dict(self.optimizer.slots), self.state)
 
@@ -106,6 +109,7 @@ class Run:
             self.lr_scale = float(meta.get("lr_scale", 1.0))
             self.rng.bit_generator.state = meta["rng"]
             self.started = time.perf_counter() - float(meta.get("elapsed", 0.0))
+            self.init_from = meta.get("init_from")
         except (KeyError, TypeError, ValueError):
             raise RnnlmError(f"{where} lacks the training state needed to resume "
                              f"(step, epoch, window, best val loss, RNG)") from None
@@ -119,8 +123,8 @@ class Run:
         self.state = [tuple(a.astype(np.float32) for a in s) for s in ckpt.state]
 
 
-def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_path=None, resume=None,
-          stop=lambda: False, metrics_from=None, check_memory=True):
+def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, resume=None,
+          stop=lambda: False, metrics_from=None, check_memory=True, init_from=None):
     """Train on ids (encoded with vocab) as cfg says, writing into out_dir, which it holds
     (rundir.Claim) until the last event. Yields events.
 
@@ -129,7 +133,10 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_path=None, resu
     the metrics.csv of its run where out_dir is another directory. stop: polled after
     every update; when it returns True, last.npz is saved and training ends with a Stopped
     event. check_memory: refuse a run whose estimated peak memory exceeds what the
-    machine has available (memory.py), before allocating it.
+    machine has available (memory.py), before allocating it. init_from: a Checkpoint to
+    fine-tune: its weights, carried over to vocab (which holds its characters), start a new
+    run. corpus_record: what the run is trained on (corpus.Corpus.record), kept in its
+    checkpoints and config.yaml.
     """
     train_ids, val_ids = split(ids, cfg.val_fraction)
     need = cfg.batch_size * (cfg.seq_len + 1)
@@ -152,8 +159,12 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_path=None, resu
                          f"layers, batch_size or seq_len (or use fewer distinct characters), "
                          f"or pass --ignore-memory")
     rng = np.random.default_rng(cfg.seed)
-    run = Run(cfg, spec, vocab, init_params(spec, rng, np.float32, cfg.init, cfg.forget_bias),
-              rng, corpus_path)
+    params = init_params(spec, rng, np.float32, cfg.init, cfg.forget_bias)
+    if init_from is not None:
+        carry_over(params, init_from.params, init_from.vocab.chars, vocab.chars)
+    run = Run(cfg, spec, vocab, params, rng, corpus_record)
+    if init_from is not None:
+        run.init_from = {"path": init_from.path, "step": init_from.meta.get("step")}
     if resume is not None:
         if resume.vocab != vocab:
             added = "".join(sorted(set(vocab.chars) - set(resume.vocab.chars)))
@@ -165,12 +176,15 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_path=None, resu
             raise RnnlmError(f"cannot resume: the checkpoint's data cursor (window "
                              f"{run.window}) is past the {streams.windows} windows of "
                              f"{corpus_name}; is it the same corpus?")
-    if run.step >= cfg.max_steps:
+    if 0 < cfg.max_steps <= run.step:
         raise RnnlmError(f"the checkpoint is at step {run.step}, and max_steps is "
                          f"{cfg.max_steps}: nothing to do (raise --max-steps)")
+    if 0 < cfg.max_seconds <= run.elapsed():
+        raise RnnlmError(f"the checkpoint has trained for {run.elapsed():.0f} s of a "
+                         f"{cfg.max_seconds:g} s budget: nothing to do (raise --time)")
     out_dir = Path(out_dir)
     with rundir.Claim(out_dir, fresh=resume is None):
-        _prepare(out_dir, cfg, None if resume is None else run.step, metrics_from)
+        _prepare(out_dir, cfg, None if resume is None else run.step, metrics_from, corpus_record)
         yield _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume, needs)
         yield from _loop(run, streams, val_ids, out_dir, stop)
 
@@ -188,12 +202,14 @@ def _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume, 
         f"epoch: {streams.windows:,} windows of {cfg.batch_size} x {cfg.seq_len}; "
         f"{trimmed:,} trailing characters not visited",
         (f"resuming at step {run.step} (epoch {run.epoch}, window {run.window})"
-         if resume is not None else "starting from random weights"),
+         if resume is not None else
+         f"fine-tuning the weights of {run.init_from['path']} (step {run.init_from['step']})"
+         if run.init_from else "starting from random weights"),
         f"writing to {out_dir}",
     ], run.step)
 
 
-def _prepare(out_dir, cfg, resumed_step, metrics_from):
+def _prepare(out_dir, cfg, resumed_step, metrics_from, corpus_record):
     """Fill the claimed run directory: config.yaml; metrics.csv, which a resumed run
     continues from its checkpoint's step (rows past it, logged after the checkpoint was
     saved, are dropped, so that steps only go forward); and no temporary files left by a
@@ -201,7 +217,7 @@ def _prepare(out_dir, cfg, resumed_step, metrics_from):
     try:
         for stale in out_dir.glob(".*.npz.*.tmp"):
             stale.unlink()
-        (out_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        (out_dir / "config.yaml").write_text(to_yaml(cfg, corpus_record), encoding="utf-8")
         metrics = out_dir / "metrics.csv"
         source = Path(metrics_from) if metrics_from else metrics
         rows = []
@@ -264,6 +280,7 @@ def _steps(run, streams, val_ids, out_dir, stop):
     chars_per_step = cfg.batch_size * cfg.seq_len
     interval_loss, interval_steps, interval_time = 0.0, 0, 0.0
     rollbacks, smoothed, evaluated = 0, None, run.best_val is not None
+    reserve = 0.0  # seconds kept at the end of a time budget for the final evaluation
     while True:
         t0 = time.perf_counter()
         if run.window == 0:
@@ -285,7 +302,7 @@ def _steps(run, streams, val_ids, out_dir, stop):
             yield _roll_back(run, why, out_dir, rollbacks)
             rollbacks, smoothed = rollbacks + 1, None
             continue
-        lr = learning_rate(cfg, run.step) * run.lr_scale
+        lr = learning_rate(cfg, run.step, run.elapsed(), reserve) * run.lr_scale
         run.optimizer.step(run.params, grads, lr)
         del grads, masks  # not held while the next window's are made (peak memory)
         run.state = state
@@ -294,6 +311,9 @@ def _steps(run, streams, val_ids, out_dir, stop):
         if run.window == streams.windows:
             run.window, run.epoch = 0, run.epoch + 1
         dt = time.perf_counter() - t0
+        # Until an evaluation has been timed: the validation pass, forward only, takes about
+        # a third of a training step's time per character; a second for the sample and save.
+        reserve = run.eval_seconds or len(val_ids) * dt / (3 * chars_per_step) + 1.0
         interval_loss += loss
         interval_steps += 1
         interval_time += dt
@@ -306,12 +326,13 @@ def _steps(run, streams, val_ids, out_dir, stop):
             _save(run, [path], out_dir)
             yield Stopped(run.step, path)
             return
-        last = run.step >= cfg.max_steps or (0 < cfg.max_seconds <= run.elapsed())
-        evaluating = last or run.step % cfg.eval_every == 0
+        last, evaluating = _due(run, dt, reserve)
         val_loss = None
         if evaluating:
             try:
+                t_eval = time.perf_counter()
                 event = _evaluate_and_save(run, val_ids, out_dir)
+                run.eval_seconds = max(run.eval_seconds, time.perf_counter() - t_eval)
             except _Diverged as e:
                 yield _roll_back(run, str(e), out_dir, rollbacks)
                 rollbacks, smoothed = rollbacks + 1, None
@@ -327,6 +348,22 @@ def _steps(run, streams, val_ids, out_dir, stop):
             interval_loss, interval_steps, interval_time = 0.0, 0, 0.0
         if last:
             return
+
+
+def _due(run, step_seconds, reserve):
+    """(is this the last update, is an evaluation due) after an update that took
+    step_seconds. With a time budget, training stops while one more update and the final
+    evaluation (`reserve` seconds) still fit in it, and evaluations are spaced evenly in
+    it; else every eval_every updates, and at max_steps."""
+    cfg, elapsed = run.cfg, run.elapsed()
+    last = (0 < cfg.max_steps <= run.step or 0 < cfg.max_seconds
+            <= elapsed + step_seconds + reserve)
+    by_steps = cfg.eval_every > 0 and run.step % cfg.eval_every == 0
+    by_time = False
+    if cfg.max_seconds > 0:
+        interval = cfg.max_seconds / cfg.evaluations
+        by_time = elapsed // interval > (elapsed - step_seconds) // interval
+    return last, last or by_steps or by_time
 
 
 def _save(run, paths, out_dir):

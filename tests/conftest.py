@@ -8,6 +8,13 @@ CONFIGS = ROOT / "configs"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def read_corpus(path, encoding="utf-8"):
+    """(vocabulary, ids) of one text file, as `rnnlm train` reads it."""
+    from rnnlm import corpus
+    text = corpus.read([path], encoding)
+    return text.vocab, text.ids
+
+
 @pytest.fixture
 def shakespeare():
     path = SHARED_DATA / "tinyshakespeare.txt"

@@ -108,7 +108,7 @@ def bad_corpus(tmp_path, kind):
 @pytest.mark.parametrize("kind,fragments", [
     ("missing", ["corpus.txt does not exist"]),
     ("empty", ["corpus.txt is empty"]),
-    ("directory", ["corpus.txt is a directory"]),
+    ("directory", ["corpus.txt holds no text"]),  # an empty directory
     ("binary", ["corpus.txt looks binary: NUL character at character 7"]),
     ("png", ["corpus.txt is not valid utf-8: undecodable byte at offset 0", "binary"]),
     ("latin-1", ["not valid utf-8", "offset 1503"]),
@@ -128,7 +128,9 @@ def test_train_bad_corpus(runner, tmp_path, kind, fragments):
     (["--set", "seq_len=0"], "seq_len must be >= 1"),
     (["--set", "nope=1"], "unknown config key 'nope'"),
     (["--set", "hidden=big"], "hidden must be an integer"),
-    (["--max-steps", "0"], "max_steps must be >= 1"),
+    (["--max-steps", "-1"], "max_steps must be >= 0"),
+    (["--max-steps", "0"], "a run needs an end: max_steps or max_seconds"),
+    (["--time", "5 minutes"], "--time expects a duration such as 90s, 5m or 1h30m"),
     (["--config", "missing.yaml"], "config file missing.yaml does not exist"),
 ])
 def test_train_bad_settings(runner, corpus, tmp_path, args, fragment):

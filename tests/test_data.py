@@ -3,6 +3,8 @@ import pytest
 
 from rnnlm import RnnlmError, data
 
+from conftest import read_corpus
+
 UNICODE = "床前明月光，疑是地上霜。🙂 naïve café 👩‍👩‍👧\n"
 
 
@@ -36,7 +38,7 @@ def test_read_corpus_in_chunks_matches_reading_at_once(tmp_path, monkeypatch):
     path = tmp_path / "c.txt"
     path.write_text(text, encoding="utf-8")
     monkeypatch.setattr(data, "CHUNK_BYTES", 7)  # splits multi-byte characters
-    vocab, ids = data.read_corpus(path)
+    vocab, ids = read_corpus(path)
     assert vocab.decode(ids) == text
     assert vocab.chars == data.text_corpus(text)[0].chars
 
@@ -45,11 +47,11 @@ def test_other_encodings(tmp_path):
     path = tmp_path / "latin.txt"
     path.write_bytes("café crème".encode("latin-1"))
     with pytest.raises(RnnlmError, match=r"not valid utf-8: undecodable byte at offset 3"):
-        data.read_corpus(path)
-    vocab, ids = data.read_corpus(path, "latin-1")
+        read_corpus(path)
+    vocab, ids = read_corpus(path, "latin-1")
     assert vocab.decode(ids) == "café crème"
     with pytest.raises(RnnlmError, match="unknown encoding 'klingon'"):
-        data.read_corpus(path, "klingon")
+        read_corpus(path, "klingon")
 
 
 def test_undecodable_byte_offset_is_exact_across_chunks(tmp_path, monkeypatch):
@@ -58,20 +60,20 @@ def test_undecodable_byte_offset_is_exact_across_chunks(tmp_path, monkeypatch):
     path.write_bytes(good.encode() + b"\xff" + b"tail")
     monkeypatch.setattr(data, "CHUNK_BYTES", 3)
     with pytest.raises(RnnlmError, match="offset 20 "):
-        data.read_corpus(path)
+        read_corpus(path)
 
 
 @pytest.mark.parametrize("make,message", [
     (lambda p: p, "does not exist"),
     (lambda p: (p.write_bytes(b""), p)[1], "is empty"),
-    (lambda p: (p.mkdir(), p)[1], "is a directory"),
+    (lambda p: (p.mkdir(), p)[1], "holds no text"),  # an empty directory
     (lambda p: (p.write_bytes(b"PK\x03\x04\x00\x00binary"), p)[1], "looks binary: NUL"),
     (lambda p: (p.write_bytes(b"\x89PNG\r\n\x1a\n"), p)[1], "undecodable byte at offset 0"),
 ])
 def test_bad_corpora_are_named(tmp_path, make, message):
     path = make(tmp_path / "corpus.txt")
     with pytest.raises(RnnlmError, match=message) as err:
-        data.read_corpus(path)
+        read_corpus(path)
     assert "corpus.txt" in str(err.value)
 
 

@@ -159,9 +159,8 @@ def test_a_killed_writer_leaves_no_lock_behind(corpus, tmp_path):
     wait_for_rows(run / "metrics.csv", 3)
     proc.kill()
     proc.wait()
-    done = subprocess.run(rnnlm_cmd("train", "--resume", str(run), "--max-steps", "1000000",
-                                    "--set", "max_seconds=1", "-q"), capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(rnnlm_cmd("train", "--resume", str(run), "--time", "30s", "-q"),
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 
 

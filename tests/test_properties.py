@@ -7,6 +7,8 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from rnnlm import RnnlmError, config, data
 
+from conftest import read_corpus
+
 TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), min_size=1)
 
 
@@ -24,7 +26,7 @@ def test_reading_a_file_in_chunks_round_trips(tmp_path, monkeypatch, text, chunk
     monkeypatch.setattr(data, "CHUNK_BYTES", chunk)
     path = tmp_path / "c.txt"
     path.write_bytes(text.encode("utf-8"))
-    vocab, ids = data.read_corpus(path)
+    vocab, ids = read_corpus(path)
     assert vocab.decode(ids) == text
 
 

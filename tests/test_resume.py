@@ -14,7 +14,7 @@ from rnnlm import checkpoint, train as train_mod
 from rnnlm.fast import engine as fast_engine
 from rnnlm.cli import cli
 
-from conftest import CONFIGS
+from conftest import CONFIGS, read_corpus
 
 TINY = str(CONFIGS / "tiny.yaml")
 
@@ -55,7 +55,7 @@ def test_resume_errors(runner, trained, corpus, tmp_path):
     other = tmp_path / "other.txt"
     other.write_text("completely different text, with new letters: XYZ 123\n" * 40)
     cases = [
-        (["--resume", str(trained), str(other)], "vocabulary differs"),
+        (["--resume", str(trained), str(other)], "corpus.txt is no longer in the corpus"),
         (["--resume", str(trained), "--set", "hidden=32"],
          "cannot resume with hidden=32: the checkpoint was trained with hidden=16"),
         (["--resume", str(trained), "--set", "cell=gru"], "cannot resume with cell='gru'"),
@@ -164,7 +164,7 @@ def test_rollback_reloads_the_last_checkpoint_and_halves_the_rate(corpus, tmp_pa
 
     monkeypatch.setattr(fast_engine, "loss_and_grads", flaky)
     cfg = config.build(file=TINY, assignments=["on_divergence=rollback", "max_steps=20"])
-    vocab, ids = data.read_corpus(corpus)
+    vocab, ids = read_corpus(corpus)
     events = list(train_mod.train(cfg, vocab, ids, tmp_path / "run"))
     rolled = [e for e in events if isinstance(e, train_mod.RolledBack)]
     assert len(rolled) == 1 and rolled[0].step == 13 and rolled[0].to_step == 10

@@ -1,0 +1,187 @@
+"""The best model in the same wall-clock time: rnnlm against PyTorch, side by side.
+
+    python benchmarks/quality.py --time 5m                          # configs/shakespeare.yaml
+    python benchmarks/quality.py --time 15m --config configs/shakespeare-15min.yaml
+    python benchmarks/quality.py --time 5m --seeds 1 2 3 --only rnnlm
+
+Each side trains on ../shared/data/tinyshakespeare.txt for the same budget, one after the
+other on this machine, and the table gives each run's best validation loss in nats/char on
+the same 10% tail, measured the same way: `rnnlm train` for rnnlm; for PyTorch 2.13 (CPU),
+nn.LSTM/GRU/RNN + nn.Linear on one-hot input with the configuration's model, dropout
+(between layers and on the top layer's output, as rnnlm), Adam, global-norm clipping, the
+same streams, windows and carried state, the same learning-rate schedule over the same
+wall-clock budget, and the same evaluations: as many, evenly spaced in the budget, the last
+inside it, each over every character of the validation tail in 32 streams (rnnlm's
+evaluate(), whose windows and loss this script uses for PyTorch's model too). PyTorch is
+never a dependency of rnnlm: without it, its column is blank.
+"""
+import argparse
+import csv
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+sys.path.insert(0, str(ROOT))
+
+from rnnlm import config as config_lib  # noqa: E402
+from rnnlm.data import Streams, eval_windows, read_corpus, split  # noqa: E402
+from rnnlm.optim import learning_rate  # noqa: E402
+
+
+def run_rnnlm(cfg_file, seconds, seed, overrides, keep):
+    """`rnnlm train` for the budget; its metrics.csv says the rest."""
+    out = Path(keep or tempfile.mkdtemp()) / f"rnnlm-seed{seed}"
+    cmd = [sys.executable, "-m", "rnnlm", "train", str(CORPUS), "--config", str(cfg_file),
+           "--time", f"{seconds}s", "--seed", str(seed), "--out", str(out), "-q"]
+    for kv in overrides:
+        cmd += ["--set", kv]
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    wall = time.perf_counter() - started
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    vals = [float(r["val_loss"]) for r in rows if r["val_loss"]]
+    return dict(best=min(vals), steps=int(rows[-1]["step"]), epochs=float(rows[-1]["epoch"]),
+                elapsed=float(rows[-1]["elapsed_s"]), wall=wall)
+
+
+def run_torch(cfg, seconds, seed):
+    """The same model, data, schedule and evaluations in PyTorch, for the same budget."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    vocab, ids = read_corpus(CORPUS)
+    train_ids, val_ids = split(ids, cfg.val_fraction)
+    V, H, L, B, T = vocab.size, cfg.hidden, cfg.layers, cfg.batch_size, cfg.seq_len
+    cell = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cfg.cell]
+    rnn = cell(V, H, L, dropout=cfg.dropout if L > 1 else 0.0)
+    out = torch.nn.Linear(H, V)
+    params = list(rnn.parameters()) + list(out.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    streams = Streams(train_ids, B, T)
+
+    def zeros(batch):
+        h = torch.zeros(L, batch, H)
+        return (h, h.clone()) if cfg.cell == "lstm" else h
+
+    def detach(state):
+        return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+    def evaluate():
+        """rnnlm's evaluate(), with PyTorch's forward: the same windows, the same loss."""
+        rnn.eval()
+        total, count, state = 0.0, 0, zeros(min(32, len(val_ids) - 1))
+        with torch.no_grad():
+            for x, y, mask in eval_windows(val_ids, 32, 64):
+                onehot = F.one_hot(torch.from_numpy(x.T.astype(np.int64)), V).float()
+                hs, state = rnn(onehot, state)
+                logits = out(hs).double()  # (t, B, V)
+                target = torch.from_numpy(y.T.astype(np.int64))
+                ce = torch.logsumexp(logits, 2) - logits.gather(2, target[..., None])[..., 0]
+                m = torch.from_numpy(mask.T)
+                total += float((ce * m).sum())
+                count += int(m.sum())
+        rnn.train()
+        return total / count
+
+    started = time.perf_counter()
+    elapsed = lambda: time.perf_counter() - started  # noqa: E731
+    state, window, step, epoch, best, eval_seconds = zeros(B), 0, 0, 0, math.inf, 0.0
+    interval = seconds / cfg.evaluations
+    while True:
+        t0 = time.perf_counter()
+        if window == 0:
+            state = zeros(B)
+        x, y = streams.window(window)
+        onehot = F.one_hot(torch.from_numpy(x.T.astype(np.int64)), V).float()
+        hs, state = rnn(onehot, state)
+        hs = F.dropout(hs, cfg.dropout, training=True)  # the top layer's output, as rnnlm
+        loss = F.cross_entropy(out(hs).reshape(-1, V),
+                               torch.from_numpy(y.T.reshape(-1).astype(np.int64)))
+        opt.zero_grad()
+        loss.backward()
+        if cfg.clip_norm:
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+        dt = time.perf_counter() - t0
+        reserve = eval_seconds or len(val_ids) * dt / (3 * B * T) + 1.0
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(cfg, step, elapsed(), reserve)
+        opt.step()
+        state = detach(state)
+        step, window = step + 1, window + 1
+        if window == streams.windows:
+            window, epoch = 0, epoch + 1
+        dt = time.perf_counter() - t0
+        now = elapsed()
+        last = now + dt + reserve >= seconds
+        if last or now // interval > (now - dt) // interval:
+            t_eval = time.perf_counter()
+            best = min(best, evaluate())
+            eval_seconds = max(eval_seconds, time.perf_counter() - t_eval)
+        if last:
+            return dict(best=best, steps=step, epochs=epoch + window / streams.windows,
+                        elapsed=elapsed(), wall=elapsed())
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--time", default="5m", help="the budget of each run [5m]")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "shakespeare.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="overrides, for both sides")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1337])
+    parser.add_argument("--only", choices=["rnnlm", "torch"])
+    parser.add_argument("--keep", type=Path, help="keep rnnlm's run directories here")
+    args = parser.parse_args()
+    if not CORPUS.exists():
+        raise SystemExit(f"{CORPUS} is absent")
+    seconds = config_lib.parse_duration(args.time)
+    cfg = config_lib.build(file=args.config, assignments=args.overrides,
+                           max_seconds=seconds, max_steps=0)
+    try:
+        import torch
+        peer = None if args.only == "rnnlm" else torch.__version__
+        torch.set_num_threads(torch.get_num_threads())
+    except ImportError:
+        peer = None
+    print(f"tiny Shakespeare, {args.time} each, {args.config.name} "
+          f"({cfg.cell} {cfg.layers} x {cfg.hidden}, dropout {cfg.dropout}, batch "
+          f"{cfg.batch_size}, windows {cfg.seq_len}, lr {cfg.lr:g} {cfg.schedule} to "
+          f"{cfg.min_lr:g}){' ' + ' '.join(args.overrides) if args.overrides else ''}; "
+          f"torch {peer or 'not run'}")
+    print(f"{'seed':>6} {'side':<7} {'best val nats/char':>19} {'bits/char':>10} "
+          f"{'updates':>8} {'epochs':>7} {'seconds':>8}")
+    results = {"rnnlm": [], "torch": []}
+    for seed in args.seeds:
+        sides = [] if args.only == "torch" else ["rnnlm"]
+        sides += ["torch"] if peer else []
+        for side in sides:
+            r = (run_rnnlm(args.config, seconds, seed, args.overrides, args.keep)
+                 if side == "rnnlm" else run_torch(dataclass_with(cfg, seed), seconds, seed))
+            results[side].append(r["best"])
+            print(f"{seed:>6} {side:<7} {r['best']:>19.4f} {r['best'] / math.log(2):>10.4f} "
+                  f"{r['steps']:>8,} {r['epochs']:>7.1f} {r['wall']:>8.1f}", flush=True)
+    for side, bests in results.items():
+        if bests:
+            print(f"{side}: mean best {np.mean(bests):.4f} over {len(bests)} seed(s), "
+                  f"spread {max(bests) - min(bests):.4f}")
+    if results["rnnlm"] and results["torch"]:
+        print(f"rnnlm - torch: {np.mean(results['rnnlm']) - np.mean(results['torch']):+.4f} "
+              f"nats/char")
+
+
+def dataclass_with(cfg, seed):
+    import dataclasses
+    return dataclasses.replace(cfg, seed=seed)
+
+
+if __name__ == "__main__":
+    main()
