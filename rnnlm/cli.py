@@ -262,15 +262,18 @@ def _stop_on_signals(signals):
 def _show_progress(events, cfg, begin, quiet):
     """Drive the training loop, showing a progress bar and evaluations on stderr.
     Returns (the Stopped event or None, the best Eval or None)."""
-    bar = tqdm(total=cfg.max_steps, initial=begin.start_step, unit="step", file=sys.stderr,
-               disable=quiet, dynamic_ncols=True)
+    by_time = cfg.max_seconds > 0 and cfg.max_steps == 0  # the bar counts what ends the run
+    bar = tqdm(total=int(cfg.max_seconds) if by_time else cfg.max_steps,
+               initial=0 if by_time else begin.start_step, unit="s" if by_time else "step",
+               file=sys.stderr, disable=quiet, dynamic_ncols=True)
     smoothed, last_val, best = None, None, None
     with bar:
         for event in events:
             if isinstance(event, Step):
                 smoothed = event.loss if smoothed is None else 0.98 * smoothed + 0.02 * event.loss
-                bar.update(event.step - bar.n)
-                bar.set_postfix_str(f"loss {smoothed:.3f}"
+                bar.update(min(int(event.elapsed), bar.total) - bar.n if by_time
+                           else event.step - bar.n)
+                bar.set_postfix_str(f"step {event.step} loss {smoothed:.3f}"
                                     + (f" val {last_val:.3f}" if last_val is not None else "")
                                     + f" {event.chars_per_sec:,.0f} chars/s", refresh=False)
             elif isinstance(event, Eval):
@@ -287,7 +290,7 @@ def _show_progress(events, cfg, begin, quiet):
             elif isinstance(event, RolledBack):
                 bar.write(f"step {event.step} diverged: rolled back to step {event.to_step}, "
                           f"learning rate now x{event.lr_scale:g}", file=sys.stderr)
-                bar.n = event.to_step
+                bar.n = bar.n if by_time else event.to_step
             elif isinstance(event, Stopped):
                 return event, best
     return None, best

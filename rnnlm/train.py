@@ -41,6 +41,7 @@ class Step:
     grad_norm: float  # global norm before clipping
     lr: float
     chars_per_sec: float  # over the last log interval
+    elapsed: float = 0.0  # seconds of training, counting the runs this one resumed
 
 
 @dataclass
@@ -319,7 +320,7 @@ def _steps(run, streams, val_ids, out_dir, stop):
         interval_time += dt
         epoch = run.epoch + run.window / streams.windows
         yield Step(run.step, epoch, loss, norm, lr,
-                   chars_per_step * interval_steps / max(interval_time, 1e-9))
+                   chars_per_step * interval_steps / max(interval_time, 1e-9), run.elapsed())
 
         if stop():
             path = out_dir / "last.npz"
