@@ -174,14 +174,15 @@ def check_same(recorded, corpus):
     if not files_then:
         return  # a checkpoint from before corpora were recorded
     then, now = {f["path"]: f for f in files_then}, {f["path"]: f for f in files_now}
-    for path in then.keys() | now.keys():
+    for path in then:  # the run's files, in its order; then any new one
         if path not in now:
             raise RnnlmError(f"cannot resume: {path} is no longer in the corpus")
-        if path not in then:
-            raise RnnlmError(f"cannot resume: {path} was not in the run's corpus")
         if then[path]["sha256"] != now[path]["sha256"]:
             raise RnnlmError(f"cannot resume: {path} changed since the run started "
                              f"({then[path]['size']:,} bytes then, {now[path]['size']:,} now)")
+    for path in now:
+        if path not in then:
+            raise RnnlmError(f"cannot resume: {path} was not in the run's corpus")
     if [f["path"] for f in files_then] != [f["path"] for f in files_now]:
         raise RnnlmError("cannot resume: the corpus's files are in another order")
 
