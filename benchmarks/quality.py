@@ -80,7 +80,7 @@ def run_torch(cfg, seconds, seed):
         rnn.eval()
         total, count, state = 0.0, 0, zeros(min(32, len(val_ids) - 1))
         with torch.no_grad():
-            for x, y, mask in eval_windows(val_ids, 32, 64):
+            for x, y, mask in eval_windows(val_ids, 32, 64):  # as rnnlm.evaluate
                 onehot = F.one_hot(torch.from_numpy(x.T.astype(np.int64)), V).float()
                 hs, state = rnn(onehot, state)
                 logits = out(hs).double()  # (t, B, V)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from rnnlm import RnnlmError, __version__
 from rnnlm import checkpoint, config, data, evaluate as evaluate_lib, gradcheck as gradcheck_lib
-from rnnlm import corpus as corpus_lib, rundir
+from rnnlm import corpus as corpus_lib, inspection, plots, rundir
 from rnnlm import sample as sample_lib
 from rnnlm.fast import kernels
 from rnnlm.params import CELLS
@@ -267,6 +267,7 @@ def _show_progress(events, cfg, begin, quiet):
                initial=0 if by_time else begin.start_step, unit="s" if by_time else "step",
                file=sys.stderr, disable=quiet, dynamic_ncols=True)
     smoothed, last_val, best = None, None, None
+    draw = plots.available()
     with bar:
         for event in events:
             if isinstance(event, Step):
@@ -279,6 +280,13 @@ def _show_progress(events, cfg, begin, quiet):
             elif isinstance(event, Eval):
                 last_val = event.val_loss
                 best = event if event.best else best
+                if draw:  # curves.png, where Matplotlib is installed; nothing said otherwise
+                    run_dir = event.saved[0].parent
+                    try:
+                        plots.curves([run_dir], run_dir / "curves.png")
+                    except RnnlmError as e:  # a picture is not worth a run
+                        draw = False
+                        bar.write(f"not drawing curves.png: {e}", file=sys.stderr)
                 if not quiet:
                     val = ("no validation split" if event.val_loss is None else
                            f"val {event.val_loss:.4f} nats/char, "
@@ -448,6 +456,69 @@ def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, engine):
     click.echo(f"{textfile}: {len(ids):,} characters, {nats:.4f} nats/char, "
                f"{bits(nats):.4f} bits/char, perplexity {math.exp(nats):.3f}"
                + (f"; {skipped:,} unknown characters skipped" if skip_unknown else ""))
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...",
+                type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_path", type=click.Path(path_type=Path),
+              help="PNG to write [default: RUN_DIR/curves.png for one run, "
+                   "curves-<names>.png here for several].")
+@click.option("--log-x", is_flag=True, help="Logarithmic updates and time axes.")
+def plot(run_dirs, out_path, log_x):
+    """Learning curves of runs: training loss (smoothed) and validation loss in nats/char,
+    against updates and against training time, the best validation point marked. Needs
+    Matplotlib: pip install 'rnnlm[plot]'.
+
+    \b
+    Example:
+      rnnlm plot runs/shk runs/shk-gru -o compare.png
+    """
+    if out_path is None:
+        out_path = (run_dirs[0] / "curves.png" if len(run_dirs) == 1 else
+                    Path("curves-" + "-vs-".join(p.resolve().name for p in run_dirs) + ".png"))
+    plots.curves(run_dirs, out_path, log_x=log_x)
+    log(f"wrote {out_path}")
+
+
+@cli.command()
+@click.option("--ckpt", required=True, type=click.Path(path_type=Path),
+              help="Checkpoint (.npz), or a run directory (its best.npz).")
+@click.argument("textfile", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_path", type=click.Path(path_type=Path),
+              help="HTML page to write [default: TEXTFILE's name with .html, here].")
+@click.option("--chars", default=5000, show_default=True, type=click.IntRange(min=2),
+              help="Characters of the text shown on the page (the summary covers it all).")
+@click.option("--units", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Hidden units shown for each layer (and LSTM cell state).")
+@click.option("--skip-unknown", is_flag=True,
+              help="Skip characters outside the vocabulary (and count them) instead of failing.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Of TEXTFILE.")
+@threads_option
+def inspect(ckpt, textfile, out_path, chars, units, skip_unknown, encoding):
+    """A page that shows what the model sees in TEXTFILE: each character coloured by the
+    model's surprisal, its five likeliest guesses there, and the hidden units whose
+    activations follow the text's structure. One self-contained HTML file.
+
+    \b
+    Example:
+      rnnlm inspect --ckpt runs/shk heldout.txt -o shk.html --chars 3000
+    """
+    model = _load_checkpoint(_best_of(ckpt))
+    ids, skipped = data.encode_file(textfile, model.vocab, encoding, skip_unknown)
+    if skip_unknown:
+        log(f"{skipped:,} unknown characters skipped")
+    kernels.load(notify=log)
+    out_path = out_path or Path(textfile.stem + ".html")
+    found = inspection.analyse(model.params, model.spec, model.vocab, ids, chars, units)
+    try:
+        out_path.write_text(inspection.page(found, f"rnnlm inspect: {textfile.name}"),
+                            encoding="utf-8")
+    except OSError as e:
+        raise RnnlmError(f"cannot write {out_path}: {e.strerror or e}") from None
+    log(f"wrote {out_path}: {len(found['text']):,} characters shown; "
+        f"{found['summary']['nats_per_char']:.4f} nats/char over "
+        f"{found['summary']['characters']:,}")
 
 
 @cli.command(name="gradcheck")

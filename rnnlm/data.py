@@ -214,11 +214,12 @@ class Streams:
         return self.data[:, k * T:(k + 1) * T], self.data[:, k * T + 1:(k + 1) * T + 1]
 
 
-def eval_windows(ids, batch, seq_len):
+def eval_windows(ids, batch, seq_len, positions=False):
     """Windows covering every prediction in ids exactly once: yields (x, y, mask) each
-    (B, t) with t <= T, mask 1 where y is real and 0 on padding. The text is cut into B
-    contiguous streams; state is meant to be carried across windows within a stream.
-    Windows are gathered one at a time, so no copy of the text is made."""
+    (B, t) with t <= T, mask 1 where y is real and 0 on padding (and, with positions,
+    the index in ids of each y). The text is cut into B contiguous streams; state is
+    meant to be carried across windows within a stream. Windows are gathered one at a
+    time, so no copy of the text is made."""
     n = len(ids) - 1  # predictions: ids[1:] given what precedes them
     if n < 1:
         return
@@ -229,4 +230,4 @@ def eval_windows(ids, batch, seq_len):
         pos = starts[:, None] + np.arange(start, min(start + seq_len, length))  # (B, t)
         mask = pos < n
         pos = np.minimum(pos, n - 1)
-        yield ids[pos], ids[pos + 1], mask
+        yield (ids[pos], ids[pos + 1], mask) + ((pos + 1,) if positions else ())

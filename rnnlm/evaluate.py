@@ -15,23 +15,39 @@ def window_length(batch, vocab_size, seq_len=64):
     return max(1, min(seq_len, LOGITS_BYTES // (28 * batch * vocab_size)))
 
 
-def evaluate(params, spec, ids, batch=32, seq_len=64, engine="fast"):
-    """Mean cross-entropy in nats per character over every prediction in ids (all but
-    the first character), in `batch` contiguous streams with state carried through. The
-    result does not depend on seq_len, which only bounds the memory of the window buffers
-    (and is shortened for large vocabularies)."""
+def _window_losses(params, spec, ids, batch, seq_len, engine):
+    """Yield (cross-entropy (B, t) of every prediction in a window, its mask, the indices
+    in ids of the characters predicted), window after window, state carried through."""
     forward = engines.get(engine).forward
     seq_len = window_length(batch, spec.vocab_size, seq_len)
-    total, count = 0.0, 0
     state = zero_state(spec, min(batch, max(len(ids) - 1, 1)), params["out.weight"].dtype)
-    for x, y, mask in eval_windows(ids, batch, seq_len):
+    for x, y, mask, pos in eval_windows(ids, batch, seq_len, positions=True):
         logits, state = forward(params, spec, x, state)  # (B, t, V)
         logits = logits.astype(np.float64)
         top = logits.max(axis=2, keepdims=True)
         logsumexp = np.log(np.exp(logits - top).sum(axis=2)) + top[..., 0]
         target = np.take_along_axis(logits, y[..., None].astype(np.intp), axis=2)[..., 0]
-        total += float(((logsumexp - target) * mask).sum())
+        yield logsumexp - target, mask, pos
+
+
+def evaluate(params, spec, ids, batch=32, seq_len=64, engine="fast"):
+    """Mean cross-entropy in nats per character over every prediction in ids (all but
+    the first character), in `batch` contiguous streams with state carried through. The
+    result does not depend on seq_len, which only bounds the memory of the window buffers
+    (and is shortened for large vocabularies)."""
+    total, count = 0.0, 0
+    for ce, mask, _ in _window_losses(params, spec, ids, batch, seq_len, engine):
+        total += float((ce * mask).sum())
         count += int(mask.sum())
     if count == 0:
         raise RnnlmError("need at least 2 characters to measure a loss")
     return total / count
+
+
+def per_character(params, spec, ids, batch=32, seq_len=64, engine="fast"):
+    """The cross-entropy (nats) of predicting each character of ids but the first, in
+    text order: losses[i] is -log p(ids[i + 1] | what precedes it in its stream)."""
+    losses = np.zeros(max(len(ids) - 1, 0), np.float32)
+    for ce, mask, pos in _window_losses(params, spec, ids, batch, seq_len, engine):
+        losses[pos[mask] - 1] = ce[mask]
+    return losses

@@ -339,7 +339,6 @@ def _steps(run, streams, val_ids, out_dir, stop):
                 rollbacks, smoothed = rollbacks + 1, None
                 continue
             val_loss, evaluated = event.val_loss, True
-            yield event
         if evaluating or run.step % cfg.log_every == 0:
             _append_metrics(out_dir, [
                 run.step, f"{epoch:.4f}", f"{interval_loss / interval_steps:.5f}",
@@ -347,6 +346,8 @@ def _steps(run, streams, val_ids, out_dir, stop):
                 f"{chars_per_step * interval_steps / max(interval_time, 1e-9):.0f}",
                 f"{run.elapsed():.1f}"])
             interval_loss, interval_steps, interval_time = 0.0, 0, 0.0
+        if evaluating:
+            yield event  # after its row of metrics.csv, which curves.png draws
         if last:
             return
 

@@ -41,8 +41,10 @@ def test_version(runner):
 
 
 def test_train_writes_a_run_directory(trained):
+    from rnnlm import plots
     assert {p.name for p in trained.iterdir()} == {"last.npz", "best.npz", "config.yaml",
-                                                  "metrics.csv", ".rnnlm-run", ".rnnlm-lock"}
+                                                  "metrics.csv", ".rnnlm-run", ".rnnlm-lock"} | (
+        {"curves.png"} if plots.available() else set())
     rows = list(csv.DictReader(open(trained / "metrics.csv")))
     assert list(rows[0]) == ["step", "epoch", "train_loss", "val_loss", "grad_norm", "lr",
                              "chars_per_sec", "elapsed_s"]

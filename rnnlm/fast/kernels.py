@@ -35,8 +35,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from rnnlm import RnnlmError
 
 IMPLEMENTATIONS = ("numpy", "numba")
@@ -98,7 +96,7 @@ def _load_numba(notify):
         module.warm_up()
         marker.write_text(f"{time.perf_counter() - started:.1f} s\n")
     else:  # loaded from the cache (or compiled in memory) now, not in the middle of a run
-        module.warm_up(dtypes=(np.float32,))
+        module.warm_up()
     return module
 
 

@@ -261,9 +261,11 @@ def gru_sample_step(table, w_in, b_in, w_hh, b_hh, h, c, char_id, out_w, out_b, 
     _output(out_w, out_b, h, logits)
 
 
-def warm_up(dtypes=(np.float32, np.float64)):
-    """Compile, or load from the cache, every kernel for blocks of these dtypes. The first
-    call of a cached kernel also starts LLVM (measured 44 MB): better at load than mid-run."""
+def warm_up(dtypes=(np.float32,)):
+    """Compile, or load from the cache, every kernel for blocks of these dtypes: float32,
+    what training and sampling use (float64, for gradient checks, compiles on first use).
+    The first call of a cached kernel also starts LLVM (measured 44 MB): better at load
+    than in the middle of a run."""
     for dtype in dtypes:
         one, three, four = (np.zeros((k, 2), dtype) for k in (1, 3, 4))
         tanh(one, one.copy())

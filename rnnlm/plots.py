@@ -1,0 +1,100 @@
+"""Learning curves of runs, as a PNG: the one place rnnlm imports Matplotlib (the extra
+rnnlm[plot]), always with its headless Agg backend, so no window ever opens.
+
+Two panels, training loss (smoothed) and validation loss in nats/char, against updates and
+against training time, several runs overlaid and labelled with their directory names, each
+run's best validation point marked.
+"""
+import csv
+from pathlib import Path
+
+from rnnlm import RnnlmError
+
+SMOOTHING = 0.6  # exponential smoothing of the training loss rows (one per log_every)
+
+
+def available():
+    """Whether Matplotlib imports (training draws curves.png only then)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise RnnlmError("plotting needs Matplotlib: pip install 'rnnlm[plot]'") from None
+    matplotlib.use("Agg")  # headless: files only, never a window
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def read_metrics(run_dir):
+    """A run's metrics.csv as columns: step, train, val (None where not measured), seconds."""
+    path = Path(run_dir) / "metrics.csv"
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise RnnlmError(f"{run_dir} has no metrics.csv; is it an rnnlm run directory?") from None
+    except (OSError, csv.Error, UnicodeDecodeError) as e:
+        raise RnnlmError(f"cannot read {path}: {e}") from None
+    try:
+        return {"step": [int(r["step"]) for r in rows],
+                "train": [float(r["train_loss"]) for r in rows],
+                "val": [float(r["val_loss"]) if r["val_loss"] else None for r in rows],
+                "seconds": [float(r["elapsed_s"]) for r in rows]}
+    except (KeyError, TypeError, ValueError):
+        raise RnnlmError(f"{path} is not an rnnlm metrics file") from None
+
+
+def smooth(values, weight=SMOOTHING):
+    out, level = [], None
+    for v in values:
+        level = v if level is None else weight * level + (1 - weight) * v
+        out.append(level)
+    return out
+
+
+def curves(run_dirs, out_path, log_x=False, labels=None):
+    """Draw the runs' learning curves into out_path (PNG). Returns out_path."""
+    plt = _pyplot()
+    runs = [(labels[i] if labels else Path(d).resolve().name, read_metrics(d))
+            for i, d in enumerate(run_dirs)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for k, (label, m) in enumerate(runs):
+        color = f"C{k % 10}"
+        for ax, x in zip(axes, (m["step"], m["seconds"])):
+            ax.plot(x, smooth(m["train"]), color=color, alpha=0.45, linewidth=1,
+                    label=f"{label} train" if ax is axes[0] else None)
+            measured = [(xi, v) for xi, v in zip(x, m["val"]) if v is not None]
+            if measured:
+                xs, vs = zip(*measured)
+                ax.plot(xs, vs, color=color, marker="o", markersize=3, linewidth=1.6,
+                        label=f"{label} val" if ax is axes[0] else None)
+                best = min(range(len(vs)), key=vs.__getitem__)
+                ax.plot(xs[best], vs[best], marker="*", markersize=13, color=color,
+                        markeredgecolor="black", zorder=5)
+                if ax is axes[0]:
+                    ax.annotate(f"{vs[best]:.3f}", (xs[best], vs[best]), fontsize=8,
+                                textcoords="offset points", xytext=(4, 6))
+    axes[0].set_xlabel("updates")
+    axes[1].set_xlabel("training time (s)")
+    axes[0].set_ylabel("loss (nats/char)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if log_x:
+            ax.set_xscale("log")
+    axes[0].legend(fontsize=7, loc="upper right")
+    fig.suptitle("training loss (smoothed) and validation loss; * the best", fontsize=9)
+    fig.tight_layout()
+    try:
+        fig.savefig(out_path, dpi=80)
+    except OSError as e:
+        raise RnnlmError(f"cannot write {out_path}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
+    return Path(out_path)
