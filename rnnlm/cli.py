@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -122,6 +123,7 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
       rnnlm train --resume runs/corpus --max-steps 20000
       rnnlm train my-play.txt --init-from runs/tinyshakespeare --time 5m
     """
+    began = time.perf_counter()  # a time budget counts from here: reading the corpus too
     flags = dict(seed=seed, max_steps=max_steps, encoding=encoding, engine=engine,
                  max_seconds=None if duration is None else config.parse_duration(duration))
     if (max_steps is None) != (duration is None):  # a limit in one unit: only that one
@@ -181,7 +183,7 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
     events = train_loop(cfg, text.vocab, text.ids, out, corpus_name=text.name,
                         corpus_record=record, resume=ckpt, stop=lambda: bool(signals),
                         metrics_from=metrics_from, check_memory=not ignore_memory,
-                        init_from=base)
+                        init_from=base, began=began)
     begin = next(events)
     if not quiet:
         for line in begin.lines:

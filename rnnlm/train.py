@@ -72,7 +72,7 @@ MAX_ROLLBACKS = 5
 class Run:
     """Everything that changes as training goes, and so everything a checkpoint holds."""
 
-    def __init__(self, cfg, spec, vocab, params, rng, corpus=None):
+    def __init__(self, cfg, spec, vocab, params, rng, corpus=None, began=None):
         self.cfg, self.spec, self.vocab, self.corpus = cfg, spec, vocab, corpus
         self.params = params
         self.engine = engines.get(cfg.engine)
@@ -84,7 +84,8 @@ class Run:
         self.state = zero_state(spec, cfg.batch_size)
         self.best_val = None
         self.lr_scale = 1.0  # halved at each roll-back after a divergence
-        self.started = time.perf_counter()  # minus the training time of earlier processes
+        self.began = time.perf_counter() if began is None else began  # this process's start
+        self.started = self.began  # minus the training time of earlier processes
         self.eval_seconds = 0.0  # the longest evaluation and save so far: the final one's
         self.init_from = None  # the checkpoint a fine-tuned run started from
 
@@ -109,7 +110,7 @@ class Run:
             self.best_val = None if meta["best_val_loss"] is None else float(meta["best_val_loss"])
             self.lr_scale = float(meta.get("lr_scale", 1.0))
             self.rng.bit_generator.state = meta["rng"]
-            self.started = time.perf_counter() - float(meta.get("elapsed", 0.0))
+            self.started = self.began - float(meta.get("elapsed", 0.0))
             self.init_from = meta.get("init_from")
         except (KeyError, TypeError, ValueError):
             raise RnnlmError(f"{where} lacks the training state needed to resume "
@@ -125,7 +126,8 @@ class Run:
 
 
 def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, resume=None,
-          stop=lambda: False, metrics_from=None, check_memory=True, init_from=None):
+          stop=lambda: False, metrics_from=None, check_memory=True, init_from=None,
+          began=None):
     """Train on ids (encoded with vocab) as cfg says, writing into out_dir, which it holds
     (rundir.Claim) until the last event. Yields events.
 
@@ -137,7 +139,8 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
     machine has available (memory.py), before allocating it. init_from: a Checkpoint to
     fine-tune: its weights, carried over to vocab (which holds its characters), start a new
     run. corpus_record: what the run is trained on (corpus.Corpus.record), kept in its
-    checkpoints and config.yaml.
+    checkpoints and config.yaml. began: time.perf_counter() when the run's process began
+    its work (reading the corpus counts against a time budget); default now.
     """
     train_ids, val_ids = split(ids, cfg.val_fraction)
     need = cfg.batch_size * (cfg.seq_len + 1)
@@ -163,7 +166,7 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
     params = init_params(spec, rng, np.float32, cfg.init, cfg.forget_bias)
     if init_from is not None:
         carry_over(params, init_from.params, init_from.vocab.chars, vocab.chars)
-    run = Run(cfg, spec, vocab, params, rng, corpus_record)
+    run = Run(cfg, spec, vocab, params, rng, corpus_record, began)
     if init_from is not None:
         run.init_from = {"path": init_from.path, "step": init_from.meta.get("step")}
     if resume is not None:

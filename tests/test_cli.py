@@ -3,12 +3,14 @@ import csv
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rnnlm.fast import cells
+from rnnlm import checkpoint
 from rnnlm.cli import cli
 
 from conftest import CONFIGS
@@ -105,6 +107,40 @@ def bad_corpus(tmp_path, kind):
     elif kind == "short":
         path.write_text("too short")
     return path
+
+
+@pytest.mark.parametrize("kernel_path", ["numpy"], indirect=True)  # nothing to compile
+def test_a_time_budget_ends_inside_it_evaluated_and_resume_keeps_its_clock(
+        runner, corpus, tmp_path, kernel_path):
+    def metrics(out):
+        with open(out / "metrics.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+    out = tmp_path / "run"
+    began = time.perf_counter()
+    result = runner.invoke(cli, ["train", str(corpus), "--config", TINY, "--time", "3s",
+                                 "--set", "evaluations=3", "--set", "eval_every=0", "--out", str(out), "--quiet"])
+    took = time.perf_counter() - began
+    assert result.exit_code == 0, result.output
+    rows = metrics(out)
+    assert int(rows[-1]["step"]) > 20  # --time alone lifts tiny.yaml's 20-step limit
+    assert 2.0 < float(rows[-1]["elapsed_s"]) <= 3.0
+    assert took < 3.0 + 1.0  # the command's own wall time, with slack for a loaded machine
+    evaluated = [row for row in rows if row["val_loss"]]
+    assert len(evaluated) == 3 and evaluated[-1] is rows[-1]  # spaced in it, the last at the end
+    for name in ("last.npz", "best.npz"):  # the final evaluation's checkpoint, inside the budget
+        saved = checkpoint.load(out / name).meta
+        assert saved["step"] == int(evaluated[-1]["step"]) or name == "best.npz"
+        assert saved["elapsed"] <= 3.0
+
+    again = runner.invoke(cli, ["train", "--resume", str(out), "--time", "3s", "--quiet"])
+    assert_one_line_error(again, "budget: nothing to do (raise --time)")
+    longer = runner.invoke(cli, ["train", "--resume", str(out), "--time", "5s", "--quiet"])
+    assert longer.exit_code == 0, longer.output
+    resumed = metrics(out)[len(rows):]
+    assert int(resumed[0]["step"]) > int(rows[-1]["step"])
+    assert float(rows[-1]["elapsed_s"]) <= float(resumed[0]["elapsed_s"])
+    assert 4.0 < float(resumed[-1]["elapsed_s"]) <= 5.0  # the 3 s spent count
 
 
 @pytest.mark.parametrize("kind,fragments", [

@@ -36,6 +36,21 @@ def test_schedules():
     assert [optim.learning_rate(warm, s) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
 
 
+def test_a_time_budget_schedule_reaches_its_floor_as_the_budget_ends():
+    """Over wall-clock time, not steps: the final `reserve` seconds (the last evaluation)
+    already run at the floor."""
+    cos = Config(lr=1.0, schedule="cosine", min_lr=0.1, max_steps=0, max_seconds=100)
+    assert optim.learning_rate(cos, 10 ** 6, elapsed=0.0) == 1.0
+    assert optim.learning_rate(cos, 7, elapsed=50.0) == pytest.approx(0.55)
+    assert optim.learning_rate(cos, 7, elapsed=45.0, reserve=10.0) == pytest.approx(0.55)
+    assert optim.learning_rate(cos, 7, elapsed=90.0, reserve=10.0) == pytest.approx(0.1)
+    lin = Config(lr=1.0, schedule="linear", min_lr=0.0, max_steps=0, max_seconds=100)
+    assert optim.learning_rate(lin, 3, elapsed=25.0) == pytest.approx(0.75)
+    assert optim.learning_rate(lin, 3, elapsed=500.0) == 0.0
+    both = Config(lr=1.0, schedule="linear", min_lr=0.0, max_steps=100, max_seconds=100)
+    assert optim.learning_rate(both, 80, elapsed=20.0) == pytest.approx(0.2)  # steps end first
+
+
 @pytest.mark.parametrize("name", ["sgd", "adagrad", "rmsprop", "adam"])
 def test_optimizers_match_pytorch(name):
     torch = pytest.importorskip("torch")
