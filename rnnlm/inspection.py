@@ -110,10 +110,12 @@ def analyse(params, spec, vocab, ids, chars=5000, units=8, engine="fast", top=5)
     feats = features(shown)
     groups = []
     for (l, s), a in acts.items():
-        scale = float(np.abs(a).max()) or 1.0  # the cell state is unbounded: shade relative
+        # The outputs lie in (-1, 1); the cell state is unbounded, and each unit's is shaded
+        # relative to its own largest magnitude, or a few large units would wash out the rest.
+        scale = np.abs(a).max(axis=0) if s == "c" else np.ones(spec.hidden, np.float32)
         groups.append({"name": f"layer {l + 1} {'cell state' if s == 'c' else 'output'}",
                        "units": [{"unit": j, "score": round(score, 3), "feature": feature,
-                                  "acts": np.round(a[:, j] / scale, 2).tolist()}
+                                  "acts": np.round(a[:, j] / (scale[j] or 1.0), 2).tolist()}
                                  for j, score, feature in best_units(a, feats, units)]})
     return {"text": shown, "predictions": predictions, "summary": summary, "groups": groups,
             "model": f"{spec.cell}, {spec.layers} x {spec.hidden}, vocabulary {spec.vocab_size}"}
@@ -159,8 +161,8 @@ activation after reading a character and a feature of that character's place (in
 or brackets, position in the line, start or end of a word, letter, space, newline, after
 punctuation). <label>Layer: <select id="group"></select></label></p>
 <div id="units"></div>
-<p>-1 <span class="legend" id="legend-u"></span> +1 (the cell state relative to its largest
-value)</p>
+<p>-1 <span class="legend" id="legend-u"></span> +1 (a unit of the cell state relative to its
+largest magnitude on the text shown)</p>
 <div class="text" id="activations"></div>
 <h2>Summary over the whole text</h2>
 <table id="summary"><tr><th>characters</th><th>count</th><th>nats/char</th><th>bits/char</th></tr></table>

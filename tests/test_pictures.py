@@ -106,6 +106,9 @@ def test_inspect_writes_a_self_contained_page(runner, runs, corpus, tmp_path, ce
         ["layer 1 output", "layer 1 cell state"] if cell == "lstm" else ["layer 1 output"])
     assert all(len(g["units"]) == 3 and len(g["units"][0]["acts"]) == 300
                for g in found["groups"])
+    for group in found["groups"]:  # outputs as they are; each cell-state unit by its largest
+        peaks = [max(abs(a) for a in unit["acts"]) for unit in group["units"]]
+        assert all(p == 1.0 for p in peaks) if "cell state" in group["name"] else max(peaks) < 1
     evaluated = checkpoint.load(runs[cell] / "best.npz")
     from rnnlm.evaluate import evaluate
     from conftest import read_corpus
