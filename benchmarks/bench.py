@@ -113,7 +113,8 @@ def worker_rnnlm(name, steps, sample_chars, engine="fast"):
     cfg = Config(cell=s["cell"], hidden=s["hidden"], layers=s["layers"],
                  batch_size=s["batch_size"], seq_len=s["seq_len"], optimizer=s["optimizer"],
                  lr=s["lr"], clip_norm=s["clip_norm"], clip_value=s["clip_value"], dropout=0.0,
-                 max_steps=steps + 5, eval_every=10 ** 9, log_every=10 ** 9, sample_length=0,
+                 max_steps=steps + 5, max_seconds=0.0, eval_every=10 ** 9, log_every=10 ** 9,
+                 sample_length=0,
                  **({} if engine == "fast" else {"engine": engine}))
     vocab = Vocab(chars)
     base = rss_mb()

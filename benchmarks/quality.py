@@ -31,7 +31,8 @@ CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 sys.path.insert(0, str(ROOT))
 
 from rnnlm import config as config_lib  # noqa: E402
-from rnnlm.data import Streams, eval_windows, read_corpus, split  # noqa: E402
+from rnnlm import corpus as corpus_lib  # noqa: E402
+from rnnlm.data import Streams, eval_windows, split  # noqa: E402
 from rnnlm.optim import learning_rate  # noqa: E402
 
 
@@ -58,7 +59,8 @@ def run_torch(cfg, seconds, seed):
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
-    vocab, ids = read_corpus(CORPUS)
+    text = corpus_lib.read([CORPUS])  # as `rnnlm train` reads it
+    vocab, ids = text.vocab, text.ids
     train_ids, val_ids = split(ids, cfg.val_fraction)
     V, H, L, B, T = vocab.size, cfg.hidden, cfg.layers, cfg.batch_size, cfg.seq_len
     cell = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cfg.cell]

@@ -59,7 +59,9 @@ def estimate(cfg, spec):
         per_layer = {"rnn": 2 * (T + 1) * H * B,
                      "lstm": 2 * (T + 1) * H * B + T * G * H * B + G * H * B,
                      "gru": (T + 1) * H * B + 2 * T * G * H * B}[spec.cell]
-        columns = G * H * N + H * (N + B) + T * H * B + (G * H * N if spec.cell == "gru" else 0)
+        columns = G * H * N + H * (N + B) + T * H * B
+        if spec.cell == "gru":  # dgh's columns, and dgx, dgh of their own (cells.GRU)
+            columns += G * H * N + 2 * T * G * H * B
         logits = min(V * N, max(V, (32 << 20) // FLOAT))
         if kernels.active.name == "numpy":  # the lookup gradient's one-hot, or its bincount
             logits += N * V if V <= 512 else 2 * G * H * (V + N)  # float64 sums, int64 index

@@ -29,6 +29,14 @@ def test_two_commands_and_ci_runs_the_test_command():
     assert re.search(rf"^{re.escape(test_command)}$", ci, re.M)
 
 
+def test_the_first_command_ends_when_the_readme_says():
+    """`rnnlm train` with no arguments is bounded by a time budget, the one the README
+    states, and not by a number of updates whose duration depends on the machine."""
+    minutes = re.search(r"Training ends after (\d+) minutes, the default time budget", README)
+    assert minutes and Config().max_seconds == 60 * int(minutes.group(1))
+    assert Config().max_steps == 0 and Config().schedule in ("cosine", "linear")
+
+
 def test_every_config_key_is_documented_with_its_default_and_meaning():
     rows = {k: (d, m) for k, d, m in re.findall(r"^\| `(\w+)` \| `([^`]*)` \| (.*) \|$",
                                                README, re.M)}
