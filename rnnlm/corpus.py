@@ -16,7 +16,6 @@ can say what it was trained on and a resumed run can check that it is the same.
 import contextlib
 import fnmatch
 import hashlib
-import io
 import os
 import shutil
 import stat
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnlm import RnnlmError, data
-from rnnlm.data import Vocab, text_decoder
+from rnnlm.data import Vocab
 
 SEPARATOR = "\n\n"  # between two documents of a corpus
 
@@ -188,41 +187,14 @@ def check_same(recorded, corpus):
 
 
 def _texts(path, name, encoding, newline, source, digest=None):
-    """The decoded text chunks of one file, strictly decoded, its byte-order mark dropped,
+    """The decoded text chunks of one file (data.TextReader), its byte-order mark dropped,
     its line ends made \\n where newline="lf". Records size, BOM and \\r\\n in source."""
-    decoder = io.IncrementalNewlineDecoder(text_decoder(encoding), translate=newline == "lf")
     shown = "standard input" if str(name) == "-" else name
+    reader = data.TextReader(encoding, f"corpus {shown}", newline, drop_bom=True,
+                             on_bytes=None if digest is None else digest.update)
     with open(path, "rb") as f:
-        consumed, chars, first = 0, 0, True
-        while True:
-            raw = f.read(data.CHUNK_BYTES)
-            if digest is not None:
-                digest.update(raw)
-            source.size += len(raw)
-            try:
-                pending = decoder.getstate()[0]
-                text = decoder.decode(raw, final=not raw)
-            except UnicodeDecodeError as e:
-                offset = consumed - len(pending) + e.start
-                raise RnnlmError(f"corpus {shown} is not valid {encoding}: undecodable byte "
-                                 f"at offset {offset} (is it binary? try --encoding)") from None
-            except UnicodeError as e:  # e.g. utf-16 without a byte-order mark
-                raise RnnlmError(f"corpus {shown} cannot be decoded as {encoding}: {e}") from None
-            consumed += len(raw)
-            if first and text:
-                first = False
-                if text[0] == "\ufeff":
-                    text, source.bom = text[1:], True
-            nul = text.find("\x00")
-            if nul >= 0:
-                raise RnnlmError(f"corpus {shown} looks binary: NUL character at character "
-                                 f"{chars + nul}")
-            if text:
-                chars += len(text)
-                yield text
-            if not raw:
-                source.crlf = bool(decoder.newlines and "\r\n" in decoder.newlines)
-                return
+        yield from reader.read(f)
+    source.size, source.bom, source.crlf = reader.size, reader.bom, reader.crlf
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 the corpora)."""
 import codecs
 import contextlib
+import io
 import math
 import sys
 import sysconfig
@@ -86,50 +87,69 @@ def _open(path, what):
         raise RnnlmError(f"cannot read {what} {path}: {e.strerror}") from None
 
 
-def _decoded_chunks(path, encoding, what="corpus", name=None):
-    """Yield (text chunk, character offset of its start) of a file, decoded strictly.
-    Errors name the file (as `name`, where path is a copy of it) and the byte offset."""
-    decoder = text_decoder(encoding)
-    name = name or path
-    name = "standard input" if str(name) == "-" else name
-    with _open(path, what) as f:
-        consumed, chars = 0, 0
+class TextReader:
+    """Strict, chunked decoding of a binary stream: read(f) yields its text, chunk by chunk.
+    Errors name `label` (such as "corpus notes.txt") and the byte offset; an unknown or
+    non-text encoding is an error as the reader is made. newline="lf" makes \\r\\n and \\r
+    line ends \\n; drop_bom drops a byte-order mark at the start; on_bytes sees every raw
+    chunk. After the last chunk: size (bytes read), bom (one was dropped), crlf (\\r\\n line
+    ends were seen)."""
+
+    def __init__(self, encoding, label, newline="keep", drop_bom=False, on_bytes=None):
+        self.decoder = io.IncrementalNewlineDecoder(text_decoder(encoding),
+                                                    translate=newline == "lf")
+        self.encoding, self.label, self.drop_bom, self.on_bytes = encoding, label, drop_bom, on_bytes
+        self.size, self.bom, self.crlf = 0, False, False
+
+    def read(self, f):
+        consumed, chars, first = 0, 0, True
         while True:
             raw = f.read(CHUNK_BYTES)
-            pending = decoder.getstate()[0]
+            if self.on_bytes is not None:
+                self.on_bytes(raw)
+            self.size += len(raw)
             try:
-                text = decoder.decode(raw, final=not raw)
+                pending = self.decoder.getstate()[0]
+                text = self.decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as e:
                 offset = consumed - len(pending) + e.start
-                raise RnnlmError(f"{what} {name} is not valid {encoding}: undecodable byte "
+                raise RnnlmError(f"{self.label} is not valid {self.encoding}: undecodable byte "
                                  f"at offset {offset} (is it binary? try --encoding)") from None
             except UnicodeError as e:  # e.g. utf-16 without a byte-order mark
-                raise RnnlmError(f"{what} {name} cannot be decoded as {encoding}: {e}") from None
+                raise RnnlmError(f"{self.label} cannot be decoded as {self.encoding}: "
+                                 f"{e}") from None
+            consumed += len(raw)
+            if first and text:
+                first = False
+                if self.drop_bom and text[0] == "\ufeff":
+                    text, self.bom = text[1:], True
             nul = text.find("\x00")
             if nul >= 0:
-                raise RnnlmError(f"{what} {name} looks binary: NUL character at "
-                                 f"character {chars + nul}")
-            consumed += len(raw)
+                raise RnnlmError(f"{self.label} looks binary: NUL character at character "
+                                 f"{chars + nul}")
             if text:
-                yield text, chars
                 chars += len(text)
+                yield text
             if not raw:
+                self.crlf = bool(self.decoder.newlines and "\r\n" in self.decoder.newlines)
                 return
 
 
 def encode_file(path, vocab, encoding="utf-8", skip_unknown=False):
     """Encode a text file with an existing vocabulary -> (ids, characters skipped).
     Unknown characters are an error naming them unless skip_unknown."""
+    reader = TextReader(encoding, f"text {'standard input' if str(path) == '-' else path}")
     parts, skipped, unknown = [], 0, set()
-    for text, _ in _decoded_chunks(path, encoding, what="text"):
-        if skip_unknown:
-            ids, n = vocab.encode(text, skip_unknown=True)
-            parts.append(ids)
-            skipped += n
-        else:
-            unknown.update(vocab.unknown(text))
-            if not unknown:
-                parts.append(vocab.encode(text)[0])
+    with _open(path, "text") as f:
+        for text in reader.read(f):
+            if skip_unknown:
+                ids, n = vocab.encode(text, skip_unknown=True)
+                parts.append(ids)
+                skipped += n
+            else:
+                unknown.update(vocab.unknown(text))
+                if not unknown:
+                    parts.append(vocab.encode(text)[0])
     if unknown:
         missing = sorted(unknown)
         raise RnnlmError(f"{path} has {len(missing)} character(s) not in the model's "
