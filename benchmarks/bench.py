@@ -106,7 +106,7 @@ def worker_rnnlm(name, steps, sample_chars, engine="fast"):
     from rnnlm.config import Config
     from rnnlm.data import Vocab
     from rnnlm.sample import generate
-    from rnnlm.train import Step, train
+    from rnnlm.training import Step, train
 
     s = settings(name)
     chars, ids = corpus(s["vocab"])

@@ -12,16 +12,14 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 from tqdm import tqdm
 
 from rnnlm import RnnlmError, __version__
-from rnnlm import checkpoint, config, data, evaluate as evaluate_lib, gradcheck as gradcheck_lib
-from rnnlm import corpus as corpus_lib, inspection, plots, rundir
-from rnnlm import sample as sample_lib
+from rnnlm import api, config, data, export as export_lib, gradcheck as gradcheck_lib
+from rnnlm import inspection, plots
 from rnnlm.fast import kernels
 from rnnlm.params import CELLS
-from rnnlm.train import Eval, RolledBack, Step, Stopped, train as train_loop
+from rnnlm.training import Eval, RolledBack, Step, Stopped
 
 
 class Group(click.Group):
@@ -124,66 +122,13 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
       rnnlm train my-play.txt --init-from runs/tinyshakespeare --time 5m
     """
     began = time.perf_counter()  # a time budget counts from here: reading the corpus too
-    flags = dict(seed=seed, max_steps=max_steps, encoding=encoding, engine=engine,
-                 max_seconds=None if duration is None else config.parse_duration(duration))
-    if (max_steps is None) != (duration is None):  # a limit in one unit: only that one
-        flags["max_seconds" if duration is None else "max_steps"] = 0
-    if out is not None:
-        if not out.strip():  # Path("") would be the current directory
-            raise RnnlmError("--out must name a directory")
-        out = Path(out)
-    if resume is not None and init_from is not None:
-        raise RnnlmError("--resume continues a run, --init-from starts a new one from "
-                         "another's weights: give one of them")
-    ckpt = base = metrics_from = record = None
-    if resume is not None:
-        ckpt_path = resume / "last.npz" if resume.is_dir() else resume
-        ckpt = _load_checkpoint(ckpt_path)
-        saved = config.from_dict(ckpt.meta["config"], f"checkpoint {ckpt_path}: ")
-        cfg = config.build(base=saved, file=config_file, assignments=assignments, **flags)
-        config.check_resumable(saved, cfg)
-        record = _recorded_corpus(ckpt)
-        if not paths and record is not None:
-            paths, globs = _rereadable(record, ckpt_path), globs or tuple(record["globs"])
-        out, derived = rundir.for_resume(ckpt_path, ckpt.meta["step"], out)
-        if derived:
-            log(f"{ckpt_path} (step {ckpt.meta['step']}) is not the newest checkpoint of its "
-                f"run: continuing in {out}, so that the newer one stays")
-        if Path(out).resolve() != ckpt_path.parent.resolve():
-            metrics_from = ckpt_path.parent / "metrics.csv"
-    elif init_from is not None:
-        base = _load_checkpoint(_best_of(init_from))
-        cfg = _finetuning_config(base, config_file, assignments, flags)
-    else:
-        cfg = config.build(file=config_file, assignments=assignments, **flags)
-    if not paths:
-        if base is not None:
-            raise RnnlmError("--init-from needs the corpus to fine-tune on: rnnlm train "
-                             "CORPUS --init-from ...")
-        if not quiet:
-            log(f"no corpus given: training on {data.BUILTIN_NAME} (no download)")
-        text = corpus_lib.builtin()
-        default_out = Path("runs") / "stdlib"
-    else:
-        known = (base or ckpt).vocab.chars if (base or ckpt) else ""  # a fine-tuned vocabulary
-        text = corpus_lib.read(paths, cfg.encoding, globs, cfg.newline, extra_chars=known)
-        first = paths[0]
-        default_out = Path("runs") / ("stdin" if str(first) == "-" else first.stem or "corpus")
-        if record is not None:
-            corpus_lib.check_same(record, text)
-        record = text.record(paths, globs, cfg.encoding, cfg.newline)
-    if not quiet:
-        for note in text.notes():
-            log(note)
-    if ckpt is None:
-        out = rundir.for_new_run(out, default_out)
-    if cfg.engine == "fast":
-        kernels.load(notify=(lambda message: None) if quiet else log)
     signals = []
-    events = train_loop(cfg, text.vocab, text.ids, out, corpus_name=text.name,
-                        corpus_record=record, resume=ckpt, stop=lambda: bool(signals),
-                        metrics_from=metrics_from, check_memory=not ignore_memory,
-                        init_from=base, began=began)
+    run = api.start(paths or None, out, config_file=config_file, assignments=assignments,
+                    time=duration, resume=resume, init_from=init_from, globs=globs,
+                    check_memory=not ignore_memory, stop=lambda: bool(signals),
+                    notify=(lambda message: None) if quiet else log, warn=log, began=began,
+                    seed=seed, max_steps=max_steps, encoding=encoding, engine=engine)
+    cfg, out, events = run.config, run.out, run.events
     begin = next(events)
     if not quiet:
         for line in begin.lines:
@@ -200,46 +145,6 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
         log(f"done: {where}checkpoints in {out}")
         sample_from = out / ("best.npz" if best else "last.npz")
         log(f"sample from it: rnnlm sample --ckpt {sample_from} -n 500")
-
-
-def _recorded_corpus(ckpt):
-    """What a checkpoint says it was trained on: a record (corpus.Corpus.record), or None
-    for the built-in corpus. Checkpoints from before corpora were recorded name one path."""
-    recorded = ckpt.meta.get("corpus")
-    if recorded is None or isinstance(recorded, dict):
-        return recorded
-    return {"paths": [str(recorded)], "globs": [], "files": []}
-
-
-def _rereadable(record, ckpt_path):
-    """The corpus paths of a record, where they can be read again."""
-    paths = tuple(Path(p) for p in record["paths"])
-    for path in paths:
-        if str(path) == "-" or not (path.is_file() or path.is_dir()):
-            raise RnnlmError(f"{ckpt_path} was trained on {path}, which cannot be read again; "
-                             f"give the corpus: rnnlm train CORPUS --resume {ckpt_path}")
-    return paths
-
-
-def _finetuning_config(base, config_file, assignments, flags):
-    """Settings for fine-tuning base: the model's shape (cell, hidden, layers) from it,
-    which no setting may change; everything else as for a new run."""
-    shape = {k: base.meta["config"][k] for k in ("cell", "hidden", "layers")}
-    cfg = config.build(base=config.Config(**shape), file=config_file,
-                       assignments=assignments, **flags)
-    for key, value in shape.items():
-        if getattr(cfg, key) != value:
-            raise RnnlmError(f"fine-tuning keeps the model of {base.path}: {key} is {value!r} "
-                             f"there, and cannot be set to {getattr(cfg, key)!r}")
-    return cfg
-
-
-def _best_of(path):
-    """A checkpoint path: a run directory means its best.npz, and says so."""
-    if Path(path).is_dir():
-        path = Path(path) / "best.npz"
-        log(f"using {path}")
-    return path
 
 
 @contextlib.contextmanager
@@ -306,14 +211,6 @@ def _show_progress(events, cfg, begin, quiet):
     return None, best
 
 
-def _load_checkpoint(path):
-    """checkpoint.load, saying what loading changed (a dtype converted)."""
-    ckpt = checkpoint.load(path)
-    for note in ckpt.notes:
-        log(note)
-    return ckpt
-
-
 SAMPLES_SEPARATOR = "-" * 40 + "\n"  # between the samples of --num-samples
 
 
@@ -362,16 +259,15 @@ def sample(ckpt, prime, prime_file, length, num_samples, temperature, top_k, top
             reason = getattr(e, "strerror", None) or "not UTF-8 text"
             raise RnnlmError(f"--prime-file {prime_file}: {reason}") from None
     prime = prime or ""
-    model = _load_checkpoint(_best_of(ckpt))
+    model = api.load(ckpt, engine, notify=log)
     if engine == "fast":  # Numba's load (0.5 s) is repaid only by long samples: README
         total = length * num_samples
         kernels.load(notify=log, prefer="numpy" if total < SAMPLE_CHARS_FOR_NUMBA else None)
     out = sys.stdout
     try:
         for k in range(num_samples):
-            rng = np.random.default_rng(seed if k == 0 or seed is None else [seed, k])
-            chars = sample_lib.generate(model.params, model.spec, model.vocab, rng, prime,
-                                        length, temperature, top_k, argmax, engine, top_p)
+            chars = model.chars(prime, length, temperature, top_k, top_p,
+                                seed if k == 0 or seed is None else [seed, k], argmax)
             first = next(chars, "")  # raises on a bad prime before anything is printed
             out.write((SAMPLES_SEPARATOR if k else "") + prime + first)
             out.flush()
@@ -396,8 +292,7 @@ def info(target, as_json):
       rnnlm info runs/shk
       rnnlm info runs/shk/last.npz --json
     """
-    path = _best_of(target)
-    facts = checkpoint.summary(_load_checkpoint(path))
+    facts = api.load(target, notify=log).info
     if as_json:
         click.echo(json.dumps(facts, indent=2, ensure_ascii=False))
         return
@@ -450,12 +345,11 @@ def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, engine):
     Example:
       rnnlm eval --ckpt runs/shk/best.npz heldout.txt
     """
-    model = _load_checkpoint(_best_of(ckpt))
-    ids, skipped = data.encode_file(textfile, model.vocab, encoding, skip_unknown)
+    model = api.load(ckpt, engine, notify=log)
     if engine == "fast":
         kernels.load(notify=log)
-    nats = evaluate_lib.evaluate(model.params, model.spec, ids, batch_size, engine=engine)
-    click.echo(f"{textfile}: {len(ids):,} characters, {nats:.4f} nats/char, "
+    nats, characters, skipped = model.loss_of_file(textfile, encoding, batch_size, skip_unknown)
+    click.echo(f"{textfile}: {characters:,} characters, {nats:.4f} nats/char, "
                f"{bits(nats):.4f} bits/char, perplexity {math.exp(nats):.3f}"
                + (f"; {skipped:,} unknown characters skipped" if skip_unknown else ""))
 
@@ -506,7 +400,7 @@ def inspect(ckpt, textfile, out_path, chars, units, skip_unknown, encoding):
     Example:
       rnnlm inspect --ckpt runs/shk heldout.txt -o shk.html --chars 3000
     """
-    model = _load_checkpoint(_best_of(ckpt))
+    model = api.load(ckpt, notify=log)
     ids, skipped = data.encode_file(textfile, model.vocab, encoding, skip_unknown)
     if skip_unknown:
         log(f"{skipped:,} unknown characters skipped")
@@ -521,6 +415,36 @@ def inspect(ckpt, textfile, out_path, chars, units, skip_unknown, encoding):
     log(f"wrote {out_path}: {len(found['text']):,} characters shown; "
         f"{found['summary']['nats_per_char']:.4f} nats/char over "
         f"{found['summary']['characters']:,}")
+
+
+@cli.command()
+@click.argument("target", metavar="RUN_DIR|CKPT", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", required=True, metavar="|".join(export_lib.FORMATS),
+              help="onnx: a graph for onnxruntime and other runtimes (pip install "
+                   "'rnnlm[onnx]'); safetensors: the weights under PyTorch's names; html: one "
+                   "page that writes text in the browser, offline.")
+@click.option("-o", "--out", "out_path", type=click.Path(path_type=Path),
+              help="File to write [default: the run's name with the format's suffix, here]. "
+                   "Never a file that is not an earlier export of the same format.")
+@click.option("--float16", is_flag=True,
+              help="Half-precision weights: html and safetensors files half the size.")
+def export(target, fmt, out_path, float16):
+    """Write a trained model for use outside rnnlm: ONNX, safetensors, or a self-contained
+    web page that samples from it. A run directory means its best.npz.
+
+    \b
+    Examples:
+      rnnlm export runs/shk --format html -o shakespeare.html
+      rnnlm export runs/shk/best.npz --format onnx -o shk.onnx
+      rnnlm export runs/shk --format safetensors --float16
+    """
+    export_lib.check_format(fmt, float16)
+    model = api.load(target, notify=log)
+    if out_path is None:
+        name = Path(model.checkpoint.path).resolve().parent.name or "model"
+        out_path = Path(name + export_lib.SUFFIXES.get(fmt, ""))
+    written, size = export_lib.export(model, fmt, out_path, float16)
+    log(f"wrote {written} ({size / 2 ** 20:.2f} MB, {fmt})")
 
 
 @cli.command(name="gradcheck")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlm import checkpoint, train as train_mod
+from rnnlm import checkpoint, training as train_mod
 from rnnlm.fast import engine as fast_engine
 from rnnlm.cli import cli
 

@@ -88,6 +88,7 @@ class Run:
         self.started = self.began  # minus the training time of earlier processes
         self.eval_seconds = 0.0  # the longest evaluation and save so far: the final one's
         self.init_from = None  # the checkpoint a fine-tuned run started from
+        self.budget_spent = 0.0  # the time budget (s) this run ended by having spent
 
     def elapsed(self):
         """Seconds of training so far, counting the processes this run resumed from."""
@@ -98,7 +99,7 @@ class Run:
                 "step": self.step, "epoch": self.epoch, "window": self.window,
                 "best_val_loss": self.best_val, "lr_scale": self.lr_scale,
                 "rng": self.rng.bit_generator.state, "elapsed": self.elapsed(),
-                "init_from": self.init_from}
+                "init_from": self.init_from, "budget_spent": self.budget_spent}
         return ckpt_io.Checkpoint(self.params, self.spec, self.vocab, meta,
                                   dict(self.optimizer.slots), self.state)
 
@@ -112,6 +113,7 @@ class Run:
             self.rng.bit_generator.state = meta["rng"]
             self.started = self.began - float(meta.get("elapsed", 0.0))
             self.init_from = meta.get("init_from")
+            self.budget_spent = float(meta.get("budget_spent") or 0.0)
         except (KeyError, TypeError, ValueError):
             raise RnnlmError(f"{where} lacks the training state needed to resume "
                              f"(step, epoch, window, best val loss, RNG)") from None
@@ -183,7 +185,7 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
     if 0 < cfg.max_steps <= run.step:
         raise RnnlmError(f"the checkpoint is at step {run.step}, and max_steps is "
                          f"{cfg.max_steps}: nothing to do (raise --max-steps)")
-    if 0 < cfg.max_seconds <= run.elapsed():
+    if 0 < cfg.max_seconds <= max(run.elapsed(), run.budget_spent):
         raise RnnlmError(f"the checkpoint has trained for {run.elapsed():.0f} s of a "
                          f"{cfg.max_seconds:g} s budget: nothing to do (raise --time)")
     out_dir = Path(out_dir)
@@ -285,6 +287,7 @@ def _steps(run, streams, val_ids, out_dir, stop):
     interval_loss, interval_steps, interval_time = 0.0, 0, 0.0
     rollbacks, smoothed, evaluated = 0, None, run.best_val is not None
     reserve = 0.0  # seconds kept at the end of a time budget for the final evaluation
+    checked = run.elapsed()  # training time when _due last looked at the clock
     while True:
         t0 = time.perf_counter()
         if run.window == 0:
@@ -330,7 +333,10 @@ def _steps(run, streams, val_ids, out_dir, stop):
             _save(run, [path], out_dir)
             yield Stopped(run.step, path)
             return
-        last, evaluating = _due(run, dt, reserve)
+        last, evaluating = _due(run, checked, dt, reserve)
+        checked = run.elapsed()
+        if last and not 0 < cfg.max_steps <= run.step:  # ended by its time budget
+            run.budget_spent = cfg.max_seconds
         val_loss = None
         if evaluating:
             try:
@@ -355,11 +361,14 @@ def _steps(run, streams, val_ids, out_dir, stop):
             return
 
 
-def _due(run, step_seconds, reserve):
+def _due(run, checked, step_seconds, reserve):
     """(is this the last update, is an evaluation due) after an update that took
-    step_seconds. With a time budget, training stops while one more update and the final
-    evaluation (`reserve` seconds) still fit in it, and evaluations are spaced evenly in
-    it; else every eval_every updates, and at max_steps."""
+    step_seconds, the clock having last been checked at `checked` seconds of training.
+    With a time budget, training stops while one more update and the final evaluation
+    (`reserve` seconds) still fit in it, and evaluations are spaced evenly in it (one is
+    due when a multiple of the spacing passed since the last check: the time between
+    updates, spent by the caller, counts too); else every eval_every updates, and at
+    max_steps."""
     cfg, elapsed = run.cfg, run.elapsed()
     last = (0 < cfg.max_steps <= run.step or 0 < cfg.max_seconds
             <= elapsed + step_seconds + reserve)
@@ -367,7 +376,7 @@ def _due(run, step_seconds, reserve):
     by_time = False
     if cfg.max_seconds > 0:
         interval = cfg.max_seconds / cfg.evaluations
-        by_time = elapsed // interval > (elapsed - step_seconds) // interval
+        by_time = elapsed // interval > checked // interval
     return last, last or by_steps or by_time
 
 

@@ -1,0 +1,261 @@
+"""The Python API: what a notebook user calls, and what each command is built on.
+
+    import rnnlm
+    model = rnnlm.load("runs/shk")                 # a run directory means its best.npz
+    print(model.sample("ROMEO:", 200, temperature=0.8, seed=7))
+    model.loss("To be, or not to be")              # nats per character
+    model.probabilities("ROMEO")                   # {'\\n': 0.01, ' ': 0.2, ...}
+    run_dir = rnnlm.train("notes.txt", time="1m", hidden=128)   # a whole run
+
+Nothing here prints: what a user should hear goes to `notify(message)` where a caller
+gives one (the command line gives its log).
+"""
+import time as clock
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnnlm import RnnlmError
+from rnnlm import checkpoint, config, data, engines, evaluate, rundir, sample as sampling
+from rnnlm import corpus as corpus_lib
+from rnnlm import training
+
+
+def _silent(message):
+    pass
+
+
+# --- A trained model -------------------------------------------------------------------
+
+def checkpoint_path(target, notify=_silent):
+    """A checkpoint's path: a run directory means its best.npz, and says so."""
+    target = Path(target)
+    if target.is_dir():
+        target = target / "best.npz"
+        notify(f"using {target}")
+    return target
+
+
+def load(path, engine="fast", notify=_silent):
+    """The model of a checkpoint (.npz) or of a run directory (its best.npz)."""
+    ckpt = checkpoint.load(checkpoint_path(path, notify))
+    for note in ckpt.notes:
+        notify(note)
+    return Model(ckpt, engine)
+
+
+class Model:
+    """A trained model: it samples, scores text and gives next-character probabilities.
+    `engine` is "fast" or "textbook" (the same numbers, one readable step at a time)."""
+
+    def __init__(self, ckpt, engine="fast"):
+        if engine not in engines.ENGINES:
+            raise RnnlmError(f"engine must be one of {', '.join(engines.ENGINES)}, got {engine!r}")
+        self.checkpoint, self.engine = ckpt, engine
+        self.params, self.spec, self.vocab = ckpt.params, ckpt.spec, ckpt.vocab
+
+    def __repr__(self):
+        s = self.spec
+        return (f"<rnnlm.Model {s.cell}, {s.layers} layer(s) of {s.hidden}, "
+                f"{s.vocab_size} characters, from {self.checkpoint.path}>")
+
+    @property
+    def info(self):
+        """What the checkpoint holds (rnnlm info): model, vocabulary, step, config, corpus."""
+        return checkpoint.summary(self.checkpoint)
+
+    def chars(self, prime="", n=200, temperature=1.0, top_k=0, top_p=1.0, seed=None,
+              argmax=False):
+        """Yield n generated characters, one at a time, after feeding prime (not yielded).
+        The same seed (an int, or a list of ints) gives the same characters."""
+        return sampling.generate(self.params, self.spec, self.vocab,
+                                 np.random.default_rng(seed), prime, n, temperature, top_k,
+                                 argmax, self.engine, top_p)
+
+    def sample(self, prime="", n=200, temperature=1.0, top_k=0, top_p=1.0, seed=None,
+               argmax=False):
+        """n characters generated after prime, as one string (the prime not included)."""
+        return "".join(self.chars(prime, n, temperature, top_k, top_p, seed, argmax))
+
+    def loss(self, text, batch_size=32, skip_unknown=False):
+        """Mean cross-entropy on text in nats per character (every character but the first).
+        Characters outside the vocabulary are an error naming them, or skipped."""
+        ids, _ = self.vocab.encode(text, skip_unknown=skip_unknown)
+        return self._loss(ids, batch_size)
+
+    def loss_of_file(self, path, encoding="utf-8", batch_size=32, skip_unknown=False):
+        """(nats per character, characters read, characters skipped) of a text file."""
+        ids, skipped = data.encode_file(path, self.vocab, encoding, skip_unknown)
+        return self._loss(ids, batch_size), len(ids), skipped
+
+    def _loss(self, ids, batch_size):
+        return evaluate.evaluate(self.params, self.spec, ids, batch_size, engine=self.engine)
+
+    def probabilities(self, prime=""):
+        """The distribution of the character that follows prime, as {character: p} in the
+        vocabulary's order. An empty prime means the start of a line, where sampling starts."""
+        logits = self.logits(prime).astype(np.float64)
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        return dict(zip(self.vocab.chars, p.tolist()))
+
+    def logits(self, prime=""):
+        """The logits (V,) of the character that follows prime."""
+        prime = prime or "\n"
+        missing = self.vocab.unknown(prime)
+        if missing:
+            raise RnnlmError(f"prime has {len(missing)} character(s) not in the model's "
+                             f"vocabulary: {data.describe_chars(missing)}")
+        step = engines.get(self.engine).stepper(self.params, self.spec)
+        for i in self.vocab.encode(prime)[0]:
+            logits = step(i)
+        return logits
+
+
+# --- Training --------------------------------------------------------------------------
+
+@dataclass
+class Training:
+    """A run set up and about to start: where it writes, its settings, and its events
+    (training.Begin first, then Step, Eval, RolledBack, Stopped: rnnlm/training.py)."""
+    out: Path
+    config: config.Config
+    events: object  # a generator
+
+
+def start(corpus=None, out=None, *, config_file=None, assignments=(), time=None,
+          resume=None, init_from=None, globs=(), check_memory=True, stop=lambda: False,
+          notify=_silent, warn=None, began=None, **settings):
+    """Set up a run, new, resumed or fine-tuned, and return it (Training) ready to go.
+
+    corpus: a path, several, or None for the built-in corpus (for --resume, the run's
+    own). settings: config keys (hidden=128, cell="lstm"); a value of None is not given.
+    time ("5m", or seconds) and max_steps: given alone, each lifts the other limit.
+    resume: a run directory (its last.npz) or a checkpoint; init_from: a run (its best.npz)
+    or checkpoint to fine-tune. stop() is polled after every update. notify(message) hears
+    what the set-up found; warn(message), default notify, what a quiet run must say too."""
+    began = clock.perf_counter() if began is None else began  # a budget counts from here
+    settings = {k: v for k, v in settings.items() if v is not None}
+    if time is not None:
+        settings["max_seconds"] = config.parse_duration(str(time))
+    if ("max_steps" in settings) != ("max_seconds" in settings):  # a limit in one unit only
+        settings.setdefault("max_steps", 0)
+        settings.setdefault("max_seconds", 0)
+    paths = _paths(corpus)
+    if out is not None:
+        if not str(out).strip():  # Path("") would be the current directory
+            raise RnnlmError("--out must name a directory")
+        out = Path(out)
+    if resume is not None and init_from is not None:
+        raise RnnlmError("--resume continues a run, --init-from starts a new one from "
+                         "another's weights: give one of them")
+    ckpt = base = metrics_from = record = None
+    if resume is not None:
+        resume = Path(resume)
+        ckpt_path = resume / "last.npz" if resume.is_dir() else resume
+        ckpt = _load(ckpt_path, notify)
+        saved = config.from_dict(ckpt.meta["config"], f"checkpoint {ckpt_path}: ")
+        cfg = config.build(base=saved, file=config_file, assignments=assignments, **settings)
+        config.check_resumable(saved, cfg)
+        record = _recorded_corpus(ckpt)
+        if not paths and record is not None:
+            paths, globs = _rereadable(record, ckpt_path), globs or tuple(record["globs"])
+        out, derived = rundir.for_resume(ckpt_path, ckpt.meta["step"], out)
+        if derived:
+            (warn or notify)(f"{ckpt_path} (step {ckpt.meta['step']}) is not the newest checkpoint of "
+                   f"its run: continuing in {out}, so that the newer one stays")
+        if Path(out).resolve() != ckpt_path.parent.resolve():
+            metrics_from = ckpt_path.parent / "metrics.csv"
+    elif init_from is not None:
+        base = _load(checkpoint_path(init_from, notify), notify)
+        cfg = _finetuning_config(base, config_file, assignments, settings)
+    else:
+        cfg = config.build(file=config_file, assignments=assignments, **settings)
+    text, default_out, record = _read_corpus(paths, globs, cfg, base or ckpt, record, notify,
+                                             finetuning=base is not None)
+    for note in text.notes():
+        notify(note)
+    if ckpt is None:
+        out = rundir.for_new_run(out, default_out)
+    if cfg.engine == "fast":
+        from rnnlm.fast import kernels
+        kernels.load(notify=notify)
+    events = training.train(cfg, text.vocab, text.ids, out, corpus_name=text.name,
+                            corpus_record=record, resume=ckpt, stop=stop,
+                            metrics_from=metrics_from, check_memory=check_memory,
+                            init_from=base, began=began)
+    return Training(Path(out), cfg, events)
+
+
+def train(corpus=None, out=None, **options):
+    """Run a whole training run (start()'s arguments) and return the run directory."""
+    run = start(corpus, out, **options)
+    for _ in run.events:
+        pass
+    return run.out
+
+
+def _paths(corpus):
+    if corpus is None:
+        return ()
+    if isinstance(corpus, (str, Path)):
+        return (Path(corpus),)
+    return tuple(Path(p) for p in corpus)
+
+
+def _load(path, notify):
+    ckpt = checkpoint.load(path)
+    for note in ckpt.notes:
+        notify(note)
+    return ckpt
+
+
+def _read_corpus(paths, globs, cfg, model, record, notify, finetuning):
+    """(the text, the default run directory, the corpus's record) for a run; the record
+    given is a resumed run's, which the text must match."""
+    if not paths:
+        if finetuning:
+            raise RnnlmError("--init-from needs the corpus to fine-tune on: rnnlm train "
+                             "CORPUS --init-from ...")
+        notify(f"no corpus given: training on {data.BUILTIN_NAME} (no download)")
+        return corpus_lib.builtin(), Path("runs") / "stdlib", None
+    known = model.vocab.chars if model else ""  # a fine-tuned or resumed vocabulary
+    text = corpus_lib.read(paths, cfg.encoding, globs, cfg.newline, extra_chars=known)
+    first = paths[0]
+    default_out = Path("runs") / ("stdin" if str(first) == "-" else first.stem or "corpus")
+    if record is not None:
+        corpus_lib.check_same(record, text)
+    return text, default_out, text.record(paths, globs, cfg.encoding, cfg.newline)
+
+
+def _recorded_corpus(ckpt):
+    """What a checkpoint says it was trained on: a record (corpus.Corpus.record), or None
+    for the built-in corpus. Checkpoints from before corpora were recorded name one path."""
+    recorded = ckpt.meta.get("corpus")
+    if recorded is None or isinstance(recorded, dict):
+        return recorded
+    return {"paths": [str(recorded)], "globs": [], "files": []}
+
+
+def _rereadable(record, ckpt_path):
+    """The corpus paths of a record, where they can be read again."""
+    paths = tuple(Path(p) for p in record["paths"])
+    for path in paths:
+        if str(path) == "-" or not (path.is_file() or path.is_dir()):
+            raise RnnlmError(f"{ckpt_path} was trained on {path}, which cannot be read again; "
+                             f"give the corpus: rnnlm train CORPUS --resume {ckpt_path}")
+    return paths
+
+
+def _finetuning_config(base, config_file, assignments, settings):
+    """Settings for fine-tuning base: the model's shape (cell, hidden, layers) from it,
+    which no setting may change; everything else as for a new run."""
+    shape = {k: base.meta["config"][k] for k in ("cell", "hidden", "layers")}
+    cfg = config.build(base=config.Config(**shape), file=config_file,
+                       assignments=assignments, **settings)
+    for key, value in shape.items():
+        if getattr(cfg, key) != value:
+            raise RnnlmError(f"fine-tuning keeps the model of {base.path}: {key} is {value!r} "
+                             f"there, and cannot be set to {getattr(cfg, key)!r}")
+    return cfg

@@ -1,0 +1,110 @@
+"""The Python API (rnnlm.load, rnnlm.train): the calls a notebook makes, and the ones the
+commands are built on, so that each gives what its command prints."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+import rnnlm
+from rnnlm import RnnlmError, checkpoint
+from rnnlm.cli import cli
+from rnnlm.fast import engine
+from rnnlm.params import zero_state
+
+from conftest import CONFIGS, read_corpus
+
+TINY = CONFIGS / "tiny.yaml"
+
+
+@pytest.fixture
+def run_dir(corpus, tmp_path):
+    return rnnlm.train(corpus, tmp_path / "run", config_file=TINY, cell="gru", max_steps=30)
+
+
+def test_train_runs_a_whole_run_and_returns_where_it_wrote(run_dir, corpus):
+    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) >= [
+        "best.npz", "config.yaml", "last.npz", "metrics.csv"]
+    saved = checkpoint.load(run_dir / "last.npz")
+    assert saved.meta["step"] == 30 and saved.meta["config"]["cell"] == "gru"
+    assert saved.meta["corpus"]["paths"] == [str(corpus)]
+
+
+def test_train_takes_settings_as_keywords_and_names_a_bad_one(corpus, tmp_path):
+    with pytest.raises(RnnlmError, match="hiden"):
+        rnnlm.train(corpus, tmp_path / "a", config_file=TINY, hiden=8)
+    with pytest.raises(RnnlmError, match="hidden"):
+        rnnlm.train(corpus, tmp_path / "b", config_file=TINY, hidden="many")
+    out = rnnlm.train(corpus, tmp_path / "c", config_file=TINY, time="2s")
+    assert checkpoint.load(out / "last.npz").meta["step"] > 20  # time alone lifts tiny's 20
+
+
+def test_the_api_samples_what_the_command_prints(runner, run_dir):
+    model = rnnlm.load(run_dir)
+    result = runner.invoke(cli, ["sample", "--ckpt", str(run_dir), "--prime", "the ", "-n",
+                                 "120", "--seed", "5", "--temperature", "0.9", "--top-k", "5"])
+    assert result.exit_code == 0, result.output
+    text = model.sample("the ", 120, temperature=0.9, top_k=5, seed=5)
+    assert len(text) == 120
+    assert result.stdout == "the " + text + "\n"
+    several = runner.invoke(cli, ["sample", "--ckpt", str(run_dir), "-n", "40", "--seed", "5",
+                                  "--num-samples", "3", "--top-p", "0.9"])
+    samples = several.stdout.split("-" * 40 + "\n")
+    assert samples == [model.sample(n=40, seed=5 if k == 0 else [5, k], top_p=0.9) + "\n"
+                       for k in range(3)]
+    assert "".join(model.chars("the ", 50, seed=1)) == model.sample("the ", 50, seed=1)
+
+
+def test_the_api_scores_text_as_eval_does(runner, run_dir, corpus):
+    model = rnnlm.load(run_dir)
+    nats = model.loss(corpus.read_text())
+    result = runner.invoke(cli, ["eval", "--ckpt", str(run_dir), str(corpus)])
+    assert f"{nats:.4f} nats/char" in result.stdout
+    _, ids = read_corpus(corpus)
+    from rnnlm.evaluate import evaluate
+    assert nats == pytest.approx(evaluate(model.params, model.spec, ids), rel=1e-12)
+    with pytest.raises(RnnlmError, match="not in the vocabulary: '~'"):
+        model.loss("the ~ fox")
+    assert model.loss("the ~ fox", skip_unknown=True) == pytest.approx(model.loss("the  fox"))
+
+
+def test_probabilities_are_the_next_character_distribution(run_dir):
+    model = rnnlm.load(run_dir)
+    p = model.probabilities("the quick brown ")
+    assert list(p) == list(model.vocab.chars)  # every character, in the vocabulary's order
+    assert sum(p.values()) == pytest.approx(1.0, abs=1e-12) and min(p.values()) > 0
+    ids = model.vocab.encode("the quick brown ")[0]
+    logits, _ = engine.forward(model.params, model.spec, ids[None], zero_state(model.spec, 1))
+    z = logits[0, -1].astype(np.float64)
+    expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    np.testing.assert_allclose(list(p.values()), expected, rtol=1e-5)
+    greedy = model.sample("the quick brown ", 1, argmax=True)
+    assert greedy == max(p, key=p.get)
+    assert model.probabilities("") == model.probabilities("\n")  # the start of a line
+    with pytest.raises(RnnlmError, match="not in the model's vocabulary"):
+        model.probabilities("~")
+
+
+def test_info_is_what_rnnlm_info_prints(runner, run_dir):
+    model = rnnlm.load(run_dir / "best.npz")
+    result = runner.invoke(cli, ["info", str(run_dir / "best.npz"), "--json"])
+    assert json.loads(result.stdout) == json.loads(json.dumps(model.info))
+    assert model.info["model"] == "gru, 1 layer(s) of 16"
+    assert repr(model).startswith("<rnnlm.Model gru, 1 layer(s) of 16")
+
+
+def test_load_says_which_checkpoint_a_run_directory_means(run_dir):
+    heard = []
+    rnnlm.load(run_dir, notify=heard.append)
+    assert heard == [f"using {run_dir / 'best.npz'}"]
+    with pytest.raises(RnnlmError, match="does not exist"):
+        rnnlm.load(run_dir / "nothing.npz")
+    with pytest.raises(RnnlmError, match="engine must be one of fast, textbook"):
+        rnnlm.load(run_dir, engine="quick")
+
+
+def test_both_engines_give_the_same_numbers_through_the_api(run_dir, corpus):
+    fast, textbook = rnnlm.load(run_dir), rnnlm.load(run_dir, engine="textbook")
+    assert fast.sample("the ", 60, seed=3) == textbook.sample("the ", 60, seed=3)
+    assert fast.loss("the lazy dog.") == pytest.approx(textbook.loss("the lazy dog."), rel=1e-5)
+    assert math.isclose(sum(textbook.probabilities("t").values()), 1.0)
