@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from rnnlm import RnnlmError, __version__
 from rnnlm import api, config, data, export as export_lib, gradcheck as gradcheck_lib
-from rnnlm import inspection, plots
+from rnnlm import gradflow as gradflow_lib, inspection, plots
 from rnnlm.fast import kernels
 from rnnlm.params import CELLS
 from rnnlm.training import Eval, RolledBack, Step, Stopped
@@ -445,6 +445,82 @@ def export(target, fmt, out_path, float16):
         out_path = Path(name + export_lib.SUFFIXES.get(fmt, ""))
     written, size = export_lib.export(model, fmt, out_path, float16)
     log(f"wrote {written} ({size / 2 ** 20:.2f} MB, {fmt})")
+
+
+GRADFLOW_ROWS = (0, 1, 2, 5, 10, 20, 50, 100, 150, 200, 300, 500)  # and seq_len, and K
+
+
+@cli.command()
+@click.argument("textfile", required=False, type=click.Path(path_type=Path))
+@click.option("--ckpt", "checkpoints", multiple=True, type=click.Path(path_type=Path),
+              metavar="RUN|CKPT", help="A trained model (a run directory: its best.npz); "
+                                       "repeatable.")
+@click.option("--cell", "cells", multiple=True, type=click.Choice(CELLS),
+              help="A freshly initialised model of this cell; repeatable [default, without "
+                   "--ckpt: rnn, lstm and gru].")
+@click.option("--hidden", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Units per layer of the fresh models.")
+@click.option("--layers", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Layers of the fresh models.")
+@click.option("--distance", default=200, show_default=True, type=click.IntRange(min=1),
+              help="K: measure k = 0..K steps back.")
+@click.option("--positions", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Places in the text the measurement averages over.")
+@click.option("--seq-len", type=click.IntRange(min=1),
+              help="The training window marked as the truncation, for fresh models "
+                   "[default: the configured 64; a checkpoint's own].")
+@click.option("--scale-whh", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Multiply every W_hh by S: above 1, the exploding side.")
+@click.option("--linear", is_flag=True,
+              help="The RNN with the identity activation: the gradient is exactly W^k.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="For the fresh models' weights and the positions.")
+@click.option("-o", "--out", "out_path", type=click.Path(path_type=Path),
+              help="PNG to draw [default: gradflow.png here, where Matplotlib is installed].")
+def gradflow(textfile, checkpoints, cells, hidden, layers, distance, positions, seq_len,
+             scale_whh, linear, seed, out_path):
+    """How far back the gradient reaches: for k = 0..K, the mean norm of dL_t/ds_(t-k),
+    the gradient of the loss at step t with respect to the hidden state k steps earlier,
+    relative to k = 0, measured with the textbook engine's backward pass on TEXTFILE
+    (default: the built-in corpus). Also each layer's largest singular value of W_hh, and
+    what gradient clipping would do to a training window's gradient.
+
+    \b
+    Examples:
+      rnnlm gradflow                                 # rnn, lstm, gru as initialised
+      rnnlm gradflow notes.txt --ckpt runs/notes --cell rnn
+      rnnlm gradflow --cell rnn --scale-whh 3        # the exploding side
+    """
+    if not checkpoints and not cells:
+        cells = CELLS
+    if out_path is None and plots.available():
+        out_path = Path("gradflow.png")
+    if out_path is not None:  # refused before minutes of measuring, not after
+        plots.check_gradflow_target(out_path)
+    flows = gradflow_lib.compare(textfile, checkpoints, cells, hidden, layers, distance,
+                                 positions, seq_len, scale_whh,
+                                 "identity" if linear else "tanh", seed, notify=log)
+    rows = sorted({k for k in GRADFLOW_ROWS if k <= distance}
+                  | {f.seq_len for f in flows if f.seq_len <= distance} | {distance})
+    width = max(14, *(len(f.label) + 2 for f in flows))
+    click.echo("|dL_t/ds_(t-k)| relative to k = 0 (the top layer), mean over "
+               f"{positions} positions")
+    click.echo(f"{'k':>5}" + "".join(f"{f.label:>{width}}" for f in flows))
+    for k in rows:
+        click.echo(f"{k:>5}" + "".join(f"{f.ratios[k, -1]:>{width}.3e}" for f in flows))
+    for f in flows:
+        reach = f.reach()
+        click.echo(f"{f.label}: largest singular value of W_hh "
+                   + ", ".join(f"{s:.3f}" for s in f.sigma)
+                   + (f" (layers 1..{len(f.sigma)})" if len(f.sigma) > 1 else "") + "; below "
+                   + ("1e-3 of its start from k = " + str(reach) if reach is not None
+                      else f"1e-3 of its start nowhere up to k = {distance}")
+                   + f"; a training window's gradient norm {f.window_norm:.4g}"
+                   + (f", which clip_norm {f.clip_norm:g} would scale by {f.clip_scale:.3g}"
+                      if f.clip_scale < 1 else f" (clip_norm {f.clip_norm:g}: not clipped)"))
+    if out_path is not None:
+        plots.gradflow(flows, out_path)
+        log(f"wrote {out_path}")
 
 
 @cli.command(name="gradcheck")

@@ -9,13 +9,12 @@ The onnx package (the extra rnnlm[onnx]) is imported here only.
 """
 import base64
 import json
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from rnnlm import RnnlmError, __version__
+from rnnlm import RnnlmError, __version__, outputs
 from rnnlm.params import layer_keys
 
 FORMATS = ("onnx", "safetensors", "html")
@@ -29,11 +28,12 @@ def export(model, fmt, out_path, float16=False):
     Returns (out_path, its size in bytes)."""
     check_format(fmt, float16)
     out_path = Path(out_path)
-    _check_target(out_path, fmt, model.checkpoint.path)
+    outputs.check_target(out_path, f"{fmt} export", lambda p: is_export(p, fmt),
+                         inputs=[model.checkpoint.path])
     dtype = np.float16 if float16 else np.float32
     content = {"onnx": onnx_bytes, "safetensors": safetensors_bytes, "html": html_page}[fmt]
     data = content(model) if fmt == "onnx" else content(model, dtype)
-    _write_atomically(out_path, data.encode("utf-8") if isinstance(data, str) else data)
+    outputs.write_atomically(out_path, data.encode("utf-8") if isinstance(data, str) else data)
     return out_path, out_path.stat().st_size
 
 
@@ -54,55 +54,25 @@ def metadata(model):
             "layers": str(s.layers), "vocab": json.dumps(model.vocab.chars, ensure_ascii=False)}
 
 
-# --- Where an export may be written ------------------------------------------------------
+# --- Which files are earlier exports -----------------------------------------------------
 
-def _check_target(path, fmt, source):
-    if path.is_dir():
-        raise RnnlmError(f"{path} is a directory; -o names the {fmt} file to write")
-    if not path.exists():
-        if not path.parent.is_dir():
-            raise RnnlmError(f"cannot write {path}: {path.parent} is not a directory")
-        return
-    if source is not None and os.path.exists(source) and os.path.samefile(path, source):
-        raise RnnlmError(f"{path} is the checkpoint being exported; choose another -o")
-    if not _is_export(path, fmt):
-        raise RnnlmError(f"{path} exists and is not an rnnlm {fmt} export: rnnlm does not "
-                         f"write over it (choose another -o, or remove it)")
-
-
-def _is_export(path, fmt):
-    """Whether the file at path is an earlier rnnlm export of this format."""
-    try:
+def is_export(path, fmt):
+    """Whether the file at path is an earlier rnnlm export of this format, by its mark."""
+    start = outputs.head(path)
+    if fmt == "html":
+        return HTML_MARK.encode() in start
+    if fmt == "onnx":  # ModelProto: ir_version (field 1), then producer_name (field 2)
+        return b"\x12" + bytes([len(PRODUCER)]) + PRODUCER.encode() in start[:32]
+    try:  # safetensors: a length, then a JSON header whose __metadata__ names rnnlm
+        size = struct.unpack("<Q", start[:8])[0]
+        if not 0 < size <= 100 << 20:
+            return False
         with open(path, "rb") as f:
-            head = f.read(4096)
-            if fmt == "html":
-                return HTML_MARK.encode() in head
-            if fmt == "onnx":  # ModelProto: ir_version (field 1), then producer_name (2)
-                return b"\x12" + bytes([len(PRODUCER)]) + PRODUCER.encode() in head[:32]
-            size = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
-            if not 0 < size <= 100 << 20:
-                return False
             f.seek(8)
             header = json.loads(f.read(size))
-            return header.get("__metadata__", {}).get("format") == PRODUCER
+        return header.get("__metadata__", {}).get("format") == PRODUCER
     except (OSError, ValueError, AttributeError, struct.error):
         return False
-
-
-def _write_atomically(path, data):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise RnnlmError(f"cannot write {path}: {e.strerror or e}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # --- safetensors -------------------------------------------------------------------------

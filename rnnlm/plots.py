@@ -6,9 +6,10 @@ against training time, several runs overlaid and labelled with their directory n
 run's best validation point marked.
 """
 import csv
+import io
 from pathlib import Path
 
-from rnnlm import RnnlmError
+from rnnlm import RnnlmError, outputs
 
 SMOOTHING = 0.6  # exponential smoothing of the training loss rows (one per log_every)
 
@@ -97,4 +98,56 @@ def curves(run_dirs, out_path, log_x=False, labels=None):
         raise RnnlmError(f"cannot write {out_path}: {e.strerror or e}") from None
     finally:
         plt.close(fig)
+    return Path(out_path)
+
+
+GRADFLOW_MARK = "rnnlm gradflow"  # the PNG's Software entry: how rnnlm knows its own picture
+
+
+def is_gradflow_picture(path):
+    return GRADFLOW_MARK.encode() in outputs.head(path)
+
+
+def check_gradflow_target(out_path):
+    """RnnlmError unless out_path may take a gradflow picture (Matplotlib installed; a new
+    file, or an earlier gradflow picture)."""
+    _pyplot()
+    outputs.check_target(out_path, "gradflow picture", is_gradflow_picture)
+
+
+def gradflow(flows, out_path):
+    """Draw gradflow.measure's results into out_path (PNG): for each model and layer, the
+    gradient's norm at distance k relative to k = 0, on a log scale, the training window
+    (seq_len) marked where truncation stops it. Returns out_path."""
+    check_gradflow_target(out_path)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.5, 4.4))
+    for k, flow in enumerate(flows):
+        ratios = flow.ratios
+        for layer in range(ratios.shape[1]):
+            top = layer == ratios.shape[1] - 1
+            shown = [r if r > 0 else float("nan") for r in ratios[:, layer]]  # log scale
+            ax.plot(range(len(shown)), shown, color=f"C{k % 10}", linewidth=1.8 if top else 1,
+                    linestyle="-" if top else ":",
+                    label=flow.label + ("" if ratios.shape[1] == 1 else f", layer {layer + 1}"))
+    for seq_len in sorted({f.seq_len for f in flows}):
+        ax.axvline(seq_len, color="gray", linestyle="--", linewidth=1)
+        ax.annotate(f"truncation: seq_len = {seq_len}", (seq_len, 0.98), rotation=90,
+                    xycoords=("data", "axes fraction"), fontsize=8, color="gray",
+                    xytext=(-10, 0), textcoords="offset points", va="top")
+    ax.axhline(1e-3, color="black", linewidth=0.6, alpha=0.4)
+    ax.set_yscale("log")
+    ax.set_xlabel("distance k: steps between the loss and the state")
+    ax.set_ylabel("|dL_t / ds_(t-k)|, relative to k = 0")
+    ax.grid(alpha=0.3, which="major")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("how far back the gradient reaches (mean over positions in the text)",
+                 fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=90, metadata={"Software": GRADFLOW_MARK})
+    finally:
+        plt.close(fig)
+    outputs.write_atomically(out_path, buffer.getvalue())
     return Path(out_path)

@@ -47,24 +47,29 @@ def _prediction(s, parameters):
 
 # --- The vanilla RNN ----------------------------------------------------------------------
 
-def rnn_cell_forward(x_t, s_prev, parameters):
+def rnn_cell_forward(x_t, s_prev, parameters, activation="tanh"):
     """One step. x_t (m, batch), s_prev (n, batch); parameters U, W, ba (and V, by).
     Returns s_next (n, batch), out_pred (m, batch) or None, and the cache for backward.
+    activation="identity" makes the linear RNN that analyses of the gradient start from.
 
     Equations:
         s_next   = tanh(U x_t + W s_prev + ba)
         out_pred = softmax(V s_next + by)
     """
     U, W, ba = parameters["U"], parameters["W"], parameters["ba"]
-    s_next = np.tanh(U @ x_t + W @ s_prev + ba)
-    cache = (s_next, s_prev, x_t, parameters)
+    a = U @ x_t + W @ s_prev + ba
+    s_next = a if activation == "identity" else np.tanh(a)
+    cache = (s_next, s_prev, x_t, parameters, activation)
     return s_next, _prediction(s_next, parameters), cache
 
 
 def rnn_cell_backward(ds_next, cache):
     """ds_next: dL/ds_next (n, batch). Returns dx_t, ds_prev, dU, dW, dba."""
-    s_next, s_prev, x_t, parameters = cache
-    da = (1 - s_next ** 2) * ds_next  # backprop through tanh: dL/d(U x_t + W s_prev + ba)
+    s_next, s_prev, x_t, parameters, activation = cache
+    if activation == "identity":
+        da = ds_next
+    else:
+        da = (1 - s_next ** 2) * ds_next  # backprop through tanh: dL/d(U x_t + W s_prev + ba)
     return {"dx_t": parameters["U"].T @ da,
             "ds_prev": parameters["W"].T @ da,
             "dU": da @ x_t.T,
@@ -72,7 +77,7 @@ def rnn_cell_backward(ds_next, cache):
             "dba": da.sum(axis=1, keepdims=True)}  # summed over the batch
 
 
-def rnn_forward(x, s0, parameters):
+def rnn_forward(x, s0, parameters, activation="tanh"):
     """The RNN over a sequence. x (m, batch, T), s0 (n, batch).
     Returns s (n, batch, T), y (m, batch, T) and caches for rnn_backward."""
     (n, batch), T = s0.shape, x.shape[2]
@@ -80,7 +85,7 @@ def rnn_forward(x, s0, parameters):
     y = np.zeros((parameters["V"].shape[0], batch, T))
     caches, s_next = [], s0
     for t in range(T):
-        s_next, y[:, :, t], cache = rnn_cell_forward(x[:, :, t], s_next, parameters)
+        s_next, y[:, :, t], cache = rnn_cell_forward(x[:, :, t], s_next, parameters, activation)
         s[:, :, t] = s_next
         caches.append(cache)
     return s, y, (caches, x)
@@ -241,12 +246,16 @@ def from_textbook(layers, output, spec, gradients=False):
 
 # --- The language model --------------------------------------------------------------------
 
-def cell_forward(cell, x_t, state, p):
-    """One step of any cell: state is (s,) or (s, c). Returns the new state and the cache."""
+def cell_forward(cell, x_t, state, p, activation="tanh"):
+    """One step of any cell: state is (s,) or (s, c). Returns the new state and the cache.
+    activation is the vanilla RNN's (tanh, or identity for the linear RNN)."""
     if cell == "lstm":
         s, c, _, cache = lstm_cell_forward(x_t, *state, p)
         return (s, c), cache
-    s, _, cache = (rnn_cell_forward if cell == "rnn" else gru_cell_forward)(x_t, *state, p)
+    if cell == "rnn":
+        s, _, cache = rnn_cell_forward(x_t, *state, p, activation)
+    else:
+        s, _, cache = gru_cell_forward(x_t, *state, p)
     return (s,), cache
 
 
@@ -262,12 +271,13 @@ def cell_backward(cell, dstate, cache):
     return g
 
 
-def loss_and_grads(params, spec, x, y, state, masks=None):
+def loss_and_grads(params, spec, x, y, state, masks=None, activation="tanh"):
     """Forward and backward over one window, the same contract as the fast engine's.
 
     x, y: ids (B, T), y being x shifted by one; state: per-layer tuples of (B, H) arrays
     carried in; masks: per-layer dropout masks (T, H, B) or None. Returns the mean
     cross-entropy, checkpoint-named gradients (params' dtype), the state after the window.
+    activation: the vanilla RNN's (tanh; identity for the linear RNN of gradient studies).
     """
     layers, out = to_textbook(params, spec)
     (B, T), L = x.shape, spec.layers
@@ -277,7 +287,8 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
     for t in range(T):
         inp = onehot[:, x[:, t]]  # x_t, (m, B)
         for l in range(L):  # layer l reads layer l-1's output
-            states[l], caches[l, t] = cell_forward(spec.cell, inp, states[l], layers[l])
+            states[l], caches[l, t] = cell_forward(spec.cell, inp, states[l], layers[l],
+                                                   activation)
             inp = states[l][0] if masks is None else states[l][0] * masks[l][t]  # dropout
         tops[t] = inp
         probs[t] = softmax(out["V"] @ inp + out["by"])  # y_t, (m, B)

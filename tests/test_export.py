@@ -205,7 +205,7 @@ def test_an_export_never_writes_over_a_file_rnnlm_did_not_make(runner, models, t
     assert mine.read_text() == "<p>my notes</p>"
     before = best.read_bytes()
     assert_one_line_error(runner.invoke(cli, ["export", str(best), "--format", "html", "-o",
-                                              str(best)]), "is the checkpoint being exported")
+                                              str(best)]), "is this command's input")
     assert best.read_bytes() == before
     assert_one_line_error(runner.invoke(cli, ["export", str(best), "--format", "html", "-o",
                                               str(tmp_path)]), "is a directory")

@@ -1,0 +1,182 @@
+"""How far back the gradient reaches: the norm of dL_t/ds_{t-k}, the gradient of the loss
+at step t with respect to the hidden state k steps earlier, for k = 0..K.
+
+By the chain rule the gradient is a product of k Jacobians,
+
+    dL_t/ds_{t-k} = J_{t-k+1}^T ... J_t^T dL_t/ds_t,      J_j = ds_j/ds_{j-1},
+
+and for the RNN J_j = diag(1 - s_j^2) W. Since |tanh'| <= 1, where W's largest singular
+value is below 1 every factor shrinks the gradient and the product vanishes geometrically;
+where the factors' norms are above 1, it explodes (clipping the gradient's norm then cuts
+it). LSTM and GRU carry state through a sum (c = f c' + i g; h = (1 - z) n + z h'), whose
+Jacobian is close to the identity where the gates let the state through, so their
+gradient reaches further. Training truncates the sum at the window (seq_len): what lies
+further back than that never reaches the weights.
+
+The measurement runs the textbook engine's own cells (rnnlm/textbook.py) forward over
+windows of text and back from the loss at each window's last step alone, recording the
+gradient that reaches every earlier state: nothing here differentiates a second time.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnnlm import RnnlmError, textbook
+from rnnlm.params import layer_keys
+
+
+def state_gradients(params, spec, ids, activation="tanh"):
+    """ids (B, T+1): B windows of text. Runs the model over the first T characters of each
+    from a zero state and backpropagates the cross-entropy of predicting the last character
+    from the last step (t = T-1) alone. Returns g (T, L, H, B), float64, where g[k, l] is
+    dL/ds_{T-1-k} of layer l, one column per window."""
+    layers, out = textbook.to_textbook(params, spec)
+    (B, T), L = (ids.shape[0], ids.shape[1] - 1), spec.layers
+    onehot = np.eye(spec.vocab_size)
+    states = [tuple(np.zeros((spec.hidden, B)) for _ in range(spec.state_size))
+              for _ in range(L)]
+    caches = {}
+    for t in range(T):
+        inp = onehot[:, ids[:, t]]
+        for l in range(L):
+            states[l], caches[l, t] = textbook.cell_forward(spec.cell, inp, states[l],
+                                                            layers[l], activation)
+            inp = states[l][0]
+    dlogits = textbook.softmax(out["V"] @ inp + out["by"])  # y - onehot(target), a loss
+    dlogits[ids[:, T], np.arange(B)] -= 1                   # per column (not averaged)
+    grads = np.zeros((T, L, spec.hidden, B))
+    dnext = [tuple(np.zeros_like(a) for a in s) for s in states]  # from step t+1
+    dabove = out["V"].T @ dlogits  # reaching the top layer's state at the last step
+    for t in reversed(range(T)):
+        for l in reversed(range(L)):
+            ds = (dabove + dnext[l][0],) + dnext[l][1:]
+            grads[T - 1 - t, l] = ds[0]
+            g = textbook.cell_backward(spec.cell, ds, caches[l, t])
+            dnext[l], dabove = g["dstate_prev"], g["dx_t"]  # to step t-1; to the layer below
+        dabove = np.zeros((spec.hidden, B))  # steps before the last have no loss of their own
+    return grads
+
+
+@dataclass
+class Flow:
+    """What `measure` found for one model."""
+
+    label: str
+    norms: np.ndarray  # (K+1, L): mean over positions of |dL_t/ds_{t-k}| of each layer
+    sigma: list  # the largest singular value of each layer's W_hh (scaled)
+    window_norm: float  # the global norm of one training window's gradient (of the mean loss)
+    clip_norm: float
+    seq_len: int  # the training window: where truncation stops the gradient
+
+    @property
+    def ratios(self):
+        """norms relative to distance 0, each layer by its own."""
+        return self.norms / self.norms[0]
+
+    def reach(self, level=1e-3, layer=-1):
+        """The first distance k where the gradient falls below `level` of its size at k = 0,
+        or None where it never does within the distances measured."""
+        below = np.flatnonzero(self.ratios[:, layer] < level)
+        return int(below[0]) if below.size else None
+
+    @property
+    def clip_scale(self):
+        """What clipping by clip_norm would multiply the window's gradient by (1: nothing)."""
+        if self.clip_norm <= 0 or self.window_norm <= self.clip_norm:
+            return 1.0
+        return self.clip_norm / self.window_norm
+
+
+def scaled(params, spec, factor):
+    """A copy of params with every layer's W_hh multiplied by factor."""
+    params = dict(params)
+    for layer in range(spec.layers):
+        key = layer_keys(layer)[1]
+        params[key] = params[key] * factor
+    return params
+
+
+def measure(params, spec, ids, label, distance=200, positions=32, seq_len=64, clip_norm=5.0,
+            scale_whh=1.0, activation="tanh", seed=0):
+    """The gradient's reach for distances 0..distance, averaged over `positions` places in
+    ids (a text encoded with the model's vocabulary), each reached after a warm-up of
+    seq_len characters so that the states are those of running text, not of a zero
+    start. Also the largest singular value of each W_hh, and the global norm of the
+    gradient of one training window (positions streams of seq_len) against clip_norm."""
+    if distance < 1 or positions < 1 or seq_len < 1:
+        raise RnnlmError("distance, positions and seq_len must be at least 1")
+    span = seq_len + distance + 2  # warm-up, the distances, and the character predicted
+    if len(ids) < span:
+        raise RnnlmError(f"the text is too short for the measurement: {len(ids):,} characters, "
+                         f"and a distance of {distance} after a warm-up of {seq_len} needs "
+                         f"{span:,} (lower --distance)")
+    params = scaled({k: v.astype(np.float64) for k, v in params.items()}, spec, scale_whh)
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(ids) - span + 1, size=positions)
+    windows = np.stack([ids[s:s + span] for s in starts]).astype(np.intp)
+    with np.errstate(over="ignore"):  # an exploding gradient may leave float64's range
+        grads = state_gradients(params, spec, windows, activation)[:distance + 1]
+        norms = np.linalg.norm(grads, axis=2).mean(axis=-1)  # (K+1, L)
+    sigma = [float(np.linalg.svd(params[layer_keys(l)[1]], compute_uv=False)[0])
+             for l in range(spec.layers)]
+    x, y = windows[:, :seq_len], windows[:, 1:seq_len + 1]
+    state = [tuple(np.zeros((positions, spec.hidden)) for _ in range(spec.state_size))
+             for _ in range(spec.layers)]
+    with np.errstate(over="ignore", invalid="ignore"):
+        _, window_grads, _ = textbook.loss_and_grads(params, spec, x, y, state,
+                                                     activation=activation)
+        window_norm = float(np.sqrt(sum(float((g ** 2).sum()) for g in window_grads.values())))
+    return Flow(label, norms, sigma, window_norm, clip_norm, seq_len)
+
+
+BUILTIN_CHARS = 300_000  # of the built-in corpus, where no text is given: plenty of positions
+
+
+def compare(text_path=None, checkpoints=(), cells=(), hidden=256, layers=2, distance=200,
+            positions=32, seq_len=None, scale_whh=1.0, activation="tanh", seed=0,
+            encoding="utf-8", notify=lambda message: None):
+    """measure() for each checkpoint (a run directory means its best.npz) and for a freshly
+    initialised model of each cell (hidden x layers, PyTorch's initialisation, from seed),
+    on the text at text_path (default: the built-in corpus). Checkpoints keep their own
+    seq_len and clip_norm; fresh models take seq_len (default: the configured default) and
+    the default clip_norm. Returns a list of Flow, checkpoints first."""
+    from rnnlm import checkpoint, config, corpus, data
+    from rnnlm.params import Spec, init_params
+
+    if activation != "tanh" and (checkpoints or any(c != "rnn" for c in cells)):
+        raise RnnlmError("the identity activation (--linear) is the vanilla RNN's: use it "
+                         "with --cell rnn alone")
+    defaults = config.Config()
+    common = dict(distance=distance, positions=positions, scale_whh=scale_whh,
+                  activation=activation, seed=seed)
+    flows = []
+    builtin = None if text_path is not None else data.builtin_text(BUILTIN_CHARS)
+    for path in checkpoints:
+        path = Path(path) / "best.npz" if Path(path).is_dir() else Path(path)
+        ckpt = checkpoint.load(path)
+        if builtin is None:
+            ids, skipped = data.encode_file(text_path, ckpt.vocab, encoding, skip_unknown=True)
+        else:
+            ids, skipped = ckpt.vocab.encode(builtin, skip_unknown=True)
+        if skipped:
+            notify(f"{path}: {skipped:,} characters of the text are not in its vocabulary "
+                   f"and were left out")
+        cfg = ckpt.meta["config"]
+        label = f"{path.resolve().parent.name} ({ckpt.spec.cell}, step {ckpt.meta.get('step')})"
+        flows.append(measure(ckpt.params, ckpt.spec, ids, label,
+                             seq_len=cfg.get("seq_len", defaults.seq_len),
+                             clip_norm=cfg.get("clip_norm", defaults.clip_norm), **common))
+    if cells:
+        if builtin is None:
+            text = corpus.read([Path(text_path)], encoding)
+            vocab, ids = text.vocab, text.ids
+        else:
+            vocab, ids = data.text_corpus(builtin)
+        for cell in cells:
+            spec = Spec(cell, vocab.size, hidden, layers)
+            params = init_params(spec, np.random.default_rng(seed), np.float64)
+            label = f"{cell} {layers} x {hidden}, initialised"
+            flows.append(measure(params, spec, ids, label, seq_len=seq_len or defaults.seq_len,
+                                 clip_norm=defaults.clip_norm, **common))
+    return flows
