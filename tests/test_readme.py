@@ -56,6 +56,19 @@ def test_the_pytorch_snippet_loads_a_checkpoint(trained, monkeypatch):
     np.testing.assert_array_equal(scope["model"]["out"].weight.detach().numpy(), z["out.weight"])
 
 
+def test_the_python_api_example_runs(corpus, tmp_path, monkeypatch, capsys):
+    snippet = next(b for b in code_blocks("python") if "rnnlm.load" in b)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("Dear friend. A line to score. " * 40)
+    quick = snippet.replace('time="1m", hidden=128', f"config_file={str(CONFIGS / 'tiny.yaml')!r}")
+    assert quick != snippet
+    exec(quick, {})
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 3 and len(printed[0]) == 200  # the sample, the prime not included
+    assert printed[1].endswith("nats/char")
+    assert (tmp_path / "runs" / "notes" / "best.npz").exists()
+
+
 def test_the_chinese_sample_corpus_trains_and_samples(runner, tmp_path):
     out = tmp_path / "poems"
     result = runner.invoke(cli, ["train", str(ROOT / "data" / "tang-poems.txt"), "--config",
