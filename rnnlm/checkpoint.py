@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlm import RnnlmError, __version__
+from rnnlm import RnnlmError, __version__, outputs
 from rnnlm.data import Vocab
 from rnnlm.params import CELLS, Spec, check_params, param_shapes
 
@@ -52,31 +52,8 @@ def save(path, ckpt):
     meta = dict(ckpt.meta, format=FORMAT, version=VERSION, rnnlm=__version__,
                 vocab=ckpt.vocab.chars)
     arrays["meta"] = np.array(json.dumps(meta))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise RnnlmError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not every platform lets a directory be opened
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with outputs.replacing(path, "checkpoint") as f:
+        np.savez(f, **arrays)
 
 
 def _check_headers(path, archive):

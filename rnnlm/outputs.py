@@ -4,6 +4,7 @@ not make, never over the command's own input, and never half-written.
 A file counts as rnnlm's own when `is_ours(path)` recognises the mark its writer put in
 it (a generator tag, a producer name, a metadata entry): a name alone proves nothing.
 """
+import contextlib
 import os
 from pathlib import Path
 
@@ -37,20 +38,42 @@ def head(path, size=4096):
         return b""
 
 
-def write_atomically(path, data):
-    """Write bytes to path through a temporary file in its directory, flushed, fsynced and
-    renamed into place: a crash or a full disk leaves the old file or the new one."""
+@contextlib.contextmanager
+def replacing(path, what=None):
+    """Write path through a temporary file beside it: the block writes to the open binary
+    file yielded; then it is flushed, fsynced and renamed over path, and the directory
+    fsynced. A crash at any moment leaves the old file or the new one, never half of one;
+    on an error the temporary file goes (an OSError becomes an RnnlmError naming `what`)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise RnnlmError(f"cannot write {path}: {e.strerror or e}") from None
+        named = f"{what} {path}" if what else str(path)
+        raise RnnlmError(f"cannot write {named}: {e.strerror or e}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_atomically(path, data):
+    """Write bytes to path, as replacing() does."""
+    with replacing(path) as f:
+        f.write(data)
+
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # not every platform lets a directory be opened
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,3 +1,5 @@
+import contextlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,35 @@ def kernel_path(request, monkeypatch):
     yield request.param
     if previous is not None:
         kernels.active = previous
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@contextlib.contextmanager
+def chromium_page():
+    """A page in headless Chromium (Debian's, driven by Playwright), and the lists its
+    console errors and its requests are gathered in: (page, errors, requests). Skips
+    where Playwright or Chromium is absent."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    executable = chromium()
+    if executable is None:
+        pytest.skip("no Chromium here (Debian's chromium package; .ci/run installs it)")
+    errors, requests = [], []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--disable-sync"])
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            yield page, errors, requests
+        finally:
+            browser.close()

@@ -13,9 +13,8 @@ from rnnlm.cli import cli
 from rnnlm.fast import engine
 from rnnlm.params import zero_state
 
-from conftest import CONFIGS
+from conftest import CONFIGS, chromium_page
 from test_cli import assert_one_line_error
-from test_pictures import chromium
 
 CASES = [(cell, layers) for cell in ("rnn", "lstm", "gru") for layers in (1, 2)]
 
@@ -121,55 +120,35 @@ def test_safetensors_holds_the_checkpoints_tensors_and_loads_into_pytorch(runner
 
 # --- the page that writes in the browser -----------------------------------------------------
 
-def browser_session():
-    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-    executable = chromium()
-    if executable is None:
-        pytest.skip("no Chromium here (Debian's chromium package; .ci/run installs it)")
-    return playwright, executable
-
-
 @pytest.mark.parametrize("cell,layers", [("rnn", 1), ("lstm", 2), ("gru", 2)])
 def test_the_page_writes_with_rnnlms_probabilities_offline(runner, models, tmp_path, cell,
                                                            layers):
-    playwright, executable = browser_session()
     page_file = export(runner, models[cell, layers], "html", tmp_path / "page.html")
     half_file = export(runner, models[cell, layers], "html", tmp_path / "half.html", "--float16")
     model = rnnlm.load(models[cell, layers])
     primes = ["", "It was the ", "worst of t"]
-    errors, requests = [], []
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--disable-sync"])
-        try:
-            page = browser.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(page_file.as_uri())
-            assert page.evaluate("rnnlm.vocab.join('')") == model.vocab.chars
-            for prime in primes:
-                shown = page.evaluate("prime => rnnlm.probabilities(prime)", prime)
-                expected = list(model.probabilities(prime).values())
-                np.testing.assert_allclose(shown, expected, atol=1e-4)
-            page.fill("#prime", "It was")
-            page.fill("#length", "80")
-            page.check("#instant")
-            page.click("#write")
-            page.wait_for_selector("#out[data-done='1']", timeout=20_000)
-            written = page.inner_text("#out")
-            assert written.startswith("It was") and len(written) == len("It was") + 80
-            assert set(written) <= set(model.vocab.chars)
-            page.fill("#prime", "It was~")  # '~' is not in the vocabulary
-            page.click("#write")
-            assert "not in the model's vocabulary" in page.inner_text("#status")
-            page.goto(half_file.as_uri())
-            shown = page.evaluate("rnnlm.probabilities('It was the ')")
-            np.testing.assert_allclose(shown, list(model.probabilities("It was the ").values()),
-                                       atol=5e-3)  # float16 weights: close, not equal
-        finally:
-            browser.close()
+    with chromium_page() as (page, errors, requests):
+        page.goto(page_file.as_uri())
+        assert page.evaluate("rnnlm.vocab.join('')") == model.vocab.chars
+        for prime in primes:
+            shown = page.evaluate("prime => rnnlm.probabilities(prime)", prime)
+            expected = list(model.probabilities(prime).values())
+            np.testing.assert_allclose(shown, expected, atol=1e-4)
+        page.fill("#prime", "It was")
+        page.fill("#length", "80")
+        page.check("#instant")
+        page.click("#write")
+        page.wait_for_selector("#out[data-done='1']", timeout=20_000)
+        written = page.inner_text("#out")
+        assert written.startswith("It was") and len(written) == len("It was") + 80
+        assert set(written) <= set(model.vocab.chars)
+        page.fill("#prime", "It was~")  # '~' is not in the vocabulary
+        page.click("#write")
+        assert "not in the model's vocabulary" in page.inner_text("#status")
+        page.goto(half_file.as_uri())
+        shown = page.evaluate("rnnlm.probabilities('It was the ')")
+        np.testing.assert_allclose(shown, list(model.probabilities("It was the ").values()),
+                                   atol=5e-3)  # float16 weights: close, not equal
     assert errors == []
     assert [u for u in requests if not u.startswith("file:")] == []  # nothing from the network
     html = page_file.read_text(encoding="utf-8")

@@ -2,7 +2,6 @@
 inspect), the page checked in a real browser, headless Chromium driven by Playwright."""
 import json
 import re
-import shutil
 import sys
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 from rnnlm import checkpoint, inspection, plots
 from rnnlm.cli import cli
 
-from conftest import CONFIGS
+from conftest import CONFIGS, chromium_page
 from test_cli import assert_one_line_error
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -129,52 +128,29 @@ def test_inspect_reports_unknown_characters_as_eval_does(runner, runs, tmp_path)
     assert skipped.exit_code == 0 and "30 unknown characters skipped" in skipped.stderr
 
 
-def chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 def test_the_page_in_a_real_browser(runner, runs, corpus, tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-    executable = chromium()
-    if executable is None:
-        pytest.skip("no Chromium here (Debian's chromium package; .ci/run installs it)")
     page_file = tmp_path / "page.html"
     assert runner.invoke(cli, ["inspect", "--ckpt", str(runs["lstm"]), str(corpus), "-o",
                                str(page_file), "--chars", "400", "--units", "4"]).exit_code == 0
-    errors, requests = [], []
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--disable-sync"])
-        try:
-            page = browser.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(page_file.as_uri())
-            chars = page.locator("#surprisal span")
-            assert chars.count() == 400  # one element per character shown
-            chars.nth(25).hover()
-            tip = page.locator("#tip")
-            assert tip.is_visible()
-            assert tip.locator(".cand").count() == 5
-            actual = corpus.read_text()[25]
-            assert f"actual {actual if actual != ' ' else chr(0x2423)}" in tip.inner_text()
-            chars.nth(30).focus()  # the keyboard reaches the same
-            assert tip.is_visible() and tip.locator(".cand").count() == 5
-            shaded = page.locator("#activations span").nth(50)
-            before = shaded.evaluate("s => s.style.background")
-            page.locator("#units button").nth(1).click()
-            after = shaded.evaluate("s => s.style.background")
-            assert before != after  # another unit, another shading
-            page.select_option("#group", index=1)  # the cell state of layer 1
-            assert "cell state" in page.locator("#group option:checked").inner_text()
-            assert page.locator("#summary tr").count() >= 3
-        finally:
-            browser.close()
+    with chromium_page() as (page, errors, requests):
+        page.goto(page_file.as_uri())
+        chars = page.locator("#surprisal span")
+        assert chars.count() == 400  # one element per character shown
+        chars.nth(25).hover()
+        tip = page.locator("#tip")
+        assert tip.is_visible()
+        assert tip.locator(".cand").count() == 5
+        actual = corpus.read_text()[25]
+        assert f"actual {actual if actual != ' ' else chr(0x2423)}" in tip.inner_text()
+        chars.nth(30).focus()  # the keyboard reaches the same
+        assert tip.is_visible() and tip.locator(".cand").count() == 5
+        shaded = page.locator("#activations span").nth(50)
+        before = shaded.evaluate("s => s.style.background")
+        page.locator("#units button").nth(1).click()
+        after = shaded.evaluate("s => s.style.background")
+        assert before != after  # another unit, another shading
+        page.select_option("#group", index=1)  # the cell state of layer 1
+        assert "cell state" in page.locator("#group option:checked").inner_text()
+        assert page.locator("#summary tr").count() >= 3
     assert errors == []
     assert [u for u in requests if not u.startswith("file:")] == []  # nothing from the network
