@@ -455,7 +455,7 @@ GRADFLOW_ROWS = (0, 1, 2, 5, 10, 20, 50, 100, 150, 200, 300, 500)  # and seq_len
 @click.option("--ckpt", "checkpoints", multiple=True, type=click.Path(path_type=Path),
               metavar="RUN|CKPT", help="A trained model (a run directory: its best.npz); "
                                        "repeatable.")
-@click.option("--cell", "cells", multiple=True, type=click.Choice(CELLS),
+@click.option("--cell", "cells", multiple=True, type=click.Choice(tuple(CELLS)),
               help="A freshly initialised model of this cell; repeatable [default, without "
                    "--ckpt: rnn, lstm and gru].")
 @click.option("--hidden", default=256, show_default=True, type=click.IntRange(min=1),
@@ -492,7 +492,7 @@ def gradflow(textfile, checkpoints, cells, hidden, layers, distance, positions, 
       rnnlm gradflow --cell rnn --scale-whh 3        # the exploding side
     """
     if not checkpoints and not cells:
-        cells = CELLS
+        cells = tuple(CELLS)
     if out_path is None and plots.available():
         out_path = Path("gradflow.png")
     if out_path is not None:  # refused before minutes of measuring, not after
@@ -524,7 +524,7 @@ def gradflow(textfile, checkpoints, cells, hidden, layers, distance, positions, 
 
 
 @cli.command(name="gradcheck")
-@click.option("--cell", "cells", multiple=True, type=click.Choice(CELLS),
+@click.option("--cell", "cells", multiple=True, type=click.Choice(tuple(CELLS)),
               help="Cell(s) to check [default: all].")
 @click.option("--layers", "layer_counts", multiple=True, type=click.IntRange(min=1),
               help="Depth(s) to check [default: 1 and 2].")
@@ -549,7 +549,7 @@ def gradcheck(cells, layer_counts, dropouts, hidden, vocab, seq_len, batch, seed
     """
     rows = []
     for engine in engine_names or ("fast",):
-        rows += gradcheck_lib.check_all(cells or CELLS, layer_counts or (1, 2),
+        rows += gradcheck_lib.check_all(cells or tuple(CELLS), layer_counts or (1, 2),
                                         dropouts or (0.0, 0.3), hidden=hidden, vocab=vocab,
                                         seq_len=seq_len, batch=batch, seed=seed, engine=engine)
     click.echo(f"{'case':<27} {'parameter':<18} {'shape':<10} {'max rel error':>13}")

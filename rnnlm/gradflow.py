@@ -63,6 +63,8 @@ class Flow:
     """What `measure` found for one model."""
 
     label: str
+    cell: str
+    trained: bool  # a checkpoint's model, or one freshly initialised
     norms: np.ndarray  # (K+1, L): mean over positions of |dL_t/ds_{t-k}| of each layer
     sigma: list  # the largest singular value of each layer's W_hh (scaled)
     window_norm: float  # the global norm of one training window's gradient (of the mean loss)
@@ -98,7 +100,7 @@ def scaled(params, spec, factor):
 
 
 def measure(params, spec, ids, label, distance=200, positions=32, seq_len=64, clip_norm=5.0,
-            scale_whh=1.0, activation="tanh", seed=0):
+            scale_whh=1.0, activation="tanh", seed=0, trained=False):
     """The gradient's reach for distances 0..distance, averaged over `positions` places in
     ids (a text encoded with the model's vocabulary), each reached after a warm-up of
     seq_len characters so that the states are those of running text, not of a zero
@@ -123,11 +125,11 @@ def measure(params, spec, ids, label, distance=200, positions=32, seq_len=64, cl
     x, y = windows[:, :seq_len], windows[:, 1:seq_len + 1]
     state = [tuple(np.zeros((positions, spec.hidden)) for _ in range(spec.state_size))
              for _ in range(spec.layers)]
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # the loss may be inf
         _, window_grads, _ = textbook.loss_and_grads(params, spec, x, y, state,
                                                      activation=activation)
         window_norm = float(np.sqrt(sum(float((g ** 2).sum()) for g in window_grads.values())))
-    return Flow(label, norms, sigma, window_norm, clip_norm, seq_len)
+    return Flow(label, spec.cell, trained, norms, sigma, window_norm, clip_norm, seq_len)
 
 
 BUILTIN_CHARS = 300_000  # of the built-in corpus, where no text is given: plenty of positions
@@ -166,7 +168,8 @@ def compare(text_path=None, checkpoints=(), cells=(), hidden=256, layers=2, dist
         label = f"{path.resolve().parent.name} ({ckpt.spec.cell}, step {ckpt.meta.get('step')})"
         flows.append(measure(ckpt.params, ckpt.spec, ids, label,
                              seq_len=cfg.get("seq_len", defaults.seq_len),
-                             clip_norm=cfg.get("clip_norm", defaults.clip_norm), **common))
+                             clip_norm=cfg.get("clip_norm", defaults.clip_norm), trained=True,
+                             **common))
     if cells:
         if builtin is None:
             text = corpus.read([Path(text_path)], encoding)

@@ -11,9 +11,50 @@ import numpy as np
 
 from rnnlm import RnnlmError
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # blocks of H rows stacked in W_ih, W_hh, biases
-STATES = {"rnn": ("h",), "lstm": ("h", "c"), "gru": ("h",)}  # what a layer carries over
-CELLS = tuple(GATES)
+# --- The cells' structural facts: one table ---------------------------------------------
+#
+# Everything about a cell except its equations (rnnlm/textbook.py) and its fused steps
+# (rnnlm/fast/kernels_*.py) lives here, and everything else reads it: the parameters'
+# shapes, the textbook's names, the fast engine's window buffers, the memory estimate,
+# inspect's states. Adding a cell is its equations, its kernels, and one entry below.
+
+@dataclass(frozen=True)
+class Cell:
+    """A cell's structure. `gates` are the blocks of H rows stacked in W_ih, W_hh and
+    the biases, in PyTorch's order, each with its nonlinearity in `activations`. `states`
+    are what a layer carries from one step to the next, each (B, H). `separate_biases`
+    names the gates whose b_ih and b_hh do not add up before the nonlinearity (the GRU's
+    n, where r scales the hidden side). `window` is the fast engine's buffers for a window
+    of T steps of B streams: name -> shape, in units "T", "T+1", "H", "G*H", "B"; with
+    `own_gradients`, its backward pass needs dgx and dgh buffers of their own instead of
+    writing over the activations."""
+
+    gates: tuple
+    activations: tuple
+    states: tuple
+    window: dict
+    separate_biases: tuple = ()
+    own_gradients: bool = False
+
+    def window_shapes(self, T, B, H):
+        size = {"T": T, "T+1": T + 1, "H": H, "G*H": len(self.gates) * H, "B": B}
+        return {name: tuple(size[d] for d in dims) for name, dims in self.window.items()}
+
+
+CELLS = {
+    "rnn": Cell(gates=("h",), activations=("tanh",), states=("h",),
+                window={"h": ("T+1", "H", "B"), "hh": ("H", "B")}),
+    "lstm": Cell(gates=("i", "f", "g", "o"), activations=("sigmoid", "sigmoid", "tanh", "sigmoid"),
+                 states=("h", "c"),
+                 window={"h": ("T+1", "H", "B"), "c": ("T+1", "H", "B"),
+                         "acts": ("T", "G*H", "B"),  # the gates after activation
+                         "hh": ("G*H", "B")}),  # a step's recurrent product
+    "gru": Cell(gates=("r", "z", "n"), activations=("sigmoid", "sigmoid", "tanh"), states=("h",),
+                window={"h": ("T+1", "H", "B"),
+                        "gh": ("T", "G*H", "B"),  # the hidden side W_hh h_prev + b_hh
+                        "rzn": ("T", "G*H", "B")},  # r, z, n after activation
+                separate_biases=("n",), own_gradients=True),
+}
 
 
 @dataclass(frozen=True)
@@ -26,13 +67,19 @@ class Spec:
     layers: int  # L
 
     @property
+    def facts(self):
+        """The cell's row of CELLS."""
+        return CELLS[self.cell]
+
+    @property
     def gates(self):
-        return GATES[self.cell]
+        """Blocks of H rows stacked in W_ih, W_hh and the biases (G)."""
+        return len(CELLS[self.cell].gates)
 
     @property
     def state_size(self):
         """Arrays in one layer's state tuple: 1, or 2 for the LSTM's (h, c)."""
-        return len(STATES[self.cell])
+        return len(CELLS[self.cell].states)
 
 
 def layer_keys(layer):

@@ -9,7 +9,10 @@ import csv
 import io
 from pathlib import Path
 
+import numpy as np
+
 from rnnlm import RnnlmError, outputs
+from rnnlm.params import CELLS
 
 SMOOTHING = 0.6  # exponential smoothing of the training loss rows (one per log_every)
 
@@ -102,6 +105,7 @@ def curves(run_dirs, out_path, log_x=False, labels=None):
 
 
 GRADFLOW_MARK = "rnnlm gradflow"  # the PNG's Software entry: how rnnlm knows its own picture
+GRADFLOW_FLOOR = 1e-16  # the picture's lowest ratio: below it, a gradient is gone for float64
 
 
 def is_gradflow_picture(path):
@@ -116,20 +120,20 @@ def check_gradflow_target(out_path):
 
 
 def gradflow(flows, out_path):
-    """Draw gradflow.measure's results into out_path (PNG): for each model and layer, the
-    gradient's norm at distance k relative to k = 0, on a log scale, the training window
-    (seq_len) marked where truncation stops it. Returns out_path."""
+    """Draw gradflow.measure's results into out_path (PNG): for each model, the gradient's
+    norm at the top layer at distance k relative to k = 0, on a log scale down to
+    GRADFLOW_FLOOR, a colour per cell (trained models solid, initialised ones dashed), the
+    training window (seq_len) marked where truncation stops it. Returns out_path."""
     check_gradflow_target(out_path)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 4.4))
-    for k, flow in enumerate(flows):
-        ratios = flow.ratios
-        for layer in range(ratios.shape[1]):
-            top = layer == ratios.shape[1] - 1
-            shown = [r if r > 0 else float("nan") for r in ratios[:, layer]]  # log scale
-            ax.plot(range(len(shown)), shown, color=f"C{k % 10}", linewidth=1.8 if top else 1,
-                    linestyle="-" if top else ":",
-                    label=flow.label + ("" if ratios.shape[1] == 1 else f", layer {layer + 1}"))
+    colors = {cell: f"C{k}" for k, cell in enumerate(CELLS)}  # a colour per cell
+    lowest = 1.0
+    for flow in flows:
+        top = [r if r > 0 else float("nan") for r in flow.ratios[:, -1]]  # log scale
+        lowest = min(lowest, np.nanmin(top))
+        ax.plot(range(len(top)), top, color=colors[flow.cell], label=flow.label,
+                linewidth=1.8 if flow.trained else 1.2, linestyle="-" if flow.trained else "--")
     for seq_len in sorted({f.seq_len for f in flows}):
         ax.axvline(seq_len, color="gray", linestyle="--", linewidth=1)
         ax.annotate(f"truncation: seq_len = {seq_len}", (seq_len, 0.98), rotation=90,
@@ -137,12 +141,13 @@ def gradflow(flows, out_path):
                     xytext=(-10, 0), textcoords="offset points", va="top")
     ax.axhline(1e-3, color="black", linewidth=0.6, alpha=0.4)
     ax.set_yscale("log")
+    ax.set_ylim(max(lowest, GRADFLOW_FLOOR) / 3, 2)
     ax.set_xlabel("distance k: steps between the loss and the state")
     ax.set_ylabel("|dL_t / ds_(t-k)|, relative to k = 0")
     ax.grid(alpha=0.3, which="major")
     ax.legend(fontsize=7, loc="lower left")
-    ax.set_title("how far back the gradient reaches (mean over positions in the text)",
-                 fontsize=9)
+    ax.set_title("how far back the gradient reaches: the top layer, mean over positions in "
+                 "the text", fontsize=9)
     fig.tight_layout()
     buffer = io.BytesIO()
     try:

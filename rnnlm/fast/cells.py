@@ -43,6 +43,7 @@ import numpy as np
 
 from rnnlm.fast import kernels
 from rnnlm.fast.buffers import transpose
+from rnnlm.params import CELLS
 
 
 class Prepared(NamedTuple):
@@ -54,15 +55,24 @@ class Prepared(NamedTuple):
     bias: np.ndarray  # the GRU's b_hh (r, z rows halved) repeated over the batch (3H, B)
 
 
-class RNN:
+class Step:
+    """What a cell's step takes from the table of cells (params.CELLS): its gates, states
+    and window buffers. `order` is the step's own arrangement of the gate blocks (the
+    parameter block of each of its blocks), which its kernels expect; `kinds` says, in
+    that order, which blocks are sigmoid gates ("s", whose rows prepare() halves) and
+    which tanh ("t")."""
+
+    def __init_subclass__(cls, cell, order):
+        facts = CELLS[cell]
+        cls.facts, cls.order = facts, order
+        cls.gates, cls.state_names = len(facts.gates), facts.states
+        cls.kinds = "".join("s" if facts.activations[g] == "sigmoid" else "t" for g in order)
+        cls.fold_hidden_bias = not facts.separate_biases  # b_hh can join b_ih in gx
+        cls.buffer_shapes = staticmethod(facts.window_shapes)
+
+
+class RNN(Step, cell="rnn", order=(0,)):
     """Elman RNN:  h = tanh(gx + W_hh h_prev),   gx = W_ih x + b_ih + b_hh"""
-
-    gates, state_names, kinds, order = 1, ("h",), "t", (0,)
-    fold_hidden_bias = True  # b_hh can join b_ih in gx
-
-    @staticmethod
-    def buffer_shapes(T, B, H):
-        return {"h": (T + 1, H, B), "hh": (H, B)}
 
     @staticmethod
     def input_slots(buf):
@@ -90,19 +100,10 @@ class RNN:
         np.dot(w.hh_t, dgx, out=dprev[0])
 
 
-class LSTM:
+class LSTM(Step, cell="lstm", order=(3, 0, 1, 2)):
     """LSTM, gates i, f, g, o in the parameters. Inside a step the gates are stacked
     o, i, f, g (`order`), so that the three sigmoid gates are one block of rows, and so
     are the three that scale with dc."""
-
-    gates, state_names, kinds, order = 4, ("h", "c"), "ssst", (3, 0, 1, 2)
-    fold_hidden_bias = True
-
-    @staticmethod
-    def buffer_shapes(T, B, H):
-        return {"h": (T + 1, H, B), "c": (T + 1, H, B),
-                "acts": (T, 4 * H, B),  # o, i, f, g after activation
-                "hh": (4 * H, B)}  # the step's recurrent product
 
     @staticmethod
     def input_slots(buf):
@@ -129,17 +130,9 @@ class LSTM:
         np.dot(w.hh_t, dgx, out=dh_prev)
 
 
-class GRU:
-    """GRU, gates r, z, n (PyTorch's formula: b_hn sits inside r * (...))."""
-
-    gates, state_names, kinds, order = 3, ("h",), "sst", (0, 1, 2)
-    fold_hidden_bias = False
-
-    @staticmethod
-    def buffer_shapes(T, B, H):
-        return {"h": (T + 1, H, B),
-                "gh": (T, 3 * H, B),  # hidden side W_hh h_prev + b_hh, r and z rows halved
-                "rzn": (T, 3 * H, B)}  # r, z, n after activation
+class GRU(Step, cell="gru", order=(0, 1, 2)):
+    """GRU, gates r, z, n (PyTorch's formula: b_hn sits inside r * (...)). Its hidden
+    side gh, W_hh h_prev + b_hh, keeps its r and z rows halved."""
 
     @staticmethod
     def input_slots(buf):
@@ -167,7 +160,7 @@ class GRU:
         dh_prev += dh  # now dh * z: h_prev also reaches h directly
 
 
-CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+STEPS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
 def prepare(cell, w_ih, w_hh, b_ih, b_hh, batch, alloc=None):

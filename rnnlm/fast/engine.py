@@ -17,7 +17,7 @@ import numpy as np
 
 from rnnlm.fast import buffers, kernels
 from rnnlm.fast.buffers import columns, from_columns, scratch, shared_columns
-from rnnlm.fast.cells import CELLS, prepare
+from rnnlm.fast.cells import STEPS, prepare
 from rnnlm.params import layer_keys
 
 
@@ -126,7 +126,7 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
     cross-entropy per character, a dict of gradients with the keys of params, and the
     state after the window.
     """
-    cell = CELLS[spec.cell]
+    cell = STEPS[spec.cell]
     xs, ys = x.T, y.T  # (T, B): time-major
     T, B = xs.shape
     H, V, N, L = spec.hidden, spec.vocab_size, T * B, spec.layers
@@ -206,7 +206,7 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
 
 def forward(params, spec, x, state):
     """Inference over a window: x ids (B, T) -> logits (B, T, V), new state. No dropout."""
-    cell = CELLS[spec.cell]
+    cell = STEPS[spec.cell]
     inputs, new_state = x.T, []
     for layer in range(spec.layers):
         buf, _ = _layer_forward(cell, params, layer, inputs, state[layer])
@@ -227,7 +227,7 @@ class Stepper:
 
     def __init__(self, params, spec):
         self.cell, dtype = spec.cell, params["out.weight"].dtype
-        layers = [prepare(CELLS[spec.cell], *(params[k] for k in layer_keys(layer)), batch=1)
+        layers = [prepare(STEPS[spec.cell], *(params[k] for k in layer_keys(layer)), batch=1)
                   for layer in range(spec.layers)]
         GH, H, L = spec.gates * spec.hidden, spec.hidden, spec.layers
         w_in, b_in, _ = layers[0]
