@@ -179,8 +179,7 @@ def start(corpus=None, out=None, *, config_file=None, assignments=(), time=None,
     if ckpt is None:
         out = rundir.for_new_run(out, default_out)
     if cfg.engine == "fast":
-        from rnnlm.fast import kernels
-        kernels.load(notify=notify)
+        engines.load_kernels(notify=notify)
     events = training.train(cfg, text.vocab, text.ids, out, corpus_name=text.name,
                             corpus_record=record, resume=ckpt, stop=stop,
                             metrics_from=metrics_from, check_memory=check_memory,

@@ -15,9 +15,8 @@ import click
 from tqdm import tqdm
 
 from rnnlm import RnnlmError, __version__
-from rnnlm import api, config, data, export as export_lib, gradcheck as gradcheck_lib
-from rnnlm import gradflow as gradflow_lib, inspection, plots
-from rnnlm.fast import kernels
+from rnnlm import api, config, engines, export as export_lib, gradcheck as gradcheck_lib
+from rnnlm import gradflow as gradflow_lib, inspection, plots, sample as sample_lib
 from rnnlm.params import CELLS
 from rnnlm.training import Eval, RolledBack, Step, Stopped
 
@@ -246,10 +245,7 @@ def sample(ckpt, prime, prime_file, length, num_samples, temperature, top_k, top
       rnnlm sample --ckpt runs/shk/best.npz --prime "ROMEO:" -n 500 --temperature 0.8
       rnnlm sample --ckpt runs/shk --prime-file opening.txt --top-p 0.9 --num-samples 3
     """
-    if not temperature > 0 or not math.isfinite(temperature):
-        raise RnnlmError(f"--temperature must be a number > 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise RnnlmError(f"--top-p must be in (0, 1], got {top_p}")
+    sample_lib.check_options(temperature, top_k, top_p)  # before the model loads
     if prime is not None and prime_file is not None:
         raise RnnlmError("give --prime or --prime-file, not both")
     if prime_file is not None:
@@ -262,7 +258,8 @@ def sample(ckpt, prime, prime_file, length, num_samples, temperature, top_k, top
     model = api.load(ckpt, engine, notify=log)
     if engine == "fast":  # Numba's load (0.5 s) is repaid only by long samples: README
         total = length * num_samples
-        kernels.load(notify=log, prefer="numpy" if total < SAMPLE_CHARS_FOR_NUMBA else None)
+        engines.load_kernels(notify=log,
+                             prefer="numpy" if total < SAMPLE_CHARS_FOR_NUMBA else None)
     out = sys.stdout
     try:
         for k in range(num_samples):
@@ -347,7 +344,7 @@ def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, engine):
     """
     model = api.load(ckpt, engine, notify=log)
     if engine == "fast":
-        kernels.load(notify=log)
+        engines.load_kernels(notify=log)
     nats, characters, skipped = model.loss_of_file(textfile, encoding, batch_size, skip_unknown)
     click.echo(f"{textfile}: {characters:,} characters, {nats:.4f} nats/char, "
                f"{bits(nats):.4f} bits/char, perplexity {math.exp(nats):.3f}"
@@ -401,17 +398,12 @@ def inspect(ckpt, textfile, out_path, chars, units, skip_unknown, encoding):
       rnnlm inspect --ckpt runs/shk heldout.txt -o shk.html --chars 3000
     """
     model = api.load(ckpt, notify=log)
-    ids, skipped = data.encode_file(textfile, model.vocab, encoding, skip_unknown)
+    engines.load_kernels(notify=log)
+    out_path = out_path or Path(textfile.stem + ".html")
+    found, skipped = inspection.write_page(model, textfile, out_path, chars, units, encoding,
+                                           skip_unknown)
     if skip_unknown:
         log(f"{skipped:,} unknown characters skipped")
-    kernels.load(notify=log)
-    out_path = out_path or Path(textfile.stem + ".html")
-    found = inspection.analyse(model.params, model.spec, model.vocab, ids, chars, units)
-    try:
-        out_path.write_text(inspection.page(found, f"rnnlm inspect: {textfile.name}"),
-                            encoding="utf-8")
-    except OSError as e:
-        raise RnnlmError(f"cannot write {out_path}: {e.strerror or e}") from None
     log(f"wrote {out_path}: {len(found['text']):,} characters shown; "
         f"{found['summary']['nats_per_char']:.4f} nats/char over "
         f"{found['summary']['characters']:,}")

@@ -1,25 +1,49 @@
-"""The two engines, by name. Both are modules with one contract:
+"""The two engines, by name, and everything the rest of rnnlm asks of them.
+
+Both engines are modules with one contract:
 
     loss_and_grads(params, spec, x, y, state, masks=None) -> (loss, grads, new_state)
     forward(params, spec, x, state) -> (logits (B, T, V), new_state)
-    stepper(params, spec) -> step(char_id) -> logits (V,) of the next character
+    stepper(params, spec) -> step, where step(char_id) -> logits (V,) of the next character
+                             and step.state is the network's state after the characters fed
+                             (per layer, (h,) or (h, c), each (1, H))
 
 over the same checkpoint-named parameters, so that a checkpoint never depends on the
 engine that wrote it. "textbook" is the specification (rnnlm/textbook.py), "fast" the
-same mathematics arranged for the machine (rnnlm/fast/).
+same mathematics arranged for the machine (rnnlm/fast/). The fast engine's compiled
+kernels also serve the optimizer's update; no module but this one imports rnnlm.fast.
 """
-import importlib
+from rnnlm import textbook
+from rnnlm.fast import engine as fast, kernels
 
-ENGINES = {"fast": "rnnlm.fast.engine", "textbook": "rnnlm.textbook"}
+ENGINES = {"fast": fast, "textbook": textbook}
 
 
 def get(name="fast"):
-    return importlib.import_module(ENGINES[name])
+    """The engine module called name."""
+    return ENGINES[name]
 
 
 def describe(name="fast"):
     """The engine, and for the fast one which kernels it runs: "fast engine, numba kernels"."""
     if name != "fast":
         return f"{name} engine"
-    from rnnlm.fast import kernels
     return f"fast engine, {kernels.active.name} kernels"
+
+
+def load_kernels(name=None, notify=None, prefer=None):
+    """Choose the fast engine's kernels now (fast/kernels.py: numba where it imports, else
+    numpy; $RNNLM_KERNELS or name forces one), compiling or loading them from the cache,
+    and return the implementation's name."""
+    return kernels.load(name, notify, prefer).name
+
+
+def kernel_name():
+    """The fast engine's kernels in use: "numpy" or "numba"."""
+    return kernels.active.name
+
+
+def adam_update(p, g, m, v, beta1, beta2, step_size, v_scale, eps):
+    """One Adam update of p, m, v in place, as the fast engine's kernel does it (one pass
+    over memory where Numba compiles it)."""
+    kernels.active.adam(p, g, m, v, beta1, beta2, step_size, v_scale, eps)

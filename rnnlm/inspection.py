@@ -19,8 +19,11 @@ import math
 
 import numpy as np
 
+from pathlib import Path
+
+from rnnlm import engines, outputs
+from rnnlm.data import encode_file
 from rnnlm.evaluate import per_character
-from rnnlm.fast.engine import Stepper
 
 CLASSES = {  # the kinds of character the summary breaks the loss down by
     "letters": str.isalpha, "spaces": lambda c: c == " " or c == "\t",
@@ -76,6 +79,20 @@ def best_units(acts, feats, k):
     return [(int(j), float(scores[j]), which[j]) for j in order]
 
 
+def write_page(model, textfile, out_path, chars=5000, units=8, encoding="utf-8",
+               skip_unknown=False):
+    """Analyse textfile with a loaded model (rnnlm.load) and write the page to out_path:
+    never over a file that is not an earlier inspect page, nor over the text or the
+    checkpoint. Returns (the analysis, the characters skipped as unknown)."""
+    outputs.check_target(out_path, "inspect page", lambda p: MARK.encode() in outputs.head(p),
+                         inputs=[textfile, model.checkpoint.path])
+    ids, skipped = encode_file(textfile, model.vocab, encoding, skip_unknown)
+    found = analyse(model.params, model.spec, model.vocab, ids, chars, units, model.engine)
+    title = f"rnnlm inspect: {Path(textfile).name}"
+    outputs.write_atomically(out_path, page(found, title).encode("utf-8"))
+    return found, skipped
+
+
 def analyse(params, spec, vocab, ids, chars=5000, units=8, engine="fast", top=5):
     """Everything the page shows, as plain data."""
     losses = per_character(params, spec, ids, engine=engine)  # the whole text
@@ -90,15 +107,16 @@ def analyse(params, spec, vocab, ids, chars=5000, units=8, engine="fast", top=5)
         if where.any():
             summary["classes"][name] = {"count": int(where.sum()),
                                         "nats_per_char": float(losses[where].mean())}
-    step = Stepper(params, spec)  # one stream; its states h, c (L, H) read after each step
-    state_kinds = ("h", "c") if spec.cell == "lstm" else ("h",)
-    acts = {(l, s): np.zeros((len(text_ids), spec.hidden), np.float32)
-            for l in range(spec.layers) for s in state_kinds}
+    step = engines.get(engine).stepper(params, spec)  # one stream, its state read each step
+    state_kinds = spec.facts.states  # h, and the LSTM's c
+    acts = {(l, k): np.zeros((len(text_ids), spec.hidden), np.float32)
+            for l in range(spec.layers) for k in range(len(state_kinds))}
     predictions = [None]  # nothing predicts the first character
     for i, char_id in enumerate(text_ids):
         logits = step(char_id).astype(np.float64)
-        for (l, s), a in acts.items():
-            a[i] = getattr(step, s)[l]
+        state = step.state
+        for (l, k), a in acts.items():
+            a[i] = state[l][k][0]
         if i + 1 < len(text_ids):
             p = np.exp(logits - logits.max())
             p /= p.sum()
@@ -109,11 +127,12 @@ def analyse(params, spec, vocab, ids, chars=5000, units=8, engine="fast", top=5)
                                 "p": float(p[true]), "nats": float(-math.log(max(p[true], 1e-300)))})
     feats = features(shown)
     groups = []
-    for (l, s), a in acts.items():
+    for (l, k), a in acts.items():
         # The outputs lie in (-1, 1); the cell state is unbounded, and each unit's is shaded
         # relative to its own largest magnitude, or a few large units would wash out the rest.
-        scale = np.abs(a).max(axis=0) if s == "c" else np.ones(spec.hidden, np.float32)
-        groups.append({"name": f"layer {l + 1} {'cell state' if s == 'c' else 'output'}",
+        output = k == 0
+        scale = np.ones(spec.hidden, np.float32) if output else np.abs(a).max(axis=0)
+        groups.append({"name": f"layer {l + 1} {'output' if output else 'cell state'}",
                        "units": [{"unit": j, "score": round(score, 3), "feature": feature,
                                   "acts": np.round(a[:, j] / (scale[j] or 1.0), 2).tolist()}
                                  for j, score, feature in best_units(a, feats, units)]})
@@ -128,8 +147,11 @@ def page(analysis, title="rnnlm inspect"):
     return PAGE.replace("%TITLE%", html.escape(title)).replace("%DATA%", data)
 
 
+MARK = '<meta name="generator" content="rnnlm inspect">'  # how rnnlm knows its own page
+
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+""" + MARK + """
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <title>%TITLE%</title>
 <style>

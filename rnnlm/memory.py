@@ -4,13 +4,15 @@ An estimate, in bytes, of the peak a training run reaches: what the process hold
 (interpreter, libraries, the text) plus what training allocates (parameters, optimizer
 slots, gradients, the window's buffers, the logits, dropout masks, evaluation), from the
 model's shape, the vocabulary and the batch. The fast engine's figures follow its buffers
-(fast/cells.py, fast/engine.py); the textbook engine keeps every step's arrays in float64.
+(the cells' window buffers in params.CELLS, and fast/engine.py's); the textbook engine
+keeps every step's arrays in float64.
 """
+import math
 import os
 import resource
 
+from rnnlm import engines
 from rnnlm.evaluate import window_length
-from rnnlm.fast import kernels
 from rnnlm.params import count
 
 FLOAT = 4
@@ -56,14 +58,13 @@ def estimate(cfg, spec):
     if cfg.engine == "textbook":  # float64, every step's caches and probabilities kept
         window = 8 * (L * T * B * H * (G + 4) + 2 * T * B * V + 2 * P)
     else:
-        per_layer = {"rnn": 2 * (T + 1) * H * B,
-                     "lstm": 2 * (T + 1) * H * B + T * G * H * B + G * H * B,
-                     "gru": (T + 1) * H * B + 2 * T * G * H * B}[spec.cell]
-        columns = G * H * N + H * (N + B) + T * H * B
-        if spec.cell == "gru":  # dgh's columns, and dgx, dgh of their own (cells.GRU)
+        per_layer = sum(math.prod(shape)  # the cell's window buffers (params.CELLS)
+                        for shape in spec.facts.window_shapes(T, B, H).values())
+        columns = G * H * N + H * (N + B) + 2 * T * H * B  # and "dout", "dtop" (engine.py)
+        if spec.facts.own_gradients:  # dgh's columns, and dgx, dgh of their own
             columns += G * H * N + 2 * T * G * H * B
         logits = min(V * N, max(V, (32 << 20) // FLOAT))
-        if kernels.active.name == "numpy":  # the lookup gradient's one-hot, or its bincount
+        if engines.kernel_name() == "numpy":  # the lookup gradient's one-hot, or its bincount
             logits += N * V if V <= 512 else 2 * G * H * (V + N)  # float64 sums, int64 index
         prepared = L * G * H * (3 * H + 2 * V)  # W_ih, W_hh, its transpose laid out; the table
         window = FLOAT * (L * per_layer + columns + 2 * logits + prepared)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlm import RnnlmError, outputs
+from rnnlm import RnnlmError, outputs, rundir
 from rnnlm.params import CELLS
 
 SMOOTHING = 0.6  # exponential smoothing of the training loss rows (one per log_every)
@@ -63,9 +63,39 @@ def smooth(values, weight=SMOOTHING):
     return out
 
 
+CURVES_MARK = "rnnlm plot"  # the PNG's Software entry: how rnnlm knows its own picture
+
+
+def is_curves_picture(path):
+    """An earlier picture of `plot`, or a run directory's own curves.png."""
+    path = Path(path)
+    return (CURVES_MARK.encode() in outputs.head(path)
+            or (path.name == "curves.png" and rundir.is_run(path.parent)))
+
+
+def check_png_target(out_path, what, is_ours):
+    """RnnlmError unless out_path names a .png that may be written (outputs.check_target)."""
+    if Path(out_path).suffix.lower() != ".png":
+        raise RnnlmError(f"{out_path}: the {what} is a PNG; name a .png file")
+    outputs.check_target(out_path, what, is_ours)
+
+
+def _save(fig, plt, out_path, mark):
+    """The figure as a PNG marked as rnnlm's, written atomically; the figure closed."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=80 if mark == CURVES_MARK else 90,
+                    metadata={"Software": mark})
+    finally:
+        plt.close(fig)
+    outputs.write_atomically(out_path, buffer.getvalue())
+
+
 def curves(run_dirs, out_path, log_x=False, labels=None):
-    """Draw the runs' learning curves into out_path (PNG). Returns out_path."""
+    """Draw the runs' learning curves into out_path (PNG): never over a file that is not
+    an earlier picture of rnnlm's. Returns out_path."""
     plt = _pyplot()
+    check_png_target(out_path, "learning-curves picture", is_curves_picture)
     runs = [(labels[i] if labels else Path(d).resolve().name, read_metrics(d))
             for i, d in enumerate(run_dirs)]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
@@ -95,12 +125,7 @@ def curves(run_dirs, out_path, log_x=False, labels=None):
     axes[0].legend(fontsize=7, loc="upper right")
     fig.suptitle("training loss (smoothed) and validation loss; * the best", fontsize=9)
     fig.tight_layout()
-    try:
-        fig.savefig(out_path, dpi=80)
-    except OSError as e:
-        raise RnnlmError(f"cannot write {out_path}: {e.strerror or e}") from None
-    finally:
-        plt.close(fig)
+    _save(fig, plt, out_path, CURVES_MARK)
     return Path(out_path)
 
 
@@ -116,7 +141,7 @@ def check_gradflow_target(out_path):
     """RnnlmError unless out_path may take a gradflow picture (Matplotlib installed; a new
     file, or an earlier gradflow picture)."""
     _pyplot()
-    outputs.check_target(out_path, "gradflow picture", is_gradflow_picture)
+    check_png_target(out_path, "gradflow picture", is_gradflow_picture)
 
 
 def gradflow(flows, out_path):
@@ -149,10 +174,5 @@ def gradflow(flows, out_path):
     ax.set_title("how far back the gradient reaches: the top layer, mean over positions in "
                  "the text", fontsize=9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, format="png", dpi=90, metadata={"Software": GRADFLOW_MARK})
-    finally:
-        plt.close(fig)
-    outputs.write_atomically(out_path, buffer.getvalue())
+    _save(fig, plt, out_path, GRADFLOW_MARK)
     return Path(out_path)

@@ -27,17 +27,22 @@ def pick(logits, rng, temperature=1.0, top_k=0, argmax=False, top_p=1.0):
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), z.size - 1))
 
 
+def check_options(temperature=1.0, top_k=0, top_p=1.0):
+    """RnnlmError naming the first sampling option out of its range."""
+    if not temperature > 0 or not math.isfinite(temperature):
+        raise RnnlmError(f"temperature must be a number > 0, got {temperature}")
+    if top_k < 0:
+        raise RnnlmError(f"top-k must be >= 0, got {top_k}")
+    if not 0 < top_p <= 1:
+        raise RnnlmError(f"top-p must be in (0, 1], got {top_p}")
+
+
 def generate(params, spec, vocab, rng, prime="", length=200, temperature=1.0, top_k=0,
              argmax=False, engine="fast", top_p=1.0):
     """Yield `length` generated characters, after feeding `prime` (not yielded).
     With no prime the model starts from a newline if it knows one, else from a
     character drawn uniformly, which then counts as the first generated."""
-    if temperature <= 0 or not math.isfinite(temperature):
-        raise RnnlmError(f"temperature must be > 0, got {temperature}")
-    if top_k < 0:
-        raise RnnlmError(f"top-k must be >= 0, got {top_k}")
-    if not 0 < top_p <= 1:
-        raise RnnlmError(f"top-p must be in (0, 1], got {top_p}")
+    check_options(temperature, top_k, top_p)
     missing = vocab.unknown(prime)
     if missing:
         raise RnnlmError(f"prime has {len(missing)} character(s) not in the model's "

@@ -16,15 +16,22 @@ Notation, for the vanilla (Elman) RNN, m characters in the vocabulary, n hidden 
     L   = -(1/N) sum_t sum_b log y_t[target]        mean cross-entropy, N = batch * T
 
 Backpropagation through time: dL/ds_t has two sources, the output at step t and the state
-at step t+1, so the backward pass runs t = T-1 .. 0 carrying ds_prev. U, W, ba are shared
-by every step, so their gradients are sums over t: the `+=` lines below.
+at step t+1, so the backward pass runs t = T-1 .. 0 carrying dnext, the gradient from step
+t+1 (layer_backward). U, W, ba are shared by every step, so their gradients are sums over
+t: the `+=` there. A window's backward pass starts with dnext = 0: nothing flows back from
+beyond it, and that is the truncation of truncated BPTT.
+
+In reading order: each cell's step forward and backward (RNN, LSTM, GRU), then through
+time (a layer over a window, forward and backward), then the language model (the loss,
+its gradient y_t - onehot, and the layers stacked), and last the conversion between these
+names and the checkpoint's.
 
 Arrays are float64 by default. Nothing here is preallocated or reused; it is allowed to be
 slow, never to be clever.
 """
 import numpy as np
 
-from rnnlm.params import layer_keys, zero_state
+from rnnlm.params import CELLS, layer_keys, zero_state
 
 
 def sigmoid(a):
@@ -75,39 +82,6 @@ def rnn_cell_backward(ds_next, cache):
             "dU": da @ x_t.T,
             "dW": da @ s_prev.T,
             "dba": da.sum(axis=1, keepdims=True)}  # summed over the batch
-
-
-def rnn_forward(x, s0, parameters, activation="tanh"):
-    """The RNN over a sequence. x (m, batch, T), s0 (n, batch).
-    Returns s (n, batch, T), y (m, batch, T) and caches for rnn_backward."""
-    (n, batch), T = s0.shape, x.shape[2]
-    s = np.zeros((n, batch, T))
-    y = np.zeros((parameters["V"].shape[0], batch, T))
-    caches, s_next = [], s0
-    for t in range(T):
-        s_next, y[:, :, t], cache = rnn_cell_forward(x[:, :, t], s_next, parameters, activation)
-        s[:, :, t] = s_next
-        caches.append(cache)
-    return s, y, (caches, x)
-
-
-def rnn_backward(ds, caches):
-    """ds (n, batch, T): the upstream gradient of every state s_t. Step t receives
-    ds[:, :, t] plus what flows back from step t+1. Returns dx, ds0, dU, dW, dba."""
-    caches, x = caches
-    parameters = caches[0][3]
-    dx = np.zeros(x.shape)
-    dU, dW = np.zeros(parameters["U"].shape), np.zeros(parameters["W"].shape)
-    dba = np.zeros(parameters["ba"].shape)
-    ds_prev = np.zeros(ds.shape[:2])
-    for t in reversed(range(ds.shape[2])):
-        g = rnn_cell_backward(ds[:, :, t] + ds_prev, caches[t])
-        dx[:, :, t] = g["dx_t"]
-        dU += g["dU"]  # U, W and ba are shared by every step: their gradients add up
-        dW += g["dW"]
-        dba += g["dba"]
-        ds_prev = g["ds_prev"]
-    return {"dx": dx, "ds0": ds_prev, "dU": dU, "dW": dW, "dba": dba}
 
 
 # --- LSTM ---------------------------------------------------------------------------------
@@ -195,56 +169,7 @@ def gru_cell_backward(ds_next, cache):
             "db_in": da_n.sum(axis=1, keepdims=True), "db_hn": da_hn.sum(axis=1, keepdims=True)}
 
 
-# --- Checkpoint names <-> textbook names ---------------------------------------------------
-
-# Each gate's block of H rows in the checkpoint's stacked arrays: (its rows of W_ih, of W_hh,
-# and its bias: b_ih + b_hh, or the two apart for the GRU's n).
-BLOCKS = {"rnn": [("U", "W", "ba")],
-          "lstm": [("U_i", "W_i", "b_i"), ("U_f", "W_f", "b_f"),
-                   ("U_g", "W_g", "b_g"), ("U_o", "W_o", "b_o")],
-          "gru": [("U_r", "W_r", "b_r"), ("U_z", "W_z", "b_z"), ("U_n", "W_n", ("b_in", "b_hn"))]}
-
-
-def to_textbook(params, spec, dtype=np.float64):
-    """Checkpoint-named parameters -> (one dict per layer, the output layer {V, by}).
-    U = rnn.weight_ih_l0, W = rnn.weight_hh_l0, ba = rnn.bias_ih_l0 + rnn.bias_hh_l0,
-    V = out.weight, by = out.bias; LSTM and GRU gates are blocks of H rows."""
-    H, layers = spec.hidden, []
-    for layer in range(spec.layers):
-        w_ih, w_hh, b_ih, b_hh = (params[k].astype(dtype) for k in layer_keys(layer))
-        p = {}
-        for k, (u, w, b) in enumerate(BLOCKS[spec.cell]):
-            rows = slice(k * H, (k + 1) * H)
-            p[u], p[w] = w_ih[rows], w_hh[rows]
-            if isinstance(b, tuple):
-                p[b[0]], p[b[1]] = b_ih[rows, None], b_hh[rows, None]
-            else:
-                p[b] = (b_ih[rows] + b_hh[rows])[:, None]
-        layers.append(p)
-    output = {"V": params["out.weight"].astype(dtype), "by": params["out.bias"].astype(dtype)[:, None]}
-    return layers, output
-
-
-def from_textbook(layers, output, spec, gradients=False):
-    """The inverse of to_textbook. A summed bias ba = b_ih + b_hh goes back as b_ih = ba,
-    b_hh = 0; for gradients, dL/db_ih = dL/db_hh = dL/dba."""
-    params = {}
-    for layer, p in enumerate(layers):
-        w_ih, w_hh, b_ih, b_hh = layer_keys(layer)
-        blocks = BLOCKS[spec.cell]
-        params[w_ih] = np.concatenate([p[u] for u, _, _ in blocks])
-        params[w_hh] = np.concatenate([p[w] for _, w, _ in blocks])
-        ih, hh = [], []
-        for _, _, b in blocks:
-            summed = not isinstance(b, tuple)
-            ih.append(p[b] if summed else p[b[0]])
-            hh.append((p[b] if gradients else np.zeros_like(p[b])) if summed else p[b[1]])
-        params[b_ih], params[b_hh] = np.concatenate(ih)[:, 0], np.concatenate(hh)[:, 0]
-    params["out.weight"], params["out.bias"] = output["V"], output["by"][:, 0]
-    return params
-
-
-# --- The language model --------------------------------------------------------------------
+# --- Through time ---------------------------------------------------------------------------
 
 def cell_forward(cell, x_t, state, p, activation="tanh"):
     """One step of any cell: state is (s,) or (s, c). Returns the new state and the cache.
@@ -271,6 +196,56 @@ def cell_backward(cell, dstate, cache):
     return g
 
 
+def layer_forward(cell, inputs, state, p, activation="tanh"):
+    """One layer over a window: inputs, a list of T arrays x_t (columns); state, the
+    layer's (s,) or (s, c) before the first step. Returns its outputs s_t (a list), its
+    state after the last step, and the caches for layer_backward."""
+    outputs, steps = [], []
+    for x_t in inputs:
+        state, cache = cell_forward(cell, x_t, state, p, activation)
+        outputs.append(state[0])
+        steps.append(cache)
+    return outputs, state, {"cell": cell, "p": p, "steps": steps}
+
+
+def layer_backward(ds, caches):
+    """Backpropagation through time in one layer. ds: a list over t of dL/ds_t from above
+    (the output layer, or the layer above). Returns the gradients reaching each step's
+    input x_t (a list), the layer's parameters' gradients, each summed over t, and the
+    gradient reaching the state before the window."""
+    cell, p = caches["cell"], caches["p"]
+    grads = {name: np.zeros_like(p[name]) for name in parameter_names(cell)}
+    # dnext: what flows back into step t from step t+1. Beyond the window's last step
+    # there is nothing: that is the truncation of truncated BPTT, dL/ds_T = 0.
+    dnext = tuple(np.zeros_like(ds[-1]) for _ in CELLS[cell].states)
+    dx = [None] * len(ds)
+    for t in reversed(range(len(ds))):
+        g = cell_backward(cell, (ds[t] + dnext[0],) + dnext[1:], caches["steps"][t])
+        for name in grads:
+            grads[name] += g["d" + name]  # shared by every step: the gradients add up
+        dx[t], dnext = g["dx_t"], g["dstate_prev"]
+    return dx, grads, dnext
+
+
+def rnn_forward(x, s0, parameters, activation="tanh"):
+    """The RNN over a sequence (the exercise's name for layer_forward of the RNN).
+    x (m, batch, T), s0 (n, batch). Returns s (n, batch, T), y (m, batch, T) and the
+    caches for rnn_backward."""
+    steps = [x[:, :, t] for t in range(x.shape[2])]
+    outputs, _, caches = layer_forward("rnn", steps, (s0,), parameters, activation)
+    y = [_prediction(s_t, parameters) for s_t in outputs]
+    return np.stack(outputs, axis=2), np.stack(y, axis=2), caches
+
+
+def rnn_backward(ds, caches):
+    """ds (n, batch, T): the upstream gradient of every state s_t. Step t receives
+    ds[:, :, t] plus what flows back from step t+1. Returns dx, ds0, dU, dW, dba."""
+    dx, grads, (ds0,) = layer_backward([ds[:, :, t] for t in range(ds.shape[2])], caches)
+    return {"dx": np.stack(dx, axis=2), "ds0": ds0, **{"d" + k: v for k, v in grads.items()}}
+
+
+# --- The language model ----------------------------------------------------------------------
+
 def loss_and_grads(params, spec, x, y, state, masks=None, activation="tanh"):
     """Forward and backward over one window, the same contract as the fast engine's.
 
@@ -280,67 +255,124 @@ def loss_and_grads(params, spec, x, y, state, masks=None, activation="tanh"):
     activation: the vanilla RNN's (tanh; identity for the linear RNN of gradient studies).
     """
     layers, out = to_textbook(params, spec)
-    (B, T), L = x.shape, spec.layers
-    onehot = np.eye(spec.vocab_size)
-    states = [tuple(a.T.astype(np.float64) for a in s) for s in state]  # columns (n, B)
-    caches, tops, probs, loss = {}, {}, {}, 0.0
-    for t in range(T):
-        inp = onehot[:, x[:, t]]  # x_t, (m, B)
-        for l in range(L):  # layer l reads layer l-1's output
-            states[l], caches[l, t] = cell_forward(spec.cell, inp, states[l], layers[l],
-                                                   activation)
-            inp = states[l][0] if masks is None else states[l][0] * masks[l][t]  # dropout
-        tops[t] = inp
-        probs[t] = softmax(out["V"] @ inp + out["by"])  # y_t, (m, B)
-        loss -= np.log(probs[t][y[:, t], np.arange(B)]).sum()
-    N = B * T
+    (B, T), N = x.shape, x.size
+    inputs = [np.eye(spec.vocab_size)[:, x[:, t]] for t in range(T)]  # one-hot x_t, (m, B)
+    caches, new_state = [], []
+    for l in range(spec.layers):  # layer l reads layer l-1's outputs, the whole window
+        carried = tuple(a.T.astype(np.float64) for a in state[l])  # as columns (n, B)
+        outputs, last, layer_caches = layer_forward(spec.cell, inputs, carried, layers[l],
+                                                    activation)
+        caches.append(layer_caches)
+        new_state.append(last)
+        inputs = outputs if masks is None else [s * masks[l][t] for t, s in enumerate(outputs)]
 
-    grads = [{name: np.zeros_like(w) for name, w in p.items()} for p in layers]
-    dout = {name: np.zeros_like(w) for name, w in out.items()}
-    dnext = [tuple(np.zeros_like(a) for a in s) for s in states]  # from step t+1
-    for t in reversed(range(T)):
-        dlogits = probs[t].copy()  # softmax and cross-entropy: y_t - onehot(target), / N
+    # The output layer and the loss: y_t = softmax(V s_t + by), L = -(1/N) sum log y_t[target].
+    loss, dout = 0.0, {"V": np.zeros_like(out["V"]), "by": np.zeros_like(out["by"])}
+    ds = []  # dL/ds_t reaching the top layer's outputs
+    for t, s_t in enumerate(inputs):
+        probs = softmax(out["V"] @ s_t + out["by"])  # y_t, (m, B)
+        loss -= np.log(probs[y[:, t], np.arange(B)]).sum()
+        dlogits = probs  # softmax and cross-entropy together: (y_t - onehot(target)) / N
         dlogits[y[:, t], np.arange(B)] -= 1
         dlogits /= N
-        dout["V"] += dlogits @ tops[t].T
+        dout["V"] += dlogits @ s_t.T  # V is shared by every step: summed over t
         dout["by"] += dlogits.sum(axis=1, keepdims=True)
-        dinp = out["V"].T @ dlogits  # reaching the top layer's output
-        for l in reversed(range(L)):
-            if masks is not None:
-                dinp = dinp * masks[l][t]
-            ds = (dinp + dnext[l][0],) + dnext[l][1:]  # from above, and from step t+1
-            g = cell_backward(spec.cell, ds, caches[l, t])
-            for name in grads[l]:
-                grads[l][name] += g["d" + name]  # shared by every step: summed over t
-            dnext[l] = g["dstate_prev"]
-            dinp = g["dx_t"]  # reaching the layer below's output
+        ds.append(out["V"].T @ dlogits)
+
+    grads = [None] * spec.layers
+    for l in reversed(range(spec.layers)):  # BPTT through each layer, from the top down
+        if masks is not None:
+            ds = [d * masks[l][t] for t, d in enumerate(ds)]  # through dropout's mask
+        ds, grads[l], _ = layer_backward(ds, caches[l])  # ds: now reaching the layer below
     dtype = params["out.weight"].dtype
     grads = {k: v.astype(dtype) for k, v in from_textbook(grads, dout, spec, True).items()}
-    return loss / N, grads, [tuple(a.T.astype(dtype) for a in s) for s in states]
+    return loss / N, grads, [tuple(a.T.astype(dtype) for a in s) for s in new_state]
 
 
 def forward(params, spec, x, state):
     """Inference over a window: x ids (B, T) -> logits (B, T, V), new state. No dropout."""
     layers, out = to_textbook(params, spec)
-    onehot, logits = np.eye(spec.vocab_size), []
-    states = [tuple(a.T.astype(np.float64) for a in s) for s in state]
-    for t in range(x.shape[1]):
-        inp = onehot[:, x[:, t]]
-        for l in range(spec.layers):
-            states[l], _ = cell_forward(spec.cell, inp, states[l], layers[l])
-            inp = states[l][0]
-        logits.append(out["V"] @ inp + out["by"])  # (V, B)
+    inputs = [np.eye(spec.vocab_size)[:, x[:, t]] for t in range(x.shape[1])]
+    new_state = []
+    for l in range(spec.layers):
+        carried = tuple(a.T.astype(np.float64) for a in state[l])
+        inputs, last, _ = layer_forward(spec.cell, inputs, carried, layers[l])
+        new_state.append(last)
+    logits = np.stack([out["V"] @ s_t + out["by"] for s_t in inputs], axis=1)  # (V, T, B)
     dtype = params["out.weight"].dtype
-    return (np.stack(logits, axis=1).T.astype(dtype),  # (V, T, B) -> (B, T, V)
-            [tuple(a.T.astype(dtype) for a in s) for s in states])
+    return logits.T.astype(dtype), [tuple(a.T.astype(dtype) for a in s) for s in new_state]
 
 
-def stepper(params, spec):
-    """For sampling: feed one character id, get the logits (V,) of the next."""
-    state = zero_state(spec, 1, params["out.weight"].dtype)
+class Stepper:
+    """For sampling: feed one character id, get the logits (V,) of the next. `state` is
+    the network's state after the characters fed so far (per layer, (h,) or (h, c), each
+    (1, H))."""
 
-    def step(char_id):
-        nonlocal state
-        logits, state = forward(params, spec, np.array([[char_id]]), state)
+    def __init__(self, params, spec):
+        self.params, self.spec = params, spec
+        self.state = zero_state(spec, 1, params["out.weight"].dtype)
+
+    def __call__(self, char_id):
+        logits, self.state = forward(self.params, self.spec, np.array([[char_id]]), self.state)
         return logits[0, 0]
-    return step
+
+
+stepper = Stepper
+
+
+# --- Checkpoint names <-> textbook names -------------------------------------------------------
+
+def blocks(cell):
+    """The textbook's names of each gate block of a cell's stacked arrays (params.CELLS):
+    (its rows of W_ih, of W_hh, its bias: b_ih + b_hh, or the two apart where the cell
+    keeps them apart, as the GRU's n). A cell of one block is the RNN's U, W, ba."""
+    facts = CELLS[cell]
+    for gate in facts.gates:
+        k = f"_{gate}" if len(facts.gates) > 1 else ""
+        bias = (f"b_i{gate}", f"b_h{gate}") if gate in facts.separate_biases else f"b{k or 'a'}"
+        yield f"U{k}", f"W{k}", bias
+
+
+def parameter_names(cell):
+    """Every textbook name of one layer of the cell, in block order."""
+    return [name for block in blocks(cell) for part in block
+            for name in (part if isinstance(part, tuple) else (part,))]
+
+
+def to_textbook(params, spec, dtype=np.float64):
+    """Checkpoint-named parameters -> (one dict per layer, the output layer {V, by}).
+    U = rnn.weight_ih_l0, W = rnn.weight_hh_l0, ba = rnn.bias_ih_l0 + rnn.bias_hh_l0,
+    V = out.weight, by = out.bias; LSTM and GRU gates are blocks of H rows."""
+    H, layers = spec.hidden, []
+    for layer in range(spec.layers):
+        w_ih, w_hh, b_ih, b_hh = (params[k].astype(dtype) for k in layer_keys(layer))
+        p = {}
+        for k, (u, w, b) in enumerate(blocks(spec.cell)):
+            rows = slice(k * H, (k + 1) * H)
+            p[u], p[w] = w_ih[rows], w_hh[rows]
+            if isinstance(b, tuple):
+                p[b[0]], p[b[1]] = b_ih[rows, None], b_hh[rows, None]
+            else:
+                p[b] = (b_ih[rows] + b_hh[rows])[:, None]
+        layers.append(p)
+    output = {"V": params["out.weight"].astype(dtype), "by": params["out.bias"].astype(dtype)[:, None]}
+    return layers, output
+
+
+def from_textbook(layers, output, spec, gradients=False):
+    """The inverse of to_textbook. A summed bias ba = b_ih + b_hh goes back as b_ih = ba,
+    b_hh = 0; for gradients, dL/db_ih = dL/db_hh = dL/dba."""
+    params = {}
+    for layer, p in enumerate(layers):
+        w_ih, w_hh, b_ih, b_hh = layer_keys(layer)
+        cell_blocks = list(blocks(spec.cell))
+        params[w_ih] = np.concatenate([p[u] for u, _, _ in cell_blocks])
+        params[w_hh] = np.concatenate([p[w] for _, w, _ in cell_blocks])
+        ih, hh = [], []
+        for _, _, b in cell_blocks:
+            summed = not isinstance(b, tuple)
+            ih.append(p[b] if summed else p[b[0]])
+            hh.append((p[b] if gradients else np.zeros_like(p[b])) if summed else p[b[1]])
+        params[b_ih], params[b_hh] = np.concatenate(ih)[:, 0], np.concatenate(hh)[:, 0]
+    params["out.weight"], params["out.bias"] = output["V"], output["by"][:, 0]
+    return params

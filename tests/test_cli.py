@@ -216,8 +216,8 @@ def test_sample_options(runner, trained):
 
 @pytest.mark.parametrize("args,fragments", [
     (["--prime", "the ZQ"], ["2 character(s) not in the model's vocabulary", "'Q'", "'Z'"]),
-    (["--temperature", "0"], ["--temperature must be a number > 0"]),
-    (["--temperature", "-1"], ["--temperature must be a number > 0"]),
+    (["--temperature", "0"], ["temperature must be a number > 0, got 0"]),
+    (["--temperature", "-1"], ["temperature must be a number > 0, got -1"]),
 ])
 def test_sample_bad_input(runner, trained, args, fragments):
     result = runner.invoke(cli, ["sample", "--ckpt", str(trained / "best.npz")] + args)

@@ -104,4 +104,5 @@ def test_named_choices_match_what_implements_them():
     from rnnlm import engines, optim, params
     assert tuple(optim.OPTIMIZERS) == config.OPTIMIZERS
     assert tuple(engines.ENGINES) == config.ENGINES
-    assert params.CELLS == tuple(params.GATES) == ("rnn", "lstm", "gru")
+    from rnnlm.fast.cells import STEPS
+    assert tuple(params.CELLS) == tuple(STEPS) == ("rnn", "lstm", "gru")

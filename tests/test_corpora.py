@@ -240,7 +240,7 @@ def test_top_p_draws_only_from_the_nucleus():
 @pytest.mark.parametrize("value", ["0", "1.5", "-0.1"])
 def test_top_p_is_validated(runner, trained, value):
     result = runner.invoke(cli, ["sample", "--ckpt", str(trained / "best.npz"), "--top-p", value])
-    assert_one_line_error(result, "--top-p must be in (0, 1]")
+    assert_one_line_error(result, "top-p must be in (0, 1], got")
 
 
 def test_corpus_from_standard_input_via_the_console(tmp_path, corpus):

@@ -154,3 +154,32 @@ def test_the_page_in_a_real_browser(runner, runs, corpus, tmp_path):
         assert page.locator("#summary tr").count() >= 3
     assert errors == []
     assert [u for u in requests if not u.startswith("file:")] == []  # nothing from the network
+
+
+def test_pictures_and_pages_never_write_over_what_rnnlm_did_not_make(runner, runs, corpus,
+                                                                       tmp_path):
+    pytest.importorskip("matplotlib")
+    mine = tmp_path / "holiday.png"
+    mine.write_bytes(PNG + b"my photo")
+    assert_one_line_error(runner.invoke(cli, ["plot", str(runs["rnn"]), "-o", str(mine)]),
+                          "exists and is not an rnnlm learning-curves picture")
+    assert_one_line_error(runner.invoke(cli, ["plot", str(runs["rnn"]), "-o",
+                                              str(tmp_path / "curves.npz")]), "name a .png file")
+    assert mine.read_bytes() == PNG + b"my photo" and not (tmp_path / "curves.npz").exists()
+    again = tmp_path / "again.png"
+    for _ in range(2):  # its own picture, drawn again
+        assert runner.invoke(cli, ["plot", str(runs["rnn"]), "-o", str(again)]).exit_code == 0
+    text = corpus.read_text()
+    best = runs["rnn"] / "best.npz"
+    before = best.read_bytes()
+    for target, fragment in [(corpus, "is this command's input"),
+                             (best, "is this command's input"),
+                             (mine, "exists and is not an rnnlm inspect page")]:
+        result = runner.invoke(cli, ["inspect", "--ckpt", str(best), str(corpus), "-o",
+                                     str(target)])
+        assert_one_line_error(result, fragment)
+    assert corpus.read_text() == text and best.read_bytes() == before
+    page = tmp_path / "page.html"
+    for _ in range(2):  # its own page, written again
+        result = runner.invoke(cli, ["inspect", "--ckpt", str(best), str(corpus), "-o", str(page)])
+        assert result.exit_code == 0, result.output

@@ -63,7 +63,7 @@ def test_temperature_one_follows_the_softmax():
 def test_bad_prime_and_temperature(lm):
     with pytest.raises(RnnlmError, match="prime has 2 character.*'x' 'z'"):
         gen(lm, 0, prime="axbz")
-    with pytest.raises(RnnlmError, match="temperature must be > 0"):
+    with pytest.raises(RnnlmError, match="temperature must be a number > 0"):
         gen(lm, 0, temperature=0.0)
 
 

@@ -242,6 +242,13 @@ class Stepper:
         self.logits = np.empty(spec.vocab_size, dtype)
         self.a, self.gh = np.empty(GH, dtype), np.empty(GH, dtype)  # the step's scratch
 
+    @property
+    def state(self):
+        """The network's state after the characters fed so far: per layer (h,) or (h, c),
+        each (1, H), views of the arrays the kernel updates."""
+        kept = (self.h, self.c) if self.cell == "lstm" else (self.h,)
+        return [tuple(a[layer][None] for a in kept) for layer in range(self.h.shape[0])]
+
     def __call__(self, char_id):
         """Feed one character id; returns the logits (V,) for the next one."""
         getattr(kernels.active, f"{self.cell}_sample_step")(
