@@ -152,21 +152,10 @@ def start(corpus=None, out=None, *, config_file=None, assignments=(), time=None,
                          "another's weights: give one of them")
     ckpt = base = metrics_from = record = None
     if resume is not None:
-        resume = Path(resume)
-        ckpt_path = resume / "last.npz" if resume.is_dir() else resume
-        ckpt = _load(ckpt_path, notify)
-        saved = config.from_dict(ckpt.meta["config"], f"checkpoint {ckpt_path}: ")
-        cfg = config.build(base=saved, file=config_file, assignments=assignments, **settings)
-        config.check_resumable(saved, cfg)
-        record = _recorded_corpus(ckpt)
+        ckpt, cfg, record, out, metrics_from = _resumed(Path(resume), out, config_file,
+                                                        assignments, settings, notify, warn)
         if not paths and record is not None:
-            paths, globs = _rereadable(record, ckpt_path), globs or tuple(record["globs"])
-        out, derived = rundir.for_resume(ckpt_path, ckpt.meta["step"], out)
-        if derived:
-            (warn or notify)(f"{ckpt_path} (step {ckpt.meta['step']}) is not the newest checkpoint of "
-                   f"its run: continuing in {out}, so that the newer one stays")
-        if Path(out).resolve() != ckpt_path.parent.resolve():
-            metrics_from = ckpt_path.parent / "metrics.csv"
+            paths, globs = _rereadable(record, ckpt.path), globs or tuple(record["globs"])
     elif init_from is not None:
         base = _load(checkpoint_path(init_from, notify), notify)
         cfg = _finetuning_config(base, config_file, assignments, settings)
@@ -185,6 +174,22 @@ def start(corpus=None, out=None, *, config_file=None, assignments=(), time=None,
                             metrics_from=metrics_from, check_memory=check_memory,
                             init_from=base, began=began)
     return Training(Path(out), cfg, events)
+
+
+def _resumed(resume, out, config_file, assignments, settings, notify, warn):
+    """(checkpoint, settings, corpus record, run directory, metrics.csv to continue or
+    None) for continuing from resume: a run directory (its last.npz) or a checkpoint."""
+    ckpt_path = resume / "last.npz" if resume.is_dir() else resume
+    ckpt = _load(ckpt_path, notify)
+    saved = config.from_dict(ckpt.meta["config"], f"checkpoint {ckpt_path}: ")
+    cfg = config.build(base=saved, file=config_file, assignments=assignments, **settings)
+    config.check_resumable(saved, cfg)
+    out, derived = rundir.for_resume(ckpt_path, ckpt.meta["step"], out)
+    if derived:
+        (warn or notify)(f"{ckpt_path} (step {ckpt.meta['step']}) is not the newest checkpoint "
+                         f"of its run: continuing in {out}, so that the newer one stays")
+    same = Path(out).resolve() == ckpt_path.parent.resolve()
+    return ckpt, cfg, _recorded_corpus(ckpt), out, None if same else ckpt_path.parent / "metrics.csv"
 
 
 def train(corpus=None, out=None, **options):

@@ -132,31 +132,12 @@ def onnx_model(model):
              helper.make_node("OneHot", ["ids_tb", "depth", "onehot_values"], ["x0"], axis=-1)]
     layer_input, finals = "x0", {"h": [], "c": []}
     for layer in range(s.layers):
-        w_ih, w_hh, b_ih, b_hh = (p[k] for k in layer_keys(layer))
-        inits += [numpy_helper.from_array(_onnx_gates(w_ih, s.cell, H)[None], f"W{layer}"),
-                  numpy_helper.from_array(_onnx_gates(w_hh, s.cell, H)[None], f"R{layer}"),
-                  numpy_helper.from_array(np.concatenate([_onnx_gates(b_ih, s.cell, H),
-                                                          _onnx_gates(b_hh, s.cell, H)])[None],
-                                          f"B{layer}"),
-                  numpy_helper.from_array(np.array([layer], np.int64), f"at{layer}"),
-                  numpy_helper.from_array(np.array([layer + 1], np.int64), f"to{layer}")]
-        starts = []
-        for kind in ("h", "c") if lstm else ("h",):  # this layer's slice of h0 (c0)
-            nodes.append(helper.make_node("Slice", [f"{kind}0", f"at{layer}", f"to{layer}"],
-                                          [f"{kind}0_l{layer}"]))
-            starts.append(f"{kind}0_l{layer}")
-        outputs = [f"y{layer}", f"hn_l{layer}"] + ([f"cn_l{layer}"] if lstm else [])
-        extra = {"linear_before_reset": 1} if s.cell == "gru" else {}
-        if s.cell == "rnn":
-            extra["activations"] = ["Tanh"]
-        nodes.append(helper.make_node(ONNX_OPS[s.cell],
-                                      [layer_input, f"W{layer}", f"R{layer}", f"B{layer}", "",
-                                       *starts], outputs, hidden_size=H, **extra))
-        nodes.append(helper.make_node("Squeeze", [f"y{layer}", "axis1"], [f"x{layer + 1}"]))
+        layer_inits, layer_nodes, outputs = _onnx_layer(model, layer, layer_input)
+        inits += layer_inits
+        nodes += layer_nodes
         layer_input = f"x{layer + 1}"  # (seq, batch, H): the next layer's input
-        finals["h"].append(f"hn_l{layer}")
-        if lstm:
-            finals["c"].append(f"cn_l{layer}")
+        for kind, name in zip("hc", outputs[1:]):
+            finals[kind].append(name)
     nodes += [helper.make_node("MatMul", [layer_input, "out_weight_t"], ["scores"]),
               helper.make_node("Add", ["scores", "out_bias"], ["logits_tb"]),
               helper.make_node("Transpose", ["logits_tb"], ["logits"], perm=[1, 0, 2])]
@@ -177,6 +158,35 @@ def onnx_model(model):
     helper.set_model_props(proto, metadata(model))
     onnx.checker.check_model(proto)
     return proto
+
+
+def _onnx_layer(model, layer, layer_input):
+    """One layer as ONNX's own operator: (its initialisers, its nodes, its outputs: y, hn
+    and for the LSTM cn). The layer reads layer_input (seq, batch, features) and its slice
+    of h0 (and c0); it writes x<layer+1>, its output without the directions axis."""
+    from onnx import helper, numpy_helper
+    s, H = model.spec, model.spec.hidden
+    w_ih, w_hh, b_ih, b_hh = (model.params[k] for k in layer_keys(layer))
+    inits = [numpy_helper.from_array(_onnx_gates(w_ih, s.cell, H)[None], f"W{layer}"),
+             numpy_helper.from_array(_onnx_gates(w_hh, s.cell, H)[None], f"R{layer}"),
+             numpy_helper.from_array(np.concatenate([_onnx_gates(b_ih, s.cell, H),
+                                                     _onnx_gates(b_hh, s.cell, H)])[None],
+                                     f"B{layer}"),
+             numpy_helper.from_array(np.array([layer], np.int64), f"at{layer}"),
+             numpy_helper.from_array(np.array([layer + 1], np.int64), f"to{layer}")]
+    kinds = ("h", "c")[:s.state_size]
+    nodes = [helper.make_node("Slice", [f"{kind}0", f"at{layer}", f"to{layer}"],
+                              [f"{kind}0_l{layer}"]) for kind in kinds]  # this layer's h0
+    outputs = [f"y{layer}"] + [f"{kind}n_l{layer}" for kind in kinds]
+    extra = {"linear_before_reset": 1} if s.cell == "gru" else {}
+    if s.cell == "rnn":
+        extra["activations"] = ["Tanh"]
+    nodes.append(helper.make_node(ONNX_OPS[s.cell],
+                                  [layer_input, f"W{layer}", f"R{layer}", f"B{layer}", "",
+                                   *(f"{kind}0_l{layer}" for kind in kinds)],
+                                  outputs, hidden_size=H, **extra))
+    nodes.append(helper.make_node("Squeeze", [f"y{layer}", "axis1"], [f"x{layer + 1}"]))
+    return inits, nodes, outputs
 
 
 def onnx_bytes(model):

@@ -68,7 +68,7 @@ def estimate(cfg, spec):
             logits += N * V if V <= 512 else 2 * G * H * (V + N)  # float64 sums, int64 index
         prepared = L * G * H * (3 * H + 2 * V)  # W_ih, W_hh, its transpose laid out; the table
         window = FLOAT * (L * per_layer + columns + 2 * logits + prepared)
-    masks = FLOAT * L * T * H * B if cfg.dropout > 0 else 0
+    masks = FLOAT * (L + 1) * T * H * B if cfg.dropout > 0 else 0  # and what they masked
     evaluation = 28 * B * V * window_length(B, V, T)
     return {"in use now (interpreter, libraries, text)": in_use(), "model and optimizer": model,
             "window buffers": window, "dropout masks": masks, "evaluation": evaluation}

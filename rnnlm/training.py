@@ -145,16 +145,7 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
     its work (reading the corpus counts against a time budget); default now.
     """
     train_ids, val_ids = split(ids, cfg.val_fraction)
-    need = cfg.batch_size * (cfg.seq_len + 1)
-    if len(train_ids) < need:
-        raise RnnlmError(
-            f"{corpus_name} is too short: {len(ids)} characters, and batch_size="
-            f"{cfg.batch_size} streams of seq_len={cfg.seq_len} need at least "
-            f"{min_corpus_length(cfg.batch_size, cfg.seq_len, cfg.val_fraction)} "
-            f"(lower batch_size or seq_len)")
-    if cfg.val_fraction > 0 and len(val_ids) < 2:
-        raise RnnlmError(f"val_fraction={cfg.val_fraction} leaves {len(val_ids)} validation "
-                         f"character(s) of {corpus_name}; at least 2 are needed")
+    _check_lengths(cfg, ids, train_ids, val_ids, corpus_name)
     streams = Streams(train_ids, cfg.batch_size, cfg.seq_len)
     spec = Spec(cfg.cell, vocab.size, cfg.hidden, cfg.layers)
     needs = memory.estimate(cfg, spec)
@@ -172,27 +163,52 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
     if init_from is not None:
         run.init_from = {"path": init_from.path, "step": init_from.meta.get("step")}
     if resume is not None:
-        if resume.vocab != vocab:
-            added = "".join(sorted(set(vocab.chars) - set(resume.vocab.chars)))
-            lost = "".join(sorted(set(resume.vocab.chars) - set(vocab.chars)))
-            raise RnnlmError(f"cannot resume: {corpus_name}'s vocabulary differs from the "
-                             f"checkpoint's (new: {added!r}, missing: {lost!r})")
-        run.restore(resume, "the checkpoint")
-        if run.window >= streams.windows:
-            raise RnnlmError(f"cannot resume: the checkpoint's data cursor (window "
-                             f"{run.window}) is past the {streams.windows} windows of "
-                             f"{corpus_name}; is it the same corpus?")
+        _restore(run, resume, streams, corpus_name)
+    _check_work_left(run)
+    out_dir = Path(out_dir)
+    with rundir.Claim(out_dir, fresh=resume is None):
+        _prepare(out_dir, cfg, None if resume is None else run.step, metrics_from, corpus_record)
+        yield _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume, needs)
+        yield from _loop(run, streams, val_ids, out_dir, stop)
+
+
+def _check_lengths(cfg, ids, train_ids, val_ids, corpus_name):
+    """RnnlmError unless the text fills one window of every stream, and validates."""
+    need = cfg.batch_size * (cfg.seq_len + 1)
+    if len(train_ids) < need:
+        raise RnnlmError(
+            f"{corpus_name} is too short: {len(ids)} characters, and batch_size="
+            f"{cfg.batch_size} streams of seq_len={cfg.seq_len} need at least "
+            f"{min_corpus_length(cfg.batch_size, cfg.seq_len, cfg.val_fraction)} "
+            f"(lower batch_size or seq_len)")
+    if cfg.val_fraction > 0 and len(val_ids) < 2:
+        raise RnnlmError(f"val_fraction={cfg.val_fraction} leaves {len(val_ids)} validation "
+                         f"character(s) of {corpus_name}; at least 2 are needed")
+
+
+def _restore(run, resume, streams, corpus_name):
+    """Continue from the checkpoint resume, which must fit this corpus."""
+    if resume.vocab != run.vocab:
+        added = "".join(sorted(set(run.vocab.chars) - set(resume.vocab.chars)))
+        lost = "".join(sorted(set(resume.vocab.chars) - set(run.vocab.chars)))
+        raise RnnlmError(f"cannot resume: {corpus_name}'s vocabulary differs from the "
+                         f"checkpoint's (new: {added!r}, missing: {lost!r})")
+    run.restore(resume, "the checkpoint")
+    if run.window >= streams.windows:
+        raise RnnlmError(f"cannot resume: the checkpoint's data cursor (window "
+                         f"{run.window}) is past the {streams.windows} windows of "
+                         f"{corpus_name}; is it the same corpus?")
+
+
+def _check_work_left(run):
+    """RnnlmError where a resumed run has already reached its limits."""
+    cfg = run.cfg
     if 0 < cfg.max_steps <= run.step:
         raise RnnlmError(f"the checkpoint is at step {run.step}, and max_steps is "
                          f"{cfg.max_steps}: nothing to do (raise --max-steps)")
     if 0 < cfg.max_seconds <= max(run.elapsed(), run.budget_spent):
         raise RnnlmError(f"the checkpoint has trained for {run.elapsed():.0f} s of a "
                          f"{cfg.max_seconds:g} s budget: nothing to do (raise --time)")
-    out_dir = Path(out_dir)
-    with rundir.Claim(out_dir, fresh=resume is None):
-        _prepare(out_dir, cfg, None if resume is None else run.step, metrics_from, corpus_record)
-        yield _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume, needs)
-        yield from _loop(run, streams, val_ids, out_dir, stop)
 
 
 def _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume, needs):
@@ -281,52 +297,59 @@ def _loop(run, streams, val_ids, out_dir, stop):
         yield from _steps(run, streams, val_ids, out_dir, stop)
 
 
+def _update(run, streams, smoothed, evaluated, reserve):
+    """One window: forward, BPTT, clipping and, unless the run has diverged, the update.
+    Returns (loss, gradient norm, learning rate, smoothed loss, why it diverged or None)."""
+    cfg = run.cfg
+    if run.window == 0:
+        run.state = zero_state(run.spec, cfg.batch_size)  # the streams start over
+    x, y = streams.window(run.window)
+    masks = dropout_masks(run.spec, cfg.batch_size, cfg.seq_len, cfg.dropout, run.rng)
+    loss, grads, state = run.engine.loss_and_grads(run.params, run.spec, x, y, run.state, masks)
+    norm = clip_gradients(grads, cfg.clip_norm, cfg.clip_value)
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        return loss, norm, 0.0, smoothed, f"the loss is {loss:.4g} and the gradient norm {norm:.4g}"
+    smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
+    if evaluated and smoothed > _ceiling(run):
+        return loss, norm, 0.0, smoothed, (
+            f"the smoothed training loss is {smoothed:.4g} nats/char, far above uniform "
+            f"guessing ({math.log(run.spec.vocab_size):.3g})")
+    lr = learning_rate(cfg, run.step, run.elapsed(), reserve) * run.lr_scale
+    run.optimizer.step(run.params, grads, lr)
+    del grads, masks  # not held while the next window's are made (peak memory)
+    run.state = state
+    run.step += 1
+    run.window += 1
+    if run.window == streams.windows:
+        run.window, run.epoch = 0, run.epoch + 1
+    return loss, norm, lr, smoothed, None
+
+
 def _steps(run, streams, val_ids, out_dir, stop):
     cfg = run.cfg
     chars_per_step = cfg.batch_size * cfg.seq_len
-    interval_loss, interval_steps, interval_time = 0.0, 0, 0.0
+    interval = {"loss": 0.0, "steps": 0, "time": 0.0}  # since the last row of metrics.csv
     rollbacks, smoothed, evaluated = 0, None, run.best_val is not None
     reserve = 0.0  # seconds kept at the end of a time budget for the final evaluation
     checked = run.elapsed()  # training time when _due last looked at the clock
     while True:
         t0 = time.perf_counter()
-        if run.window == 0:
-            run.state = zero_state(run.spec, cfg.batch_size)  # the streams start over
-        x, y = streams.window(run.window)
-        masks = dropout_masks(run.spec, cfg.batch_size, cfg.seq_len, cfg.dropout, run.rng)
-        loss, grads, state = run.engine.loss_and_grads(run.params, run.spec, x, y, run.state, masks)
-        norm = clip_gradients(grads, cfg.clip_norm, cfg.clip_value)
-        why = None
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            why = f"the loss is {loss:.4g} and the gradient norm {norm:.4g}"
-        else:
-            smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
-            if evaluated and smoothed > _ceiling(run):
-                why = (f"the smoothed training loss is {smoothed:.4g} nats/char, far above "
-                       f"uniform guessing ({math.log(run.spec.vocab_size):.3g})")
+        loss, norm, lr, smoothed, why = _update(run, streams, smoothed, evaluated, reserve)
         if why:
             run.step += 1  # the update that diverged, never applied
             yield _roll_back(run, why, out_dir, rollbacks)
             rollbacks, smoothed = rollbacks + 1, None
             continue
-        lr = learning_rate(cfg, run.step, run.elapsed(), reserve) * run.lr_scale
-        run.optimizer.step(run.params, grads, lr)
-        del grads, masks  # not held while the next window's are made (peak memory)
-        run.state = state
-        run.step += 1
-        run.window += 1
-        if run.window == streams.windows:
-            run.window, run.epoch = 0, run.epoch + 1
         dt = time.perf_counter() - t0
         # Until an evaluation has been timed: the validation pass, forward only, takes about
         # a third of a training step's time per character; a second for the sample and save.
         reserve = run.eval_seconds or len(val_ids) * dt / (3 * chars_per_step) + 1.0
-        interval_loss += loss
-        interval_steps += 1
-        interval_time += dt
+        interval["loss"] += loss
+        interval["steps"] += 1
+        interval["time"] += dt
         epoch = run.epoch + run.window / streams.windows
-        yield Step(run.step, epoch, loss, norm, lr,
-                   chars_per_step * interval_steps / max(interval_time, 1e-9), run.elapsed())
+        speed = chars_per_step * interval["steps"] / max(interval["time"], 1e-9)
+        yield Step(run.step, epoch, loss, norm, lr, speed, run.elapsed())
 
         if stop():
             path = out_dir / "last.npz"
@@ -350,11 +373,10 @@ def _steps(run, streams, val_ids, out_dir, stop):
             val_loss, evaluated = event.val_loss, True
         if evaluating or run.step % cfg.log_every == 0:
             _append_metrics(out_dir, [
-                run.step, f"{epoch:.4f}", f"{interval_loss / interval_steps:.5f}",
+                run.step, f"{epoch:.4f}", f"{interval['loss'] / interval['steps']:.5f}",
                 "" if val_loss is None else f"{val_loss:.5f}", f"{norm:.4f}", f"{lr:.6g}",
-                f"{chars_per_step * interval_steps / max(interval_time, 1e-9):.0f}",
-                f"{run.elapsed():.1f}"])
-            interval_loss, interval_steps, interval_time = 0.0, 0, 0.0
+                f"{speed:.0f}", f"{run.elapsed():.1f}"])
+            interval = {"loss": 0.0, "steps": 0, "time": 0.0}
         if evaluating:
             yield event  # after its row of metrics.csv, which curves.png draws
         if last:

@@ -127,16 +127,25 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
     state after the window.
     """
     cell = STEPS[spec.cell]
-    xs, ys = x.T, y.T  # (T, B): time-major
-    T, B = xs.shape
-    H, V, N, L = spec.hidden, spec.vocab_size, T * B, spec.layers
-    dtype = params["out.weight"].dtype
-    # Columns are made where they are needed and no earlier, in one (H, (T+1)*B) buffer
-    # that holds a layer's states h_0 .. h_T: its first T*B columns are the states each
-    # step starts from (for dW_hh), its last T*B the layer's outputs (for the layer above's
-    # dW_ih, or the output layer), so one copy serves both. It holds the top layer's
-    # states first, then each lower layer's, once the layer above is done with it. With
-    # dropout, what the layer above sees is masked and gets columns of its own.
+    layers, new_state, top, h_cols = _forward_layers(cell, params, spec, x.T, state, masks)
+    loss, grads, dtop = _output_layer(params, spec, top, y.T.reshape(-1))
+    _backward_layers(cell, params, spec, layers, dtop, h_cols, masks, grads)
+    return loss, grads, new_state
+
+
+# Columns are made where they are needed and no earlier, in one (H, (T+1)*B) buffer,
+# "h_cols", that holds a layer's states h_0 .. h_T: its first T*B columns are the states
+# each step starts from (for dW_hh), its last T*B the layer's outputs (for the layer
+# above's dW_ih, or the output layer), so one copy serves both. It holds the top layer's
+# states first, then each lower layer's, once the layer above is done with it. With
+# dropout, what the layer above sees is masked ("masked") and gets columns of its own.
+
+def _forward_layers(cell, params, spec, xs, state, masks):
+    """Each layer over the window, bottom up. xs: ids (T, B). Returns every layer's
+    (inputs, buffers, prepared weights), the state after the window, the top layer's
+    (masked) outputs as columns (H, T*B), and h_cols."""
+    (T, B), H, L = xs.shape, spec.hidden, spec.layers
+    dtype, N = params["out.weight"].dtype, T * B
     inputs, layers, new_state = xs, [], []
     for layer in range(L):
         buf, w = _layer_forward(cell, params, layer, inputs, state[layer])
@@ -144,19 +153,25 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
         layers.append((inputs, buf, w))
         inputs = buf["h"][1:]  # (T, H, B)
         if masks is not None and layer < L - 1:  # read by the next layer's first GEMM
-            inputs = np.multiply(inputs, masks[layer], out=scratch("dout", (T, H, B), dtype))
+            inputs = np.multiply(inputs, masks[layer], out=scratch("masked", (T, H, B), dtype))
     h_cols = columns(buf["h"], scratch("h_cols", (H, N + B), dtype))  # (H, (T+1)*B)
     top = h_cols[:, B:]  # (H, T*B), strided: np.matmul passes it to BLAS as it is
-    spare_cols = shared_columns(spec.gates * H, N, dtype)[:H]  # free till the backward
-    if masks is not None:  # and so is "dout"
-        top = columns(np.multiply(inputs, masks[L - 1], out=scratch("dout", (T, H, B), dtype)),
-                      spare_cols)
+    if masks is not None:  # the shared columns are free till the backward pass
+        masked = np.multiply(inputs, masks[L - 1], out=scratch("masked", (T, H, B), dtype))
+        top = columns(masked, shared_columns(spec.gates * H, N, dtype)[:H])
+    return layers, new_state, top, h_cols
 
-    # The output layer over all T*B columns at once (in chunks of columns where V is large):
-    # logits = V s_t + by for every t, and one GEMM for the sum over t of dlogits_t s_t^T.
-    w_out, targets, loss = params["out.weight"], ys.reshape(-1), 0.0
+
+def _output_layer(params, spec, top, targets):
+    """The output layer over all T*B columns at once (in chunks of columns where V is
+    large): logits = V s_t + by for every t, the loss, and one GEMM for the sum over t of
+    dlogits_t s_t^T. Returns the loss, the gradients so far (the output layer's), and
+    dtop (H, T*B), the gradient reaching the top layer's (masked) outputs."""
+    (H, N), V = top.shape, spec.vocab_size
+    w_out, dtype, loss = params["out.weight"], top.dtype, 0.0
     grads = {"out.weight": np.zeros_like(w_out), "out.bias": np.zeros_like(params["out.bias"])}
     chunks = _chunks(V, N, w_out.itemsize)
+    spare_cols = shared_columns(spec.gates * H, N, dtype)[:H]  # free till the backward
     dtop = spare_cols if len(chunks) == 1 else scratch("dtop", (H, N), dtype)
     for c in chunks:
         logits = np.matmul(w_out, top[:, c], out=scratch("logits", (V, c.stop - c.start), dtype))
@@ -166,42 +181,47 @@ def loss_and_grads(params, spec, x, y, state, masks=None):
         grads["out.weight"] += dlogits @ top[:, c].T
         grads["out.bias"] += dlogits.sum(axis=1)
         np.matmul(w_out.T, dlogits, out=dtop[:, c])  # top was last read above, if one chunk
+    return loss, grads, dtop
+
+
+def _backward_layers(cell, params, spec, layers, dtop, h_cols, masks, grads):
+    """BPTT through each layer, top down, adding every layer's weight gradients to grads:
+    each a sum over t, as one product over the window's T*B columns."""
+    (T, H, B), L, N = layers[0][1]["h"][1:].shape, spec.layers, dtop.shape[1]
+    dtype = dtop.dtype
     dout = from_columns(dtop, scratch("dout", (T, H, B), dtype))  # reaching each output
     for layer in reversed(range(L)):
-        alloc = scratch.scope(f"l{layer}.")
         layer_inputs, buf, w = layers[layer]
         if masks is not None:
             dout *= masks[layer]
             if layer < L - 1:  # else there since the layer above's dW_ih
                 columns(buf["h"], h_cols)
         prev_cols = h_cols[:, :N]  # h_0 .. h_T-1, made before the RNN's dgx overwrites them
-        dgx, dgh = _layer_backward(cell, buf, w, dout, alloc)
+        dgx, dgh = _layer_backward(cell, buf, w, dout, scratch.scope(f"l{layer}."))
         w_ih, w_hh, b_ih, b_hh = layer_keys(layer)
         GH = dgx.shape[1]  # (G*H, T*B) columns, in PyTorch's gate order:
         dgx2 = columns(dgx, shared_columns(GH, N, dtype), cell.order)
         dgh2 = dgx2 if dgh is dgx else columns(dgh, scratch("dgh_cols", (GH, N), dtype),
                                                cell.order)
-        # The shared weights' gradients: each a sum over t, as one product over T*B columns.
         grads[b_ih] = _sum_over_columns(dgx2)
         grads[b_hh] = grads[b_ih].copy() if dgh is dgx else _sum_over_columns(dgh2)
         grads[w_hh] = dgh2 @ prev_cols.T  # sum over t of dgh_t h_{t-1}^T
         if layer == 0:  # sum over t of dgx_t x_t^T, x_t one-hot: a scatter-add
             grads[w_ih] = kernels.active.lookup_grad(dgx2, layer_inputs.reshape(-1),
-                                                     np.empty((GH, V), dtype))
+                                                     np.empty((GH, spec.vocab_size), dtype))
             continue
         below = layers[layer - 1][1]["h"]  # the layer's inputs are the outputs below
         if masks is None:
             input_cols = columns(below, h_cols)[:, B:]
-        else:  # remade in the free dout, as columns where the states will go
-            inputs = np.multiply(below[1:], masks[layer - 1], out=dout)
-            input_cols = columns(inputs, h_cols[:, :N])
+        else:  # remade, as columns where the states will go
+            masked = np.multiply(below[1:], masks[layer - 1], out=scratch("masked", (T, H, B), dtype))
+            input_cols = columns(masked, h_cols[:, :N])
         grads[w_ih] = dgx2 @ input_cols.T  # sum over t of dgx_t x_t^T
         # The gradient reaching the layer below's outputs, computed in this layer's spent
         # state buffer (free now) and laid out back as (T, H, B).
         spent = buf["h"].reshape(-1)[:H * N].reshape(H, N)
         dout = from_columns(np.dot(params[w_ih].T, dgx2, out=spent),
                             scratch("dout", (T, H, B), dtype))
-    return loss, grads, new_state
 
 
 def forward(params, spec, x, state):
@@ -246,7 +266,7 @@ class Stepper:
     def state(self):
         """The network's state after the characters fed so far: per layer (h,) or (h, c),
         each (1, H), views of the arrays the kernel updates."""
-        kept = (self.h, self.c) if self.cell == "lstm" else (self.h,)
+        kept = (self.h, self.c)[:len(STEPS[self.cell].state_names)]
         return [tuple(a[layer][None] for a in kept) for layer in range(self.h.shape[0])]
 
     def __call__(self, char_id):
