@@ -5,6 +5,7 @@
     python benchmarks/bench.py --only rnn256   # one configuration
     python benchmarks/bench.py --quick --textbook --only lstm2x256   # the engines compared
     python benchmarks/bench.py --versus ../old-checkout              # before and after
+    python benchmarks/bench.py --smoke         # a few steps of everything: it runs, no figures
 
 rnnlm is measured on each of its kernel paths (RNNLM_KERNELS=numba where Numba is
 installed, and numpy). Each measurement runs in a fresh subprocess, so its peak RSS is its
@@ -66,9 +67,9 @@ def corpus(vocab_size):
     """(characters, ids): tiny Shakespeare for V=65, else Zipf-distributed text over
     vocab_size CJK characters (a Chinese corpus's shape)."""
     if vocab_size == 65 and SHAKESPEARE.exists():
-        from rnnlm.data import read_corpus
-        vocab, ids = read_corpus(SHAKESPEARE)
-        return vocab.chars, ids
+        from rnnlm import corpus as corpus_lib
+        text = corpus_lib.read([SHAKESPEARE])
+        return text.vocab.chars, text.ids
     rng = np.random.default_rng(0)
     weights = 1.0 / np.arange(1, vocab_size + 1)
     ids = rng.choice(vocab_size, size=1_200_000, p=weights / weights.sum())
@@ -106,7 +107,10 @@ def worker_rnnlm(name, steps, sample_chars, engine="fast"):
     from rnnlm.config import Config
     from rnnlm.data import Vocab
     from rnnlm.sample import generate
-    from rnnlm.training import Step, train
+    try:
+        from rnnlm.training import Step, train
+    except ImportError:  # a --versus checkout from before train.py was named training.py
+        from rnnlm.train import Step, train
 
     s = settings(name)
     chars, ids = corpus(s["vocab"])
@@ -274,6 +278,9 @@ def blas_info():
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer steps")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few steps of every configuration and side, one round, a 1 MB "
+                             "memory check: that everything runs (CI); no figures to quote")
     parser.add_argument("--only", action="append", choices=list(CONFIGS))
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--memory", type=int, default=100, metavar="MB",
@@ -287,6 +294,8 @@ def main():
                              "commit), measured alongside: before/after figures in one run")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds, args.memory = 1, min(args.memory, 1)
     if args.worker:
         impl, name, steps, sample_chars = args.worker
         work = {"rnnlm": worker_rnnlm, "torch": worker_torch, "memory": worker_memory,
@@ -336,6 +345,8 @@ def main():
         if args.quick and name == "min-char-rnn":
             steps = 600
         sample_chars = (1000 if args.quick else 4000) if name in SAMPLED else 0
+        if args.smoke:
+            steps, sample_chars = 2, min(sample_chars, 20)
         rounds = [{label: measure(worker, name, steps, sample_chars, env)
                    for label, worker, env in sides} for _ in range(args.rounds)]
 
@@ -364,11 +375,14 @@ def main():
                   + "".join(f"{ratio(label, v, 'sample_cps', False):>13}" for v in versus),
                   flush=True)
     if args.memory:
-        m = measure("memory", str(args.memory), 20, 0)
+        memory_steps = 2 if args.smoke else 20
+        m = measure("memory", str(args.memory), memory_steps, 0)
         limit = 2 * m["corpus_mb"] + m["model_mb"]
-        print(f"\nmemory: rnnlm train on a {m['corpus_mb']:.0f} MB corpus (defaults, 20 steps "
+        print(f"\nmemory: rnnlm train on a {m['corpus_mb']:.0f} MB corpus (defaults, {memory_steps} steps "
               f"and a full validation pass): peak RSS {m['peak_mb']:.0f} MB; 2 x corpus + "
               f"model = {limit:.0f} MB; {'within' if m['peak_mb'] < limit else 'OVER'}")
+    if args.smoke:
+        print("\nsmoke run: every configuration and side ran; its figures are not measurements")
 
 
 if __name__ == "__main__":

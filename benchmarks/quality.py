@@ -3,6 +3,7 @@
     python benchmarks/quality.py --time 5m                          # configs/shakespeare.yaml
     python benchmarks/quality.py --time 15m --config configs/shakespeare-15min.yaml
     python benchmarks/quality.py --time 5m --seeds 1 2 3 --only rnnlm
+    python benchmarks/quality.py --smoke       # both sides for 4 s: that it runs (CI)
 
 Each side trains on ../shared/data/tinyshakespeare.txt for the same budget, one after the
 other on this machine, and the table gives each run's best validation loss in nats/char on
@@ -142,7 +143,11 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[1337])
     parser.add_argument("--only", choices=["rnnlm", "torch"])
     parser.add_argument("--keep", type=Path, help="keep rnnlm's run directories here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="each side for 4 seconds, one seed: that it runs; no figures")
     args = parser.parse_args()
+    if args.smoke:
+        args.time, args.seeds = "4s", args.seeds[:1]
     if not CORPUS.exists():
         raise SystemExit(f"{CORPUS} is absent")
     seconds = config_lib.parse_duration(args.time)
@@ -178,6 +183,8 @@ def main():
     if results["rnnlm"] and results["torch"]:
         print(f"rnnlm - torch: {np.mean(results['rnnlm']) - np.mean(results['torch']):+.4f} "
               f"nats/char")
+    if args.smoke:
+        print("smoke run: both sides ran; its figures are not measurements")
 
 
 def dataclass_with(cfg, seed):

@@ -1,0 +1,38 @@
+"""The benchmarks run, in their smoke mode (a few steps of everything, no figures to quote),
+so that they cannot rot unnoticed. Their figures are measured by hand, never asserted."""
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, SHARED_DATA
+
+
+def smoke(script, *args, timeout=600):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stdout
+
+
+def test_bench_runs_every_configuration_and_side():
+    out = smoke("bench.py", "--memory", "1")
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for name in bench.CONFIGS:
+        assert f"\n{name} " in out
+    assert "numpy" in out and "memory: rnnlm train on a 1 MB corpus" in out
+    assert out.rstrip().endswith("its figures are not measurements")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "tinyshakespeare.txt").exists(),
+                    reason="../shared/data is absent")
+@pytest.mark.parametrize("script,args", [("quality.py", ()), ("sweep.py", ()),
+                                         ("sweep.py", ("--init",))])
+def test_the_quality_benchmark_and_the_sweeps_run(script, args):
+    out = smoke(script, *args)
+    assert "nats/char" in out
+    assert out.rstrip().endswith("its figures are not measurements")
