@@ -7,12 +7,12 @@ from rnnlm.params import zero_state
 
 # A window's logits, as float32 from the engine, float64 here and a temporary or two: about
 # 28 bytes per entry, (B, seq_len, V) entries. Windows are shortened to stay within this.
-LOGITS_BYTES = 48 << 20
+EVAL_WINDOW_BYTES = 48 << 20
 
 
 def window_length(batch, vocab_size, seq_len=64):
-    """The longest window, up to seq_len, whose logits stay within LOGITS_BYTES."""
-    return max(1, min(seq_len, LOGITS_BYTES // (28 * batch * vocab_size)))
+    """The longest window, up to seq_len, whose logits stay within EVAL_WINDOW_BYTES."""
+    return max(1, min(seq_len, EVAL_WINDOW_BYTES // (28 * batch * vocab_size)))
 
 
 def _window_losses(params, spec, ids, batch, seq_len, engine):

@@ -63,7 +63,7 @@ def estimate(cfg, spec):
         columns = G * H * N + H * (N + B) + 2 * T * H * B  # and "dout", "dtop" (engine.py)
         if spec.facts.own_gradients:  # dgh's columns, and dgx, dgh of their own
             columns += G * H * N + 2 * T * G * H * B
-        logits = min(V * N, max(V, (32 << 20) // FLOAT))
+        logits = min(V * N, max(V, engines.get("fast").LOGITS_BYTES // FLOAT))  # its chunks
         if engines.kernel_name() == "numpy":  # the lookup gradient's one-hot, or its bincount
             logits += N * V if V <= 512 else 2 * G * H * (V + N)  # float64 sums, int64 index
         prepared = L * G * H * (3 * H + 2 * V)  # W_ih, W_hh, its transpose laid out; the table

@@ -1,7 +1,8 @@
 """Optimizers over parameter dicts, gradient clipping and the learning-rate schedule.
 
 An optimizer keeps its state in `slots`, a flat dict of arrays (checkpoints save it as is),
-and updates every parameter in place with the same few ufuncs; none has per-weight code.
+and updates every parameter in place with the same few ufuncs (Adam with one fused kernel of
+the fast engine's, engines.adam_update); none has per-weight code.
 """
 import math
 

@@ -21,7 +21,8 @@ from rnnlm.fast.cells import STEPS, prepare
 from rnnlm.params import layer_keys
 
 
-# Logits of at most this many bytes at a time: the output layer runs over a window's T*B
+# Logits of at most this many bytes at a time (training; evaluation shortens its windows
+# instead: evaluate.EVAL_WINDOW_BYTES): the output layer runs over a window's T*B
 # columns in chunks where the vocabulary is large (70,000 characters, 2,048 columns:
 # 573 MB of logits at once, and as much again for their gradient).
 LOGITS_BYTES = 32 << 20
