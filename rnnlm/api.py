@@ -18,7 +18,7 @@ import numpy as np
 
 from rnnlm import RnnlmError
 from rnnlm import checkpoint, config, data, engines, evaluate, rundir, sample as sampling
-from rnnlm import corpus as corpus_lib
+from rnnlm import corpus as corpus_lib, workers
 from rnnlm import training
 
 
@@ -166,7 +166,8 @@ def start(corpus=None, out=None, *, config_file=None, assignments=(), time=None,
     for note in text.notes():
         notify(note)
     if ckpt is None:
-        out = rundir.for_new_run(out, default_out)
+        chosen = out
+        out = workers.decided(lambda: rundir.for_new_run(chosen, default_out))
     if cfg.engine == "fast":
         engines.load_kernels(notify=notify)
     events = training.train(cfg, text.vocab, text.ids, out, corpus_name=text.name,
@@ -184,7 +185,7 @@ def _resumed(resume, out, config_file, assignments, settings, notify, warn):
     saved = config.from_dict(ckpt.meta["config"], f"checkpoint {ckpt_path}: ")
     cfg = config.build(base=saved, file=config_file, assignments=assignments, **settings)
     config.check_resumable(saved, cfg)
-    out, derived = rundir.for_resume(ckpt_path, ckpt.meta["step"], out)
+    out, derived = workers.decided(lambda: rundir.for_resume(ckpt_path, ckpt.meta["step"], out))
     if derived:
         (warn or notify)(f"{ckpt_path} (step {ckpt.meta['step']}) is not the newest checkpoint "
                          f"of its run: continuing in {out}, so that the newer one stays")

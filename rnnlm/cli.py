@@ -6,7 +6,9 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ from tqdm import tqdm
 from rnnlm import RnnlmError, __version__
 from rnnlm import api, config, engines, export as export_lib, gradcheck as gradcheck_lib
 from rnnlm import gradflow as gradflow_lib, inspection, plots, sample as sample_lib
+from rnnlm import workers as workers_lib
 from rnnlm.params import CELLS
 from rnnlm.training import Eval, RolledBack, Step, Stopped
 
@@ -28,6 +31,11 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except RnnlmError as e:
+            group = workers_lib.current()
+            if group is not None and group.size > 1:  # one worker's error ends the job
+                log(f"Error: worker {group.rank} of {group.size}: {e}")
+                sys.stderr.flush()
+                group.abort(1)
             raise click.ClickException(str(e)) from None
         except MemoryError:
             raise click.ClickException("out of memory: try a smaller model (hidden, layers) "
@@ -104,9 +112,13 @@ def cli():
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no log.")
 @click.option("--ignore-memory", is_flag=True,
               help="Train even where the memory estimate exceeds what is available.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Train one model with N processes on this machine, through MPI (pip "
+                   "install 'rnnlm[mpi]'); the streams are split between them. Under "
+                   "mpiexec or srun, the job's processes are the workers.")
 @threads_option
 def train(paths, config_file, assignments, globs, out, resume, init_from, seed, duration,
-          max_steps, encoding, engine, quiet, ignore_memory):
+          max_steps, encoding, engine, quiet, ignore_memory, workers):
     """Train a model on CORPUS: text files, directories (walked in sorted order; hidden
     and binary files skipped), or - for standard input. Without one: a built-in corpus.
 
@@ -121,11 +133,20 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
       rnnlm train my-play.txt --init-from runs/tinyshakespeare --time 5m
     """
     began = time.perf_counter()  # a time budget counts from here: reading the corpus too
+    launched = workers_lib.launched_size()
+    if workers > 1 and launched == 1:  # start the workers, which run this same command
+        sys.exit(_run_workers(workers, sys.argv[1:]))
+    if workers > 1 and workers != launched:
+        raise RnnlmError(f"--workers {workers} inside an MPI job of {launched} processes: "
+                         f"the job's processes are the workers; leave --workers out")
+    group = workers_lib.group()
+    quiet = quiet or group.rank > 0  # worker 0 alone shows progress
     signals = []
     run = api.start(paths or None, out, config_file=config_file, assignments=assignments,
                     time=duration, resume=resume, init_from=init_from, globs=globs,
                     check_memory=not ignore_memory, stop=lambda: bool(signals),
-                    notify=(lambda message: None) if quiet else log, warn=log, began=began,
+                    notify=(lambda message: None) if quiet else log,
+                    warn=log if group.rank == 0 else None, began=began,
                     seed=seed, max_steps=max_steps, encoding=encoding, engine=engine)
     cfg, out, events = run.config, run.out, run.events
     begin = next(events)
@@ -136,8 +157,9 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
         stopped, best = _show_progress(events, cfg, begin, quiet)
     if signals:  # the run stopped early, or had just finished and saved anyway
         saved = stopped.saved if stopped else out / "last.npz"
-        log(f"{signal.Signals(signals[0]).name}: saved {saved}; continue with: "
-            f"rnnlm train --resume {out}")
+        if group.rank == 0:
+            said = "stopped" if _relayed(signals[0]) else signal.Signals(signals[0]).name
+            log(f"{said}: saved {saved}; continue with: rnnlm train --resume {out}")
         sys.exit(128 + signals[0])
     if not quiet:
         where = f"best val {best.val_loss:.4f} nats/char at step {best.step}; " if best else ""
@@ -146,23 +168,125 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
         log(f"sample from it: rnnlm sample --ckpt {sample_from} -n 500")
 
 
+# What stops a run, saving: Ctrl-C, SIGTERM, a closed terminal (SIGHUP), and SIGUSR1, the
+# one that Open MPI's mpiexec forwards to the workers (it ends the job on the others).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+
+
 @contextlib.contextmanager
 def _stop_on_signals(signals):
-    """While training: the first SIGINT or SIGTERM asks the loop to save and stop at the
+    """While training: the first of STOP_SIGNALS asks the loop to save and stop at the
     end of the current update; a second one stops at once (checkpoints stay intact)."""
     def handler(signum, frame):
         if signals:
             raise KeyboardInterrupt
         signals.append(signum)
-        log(f"\n{signal.Signals(signum).name}: saving at the end of this step "
-            f"(again to quit without saving)")
+        if workers_lib.group().rank == 0 and not _relayed(signum):
+            log(f"\n{signal.Signals(signum).name}: saving at the end of this step "
+                f"(again to quit without saving)")
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _relayed(signum):
+    """Whether signum is the stop that `rnnlm train --workers` relays (and says) itself."""
+    return signum == signal.SIGUSR1 and bool(os.environ.get(RELAYED))
+
+
+RELAYED = "RNNLM_WORKERS_LAUNCHED"  # set in the workers that --workers starts
+
+
+def _run_workers(n, argv):
+    """Run this command as n MPI workers on this machine and return its exit status. The
+    workers' output passes through; mpiexec's own reports become one line. A first
+    Ctrl-C, SIGTERM or SIGHUP reaches the workers as SIGUSR1 (which mpiexec forwards:
+    they save and stop together); a second ends the job at once."""
+    command, env = workers_lib.local_command(n, argv)
+    env[RELAYED] = "1"
+    job = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    signals = []
+
+    def forward(signum, frame):
+        signals.append(signum)
+        if len(signals) == 1:
+            log(f"\n{signal.Signals(signum).name}: the workers save at the end of this step "
+                f"(again to quit without saving)")
+        job.send_signal(signal.SIGUSR1 if len(signals) == 1 else signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS[:3]}
+    try:
+        relay = _WorkerOutput()
+        for chunk in iter(lambda: os.read(job.stderr.fileno(), 65536), b""):
+            relay.feed(chunk.decode("utf-8", "replace"))
+        code = job.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    relay.close()
+    if signals:
+        return 128 + signals[0]
+    if code == 0:
+        return 0
+    raise RnnlmError(relay.failure(n) or f"the workers' MPI job failed (mpiexec exit {code})")
+
+
+class _WorkerOutput:
+    """Passes the workers' stderr through as it comes (progress bars included), keeping
+    back Open MPI's reports (blocks between lines of dashes, PMIx's lines) and the
+    workers' error lines, which failure() turns into one."""
+
+    DIED = re.compile(r"rank (\d+).*?exited on signal (\d+)(?: \(([^)]*)\))?", re.S)
+
+    def __init__(self):
+        self.pending, self.in_report, self.report, self.errors = "", False, [], {}
+        self.mid_line = False  # the last thing passed through did not end its line
+
+    def feed(self, text):
+        self.pending += text.replace("\0", "")  # prterun ends its output with a NUL
+        while "\n" in self.pending:
+            line, self.pending = self.pending.split("\n", 1)
+            self._line(line)
+        if self.pending and not self.in_report and not self.pending.startswith(("-", "[", "E")):
+            sys.stderr.write(self.pending)  # a progress bar's update, as it comes
+            sys.stderr.flush()
+            self.pending, self.mid_line = "", True
+
+    def _line(self, line):
+        error = re.match(r"Error: worker (\d+) of \d+: (.*)", line)
+        if line.startswith("-----"):
+            self.in_report = not self.in_report
+        elif self.in_report or "PMIX ERROR" in line or line.startswith("[") and "prte" in line:
+            self.report.append(line)
+        elif error:
+            self.errors.setdefault(error.group(2), []).append(int(error.group(1)))
+        else:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+            self.mid_line = False
+
+    def close(self):
+        if self.pending:
+            self._line(self.pending)
+            self.pending = ""
+        if self.mid_line:  # what is said next starts a line of its own
+            sys.stderr.write("\n")
+
+    def failure(self, n):
+        """The job's failure as one line: the workers' error, or the worker that died."""
+        if self.errors:
+            message, ranks = next(iter(self.errors.items()))
+            return message if len(ranks) == n or 0 in ranks else f"worker {ranks[0]}: {message}"
+        died = self.DIED.search(" ".join(self.report))
+        if died:
+            rank, number, name = died.groups()
+            return (f"worker {rank} died (signal {number}{', ' + name if name else ''}), and "
+                    f"the job with it; the checkpoints on disk are intact")
+        return None
 
 
 def _show_progress(events, cfg, begin, quiet):

@@ -15,13 +15,18 @@ def window_length(batch, vocab_size, seq_len=64):
     return max(1, min(seq_len, EVAL_WINDOW_BYTES // (28 * batch * vocab_size)))
 
 
-def _window_losses(params, spec, ids, batch, seq_len, engine):
+def _window_losses(params, spec, ids, batch, seq_len, engine, rows=None):
     """Yield (cross-entropy (B, t) of every prediction in a window, its mask, the indices
-    in ids of the characters predicted), window after window, state carried through."""
+    in ids of the characters predicted), window after window, state carried through.
+    rows: a slice of the streams, to compute theirs alone (a worker's share)."""
     forward = engines.get(engine).forward
     seq_len = window_length(batch, spec.vocab_size, seq_len)
-    state = zero_state(spec, min(batch, max(len(ids) - 1, 1)), params["out.weight"].dtype)
+    rows = rows or slice(0, min(batch, max(len(ids) - 1, 1)))
+    state = zero_state(spec, rows.stop - rows.start, params["out.weight"].dtype)
+    if rows.stop <= rows.start:
+        return
     for x, y, mask, pos in eval_windows(ids, batch, seq_len, positions=True):
+        x, y, mask, pos = x[rows], y[rows], mask[rows], pos[rows]
         logits, state = forward(params, spec, x, state)  # (B, t, V)
         logits = logits.astype(np.float64)
         top = logits.max(axis=2, keepdims=True)
@@ -35,13 +40,20 @@ def evaluate(params, spec, ids, batch=32, seq_len=64, engine="fast"):
     the first character), in `batch` contiguous streams with state carried through. The
     result does not depend on seq_len, which only bounds the memory of the window buffers
     (and is shortened for large vocabularies)."""
-    total, count = 0.0, 0
-    for ce, mask, _ in _window_losses(params, spec, ids, batch, seq_len, engine):
-        total += float((ce * mask).sum())
-        count += int(mask.sum())
+    total, count = loss_sums(params, spec, ids, batch, seq_len, engine)
     if count == 0:
         raise RnnlmError("need at least 2 characters to measure a loss")
     return total / count
+
+
+def loss_sums(params, spec, ids, batch=32, seq_len=64, engine="fast", rows=None):
+    """(the summed cross-entropy, the number of predictions) over the streams `rows` of
+    the `batch` that evaluate() cuts ids into (default: all of them)."""
+    total, count = 0.0, 0
+    for ce, mask, _ in _window_losses(params, spec, ids, batch, seq_len, engine, rows):
+        total += float((ce * mask).sum())
+        count += int(mask.sum())
+    return total, count
 
 
 def per_character(params, spec, ids, batch=32, seq_len=64, engine="fast"):

@@ -4,6 +4,7 @@
 show; nothing here prints. Nothing here is specific to a cell either: the model is a pair
 of functions over a parameter dict.
 """
+import contextlib
 import csv
 import dataclasses
 import math
@@ -14,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlm import RnnlmError, engines, memory, rundir
+from rnnlm import RnnlmError, engines, memory, rundir, workers
 from rnnlm import checkpoint as ckpt_io
 from rnnlm.config import to_yaml
 from rnnlm.data import Streams, min_corpus_length, split
-from rnnlm.evaluate import evaluate
+from rnnlm.evaluate import loss_sums
 from rnnlm.optim import clip_gradients, learning_rate, make_optimizer
 from rnnlm.params import Spec, carry_over, count, dropout_masks, init_params, zero_state
 from rnnlm.sample import generate
@@ -81,7 +82,9 @@ class Run:
         self.step = 0  # updates done
         self.epoch = 0  # completed passes
         self.window = 0  # next window within the epoch
-        self.state = zero_state(spec, cfg.batch_size)
+        self.group = workers.group()  # with one worker, Solo: every collective a no-op
+        self.rows = workers.rows(cfg.batch_size, self.group.rank, self.group.size)
+        self.state = self.zero_state()  # of this worker's streams
         self.best_val = None
         self.lr_scale = 1.0  # halved at each roll-back after a divergence
         self.began = time.perf_counter() if began is None else began  # this process's start
@@ -90,18 +93,28 @@ class Run:
         self.init_from = None  # the checkpoint a fine-tuned run started from
         self.budget_spent = 0.0  # the time budget (s) this run ended by having spent
 
+    def zero_state(self):
+        return zero_state(self.spec, self.rows.stop - self.rows.start)
+
     def elapsed(self):
         """Seconds of training so far, counting the processes this run resumed from."""
         return time.perf_counter() - self.started
 
     def to_checkpoint(self):
+        """The run as a checkpoint, every stream's state gathered from the workers: at
+        worker 0; None at the others (every worker must call it)."""
+        parts = self.group.gather(self.state)
+        if parts is None:
+            return None
+        state = [tuple(np.concatenate([p[layer][i] for p in parts])
+                       for i in range(len(self.state[layer]))) for layer in range(len(self.state))]
         meta = {"config": dataclasses.asdict(self.cfg), "corpus": self.corpus,
                 "step": self.step, "epoch": self.epoch, "window": self.window,
                 "best_val_loss": self.best_val, "lr_scale": self.lr_scale,
                 "rng": self.rng.bit_generator.state, "elapsed": self.elapsed(),
                 "init_from": self.init_from, "budget_spent": self.budget_spent}
         return ckpt_io.Checkpoint(self.params, self.spec, self.vocab, meta,
-                                  dict(self.optimizer.slots), self.state)
+                                  dict(self.optimizer.slots), state)
 
     def restore(self, ckpt, where):
         """Take every piece of training state from a checkpoint (exact resume)."""
@@ -124,7 +137,7 @@ class Run:
                                      for s in ckpt.state for a in s):
             raise RnnlmError(f"{where} lacks the carried hidden state of "
                              f"{self.cfg.batch_size} streams")
-        self.state = [tuple(a.astype(np.float32) for a in s) for s in ckpt.state]
+        self.state = [tuple(a[self.rows].astype(np.float32) for a in s) for s in ckpt.state]
 
 
 def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, resume=None,
@@ -144,6 +157,7 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
     checkpoints and config.yaml. began: time.perf_counter() when the run's process began
     its work (reading the corpus counts against a time budget); default now.
     """
+    workers.check_streams(cfg.batch_size, workers.group().size)
     train_ids, val_ids = split(ids, cfg.val_fraction)
     _check_lengths(cfg, ids, train_ids, val_ids, corpus_name)
     streams = Streams(train_ids, cfg.batch_size, cfg.seq_len)
@@ -166,8 +180,11 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
         _restore(run, resume, streams, corpus_name)
     _check_work_left(run)
     out_dir = Path(out_dir)
-    with rundir.Claim(out_dir, fresh=resume is None):
-        _prepare(out_dir, cfg, None if resume is None else run.step, metrics_from, corpus_record)
+    writer = run.group.rank == 0  # worker 0 alone holds the directory and writes into it
+    with rundir.Claim(out_dir, fresh=resume is None) if writer else contextlib.nullcontext():
+        if writer:
+            _prepare(out_dir, cfg, None if resume is None else run.step, metrics_from,
+                     corpus_record)
         yield _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume, needs)
         yield from _loop(run, streams, val_ids, out_dir, stop)
 
@@ -297,32 +314,73 @@ def _loop(run, streams, val_ids, out_dir, stop):
         yield from _steps(run, streams, val_ids, out_dir, stop)
 
 
-def _update(run, streams, smoothed, evaluated, reserve):
-    """One window: forward, BPTT, clipping and, unless the run has diverged, the update.
-    Returns (loss, gradient norm, learning rate, smoothed loss, why it diverged or None)."""
+def _update(run, streams, smoothed, evaluated, reserve, decide):
+    """One window: forward and BPTT over this worker's streams, the one reduction over the
+    workers (which carries decide()'s decisions), clipping and, unless the run has
+    diverged, the update. Returns (loss, gradient norm, learning rate, smoothed loss, why
+    it diverged or None, the decisions every worker takes)."""
     cfg = run.cfg
-    if run.window == 0:
-        run.state = zero_state(run.spec, cfg.batch_size)  # the streams start over
-    x, y = streams.window(run.window)
-    masks = dropout_masks(run.spec, cfg.batch_size, cfg.seq_len, cfg.dropout, run.rng)
-    loss, grads, state = run.engine.loss_and_grads(run.params, run.spec, x, y, run.state, masks)
+    loss, grads, state = _gradients(run, streams)
+    loss, grads, decisions = _reduce(run, loss, grads, decide())
     norm = clip_gradients(grads, cfg.clip_norm, cfg.clip_value)
     if not (math.isfinite(loss) and math.isfinite(norm)):
-        return loss, norm, 0.0, smoothed, f"the loss is {loss:.4g} and the gradient norm {norm:.4g}"
+        why = f"the loss is {loss:.4g} and the gradient norm {norm:.4g}"
+        return loss, norm, 0.0, smoothed, why, decisions
     smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
     if evaluated and smoothed > _ceiling(run):
         return loss, norm, 0.0, smoothed, (
             f"the smoothed training loss is {smoothed:.4g} nats/char, far above uniform "
-            f"guessing ({math.log(run.spec.vocab_size):.3g})")
+            f"guessing ({math.log(run.spec.vocab_size):.3g})"), decisions
     lr = learning_rate(cfg, run.step, run.elapsed(), reserve) * run.lr_scale
     run.optimizer.step(run.params, grads, lr)
-    del grads, masks  # not held while the next window's are made (peak memory)
+    del grads  # not held while the next window's are made (peak memory)
     run.state = state
     run.step += 1
     run.window += 1
     if run.window == streams.windows:
         run.window, run.epoch = 0, run.epoch + 1
-    return loss, norm, lr, smoothed, None
+    return loss, norm, lr, smoothed, None, decisions
+
+
+def _gradients(run, streams):
+    """(loss, gradients, state after the window) of the next window over this worker's
+    streams: the loss the mean over their characters."""
+    cfg = run.cfg
+    if run.window == 0:
+        run.state = run.zero_state()  # the streams start over
+    x, y = streams.window(run.window)
+    # Every stream's masks, drawn from the run's generator whatever the workers, so that
+    # N workers follow the trajectory of one.
+    masks = dropout_masks(run.spec, cfg.batch_size, cfg.seq_len, cfg.dropout, run.rng)
+    if run.group.size > 1:
+        x, y = x[run.rows], y[run.rows]
+        if masks is not None:
+            masks = [np.ascontiguousarray(m[:, :, run.rows]) for m in masks]
+    return run.engine.loss_and_grads(run.params, run.spec, x, y, run.state, masks)
+
+
+DECISIONS = ("stop", "last", "evaluate")  # any worker's, every worker's: carried in the sum
+
+
+def _reduce(run, loss, grads, decisions):
+    """Every worker's share of the loss and gradients summed, and their decisions joined
+    (any worker's is everyone's), in one Allreduce of one flat buffer. Returns the loss,
+    the gradients (views of the buffer, until the next update) and the decisions."""
+    if run.group.size == 1:
+        return loss, grads, decisions
+    share = (run.rows.stop - run.rows.start) / run.cfg.batch_size  # of the global mean
+    n = sum(g.size for g in grads.values())
+    if getattr(run, "flat", None) is None or run.flat.size != n + 1 + len(DECISIONS):
+        run.flat = np.empty(n + 1 + len(DECISIONS), next(iter(grads.values())).dtype)
+    flat, offset, views = run.flat, 0, {}
+    for name, g in grads.items():
+        views[name] = flat[offset:offset + g.size].reshape(g.shape)
+        np.multiply(g, share, out=views[name])
+        offset += g.size
+    flat[offset] = loss * share
+    flat[offset + 1:] = [float(bool(d)) for d in decisions]
+    run.group.allreduce(flat)
+    return float(flat[offset]), views, tuple(bool(v > 0) for v in flat[offset + 1:])
 
 
 def _steps(run, streams, val_ids, out_dir, stop):
@@ -332,9 +390,18 @@ def _steps(run, streams, val_ids, out_dir, stop):
     rollbacks, smoothed, evaluated = 0, None, run.best_val is not None
     reserve = 0.0  # seconds kept at the end of a time budget for the final evaluation
     checked = run.elapsed()  # training time when _due last looked at the clock
+    dt = 0.0  # the last update's time
+
+    def decide():  # made before the reduction, so that it can carry them
+        nonlocal checked
+        last, evaluating = _due(run, checked, dt, reserve)
+        checked = run.elapsed()
+        return bool(stop()), last, evaluating
+
     while True:
         t0 = time.perf_counter()
-        loss, norm, lr, smoothed, why = _update(run, streams, smoothed, evaluated, reserve)
+        loss, norm, lr, smoothed, why, (stopping, last, evaluating) = _update(
+            run, streams, smoothed, evaluated, reserve, decide)
         if why:
             run.step += 1  # the update that diverged, never applied
             yield _roll_back(run, why, out_dir, rollbacks)
@@ -351,17 +418,16 @@ def _steps(run, streams, val_ids, out_dir, stop):
         speed = chars_per_step * interval["steps"] / max(interval["time"], 1e-9)
         yield Step(run.step, epoch, loss, norm, lr, speed, run.elapsed())
 
-        if stop():
+        if stopping:
             path = out_dir / "last.npz"
             _save(run, [path], out_dir)
             yield Stopped(run.step, path)
             return
-        last, evaluating = _due(run, checked, dt, reserve)
-        checked = run.elapsed()
+        last = last or 0 < cfg.max_steps <= run.step
         if last and not 0 < cfg.max_steps <= run.step:  # ended by its time budget
             run.budget_spent = cfg.max_seconds
         val_loss = None
-        if evaluating:
+        if last or evaluating:
             try:
                 t_eval = time.perf_counter()
                 event = _evaluate_and_save(run, val_ids, out_dir)
@@ -371,30 +437,31 @@ def _steps(run, streams, val_ids, out_dir, stop):
                 rollbacks, smoothed = rollbacks + 1, None
                 continue
             val_loss, evaluated = event.val_loss, True
-        if evaluating or run.step % cfg.log_every == 0:
+        if (last or evaluating or run.step % cfg.log_every == 0) and run.group.rank == 0:
             _append_metrics(out_dir, [
                 run.step, f"{epoch:.4f}", f"{interval['loss'] / interval['steps']:.5f}",
                 "" if val_loss is None else f"{val_loss:.5f}", f"{norm:.4f}", f"{lr:.6g}",
                 f"{speed:.0f}", f"{run.elapsed():.1f}"])
+        if last or evaluating or run.step % cfg.log_every == 0:
             interval = {"loss": 0.0, "steps": 0, "time": 0.0}
-        if evaluating:
+        if last or evaluating:
             yield event  # after its row of metrics.csv, which curves.png draws
         if last:
             return
 
 
 def _due(run, checked, step_seconds, reserve):
-    """(is this the last update, is an evaluation due) after an update that took
-    step_seconds, the clock having last been checked at `checked` seconds of training.
+    """(is the update being made the last, is an evaluation due after it), the last update
+    having taken step_seconds and the clock last checked at `checked` s of training.
     With a time budget, training stops while one more update and the final evaluation
     (`reserve` seconds) still fit in it, and evaluations are spaced evenly in it (one is
     due when a multiple of the spacing passed since the last check: the time between
     updates, spent by the caller, counts too); else every eval_every updates, and at
     max_steps."""
-    cfg, elapsed = run.cfg, run.elapsed()
-    last = (0 < cfg.max_steps <= run.step or 0 < cfg.max_seconds
+    cfg, elapsed, step = run.cfg, run.elapsed(), run.step + 1  # the update being made
+    last = (0 < cfg.max_steps <= step or 0 < cfg.max_seconds
             <= elapsed + step_seconds + reserve)
-    by_steps = cfg.eval_every > 0 and run.step % cfg.eval_every == 0
+    by_steps = cfg.eval_every > 0 and step % cfg.eval_every == 0
     by_time = False
     if cfg.max_seconds > 0:
         interval = cfg.max_seconds / cfg.evaluations
@@ -408,28 +475,54 @@ def _save(run, paths, out_dir):
         raise RnnlmError(f"training diverged by step {run.step}: the weights are no longer "
                          f"finite. Nothing was saved; {_last_good(out_dir)}. Try a lower lr "
                          f"or clip_norm")
-    checkpoint = run.to_checkpoint()
-    for path in paths:
+    checkpoint = run.to_checkpoint()  # every worker's streams, gathered at worker 0
+    for path in paths if checkpoint is not None else ():
         ckpt_io.save(path, checkpoint)
 
 
 def _evaluate_and_save(run, val_ids, out_dir):
     cfg = run.cfg
     val_loss = None
+    _check_in_step(run)
     if len(val_ids) >= 2:
-        val_loss = evaluate(run.params, run.spec, val_ids, cfg.batch_size, engine=cfg.engine)
+        val_loss = _validation_loss(run, val_ids)
         if not val_loss <= _ceiling(run):  # NaN included; never saved, let alone as best
             raise _Diverged(f"the validation loss is {val_loss:.4g} nats/char, far above "
                             f"uniform guessing ({math.log(run.spec.vocab_size):.3g})")
     best = val_loss is not None and (run.best_val is None or val_loss < run.best_val)
     if best:
         run.best_val = val_loss
-    sample = "".join(generate(run.params, run.spec, run.vocab,
-                              np.random.default_rng([cfg.seed, run.step]),
-                              length=cfg.sample_length, temperature=0.8, engine=cfg.engine))
+    sample = "" if run.group.rank else "".join(generate(
+        run.params, run.spec, run.vocab, np.random.default_rng([cfg.seed, run.step]),
+        length=cfg.sample_length, temperature=0.8, engine=cfg.engine))
     saved = [out_dir / "last.npz"] + ([out_dir / "best.npz"] if best else [])
     _save(run, saved, out_dir)
     return Eval(run.step, val_loss, sample, saved, best)
+
+
+def _validation_loss(run, val_ids):
+    """The loss over the whole validation text, its streams split over the workers, summed
+    (the same loss as one worker's, up to the order of the sums)."""
+    cfg = run.cfg
+    streams = min(cfg.batch_size, len(val_ids) - 1)  # as evaluate() cuts the text
+    rows = workers.rows(streams, run.group.rank, run.group.size)
+    sums = np.array(loss_sums(run.params, run.spec, val_ids, cfg.batch_size, rows=rows,
+                              engine=cfg.engine))
+    total, count = run.group.allreduce(sums)
+    return float(total / count)
+
+
+def _check_in_step(run):
+    """RnnlmError if the workers' parameters have drifted apart (they never should: each
+    makes the same update from the same sum), before anything is saved."""
+    if run.group.size == 1:
+        return
+    mine = float(sum(np.add.reduce(p, axis=None, dtype=np.float64) for p in run.params.values()))
+    sums = run.group.allgather(mine)
+    if len(set(sums)) > 1:
+        raise RnnlmError(f"the workers' parameters have drifted apart at step {run.step} "
+                         f"(checksums {', '.join(f'{v:.17g}' for v in sums)}): stopping "
+                         f"before anything is saved; the last checkpoint is intact")
 
 
 def _append_metrics(out_dir, row):

@@ -1,0 +1,183 @@
+"""Many workers, one model: data-parallel truncated BPTT over MPI. The one module that
+imports mpi4py (the extra rnnlm[mpi]).
+
+Worker r of N owns a contiguous block of the B streams, and their carried state. Each
+worker computes the loss and gradients of its own streams, scaled by its share of them
+(B_r / B), so that one Allreduce (a sum) of one flat buffer per update gives every
+worker the global mean's gradient. The buffer carries the decisions too (stop for a
+signal, an evaluation due, the end of a time budget), so that every worker acts on the
+same ones at the same update without a second round trip. Clipping and the optimizer then
+run identically everywhere, so parameters never travel after the start; a checksum at
+each evaluation proves that they have not drifted. Worker 0 alone writes (checkpoints,
+metrics, the progress bar).
+
+With one worker (a process that MPI did not start) the group is `Solo`, where every
+collective operation is the identity: the training loop reads the same either way.
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+from rnnlm import RnnlmError
+
+# Set by the launchers in each process they start: Open MPI, MPICH's Hydra (and Intel
+# MPI), Slurm's srun.
+LAUNCH_SIZES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS")
+EXTRA = "the workers need MPI for Python: pip install 'rnnlm[mpi]'"
+
+
+def launched_size():
+    """How many processes an MPI launcher started this one among (1 when none did)."""
+    for name in LAUNCH_SIZES:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 1:
+            return int(value)
+    return 1
+
+
+def rows(total, rank, size):
+    """The contiguous block of `total` streams that worker `rank` of `size` owns."""
+    bounds = np.linspace(0, total, size + 1).round().astype(int)
+    return slice(int(bounds[rank]), int(bounds[rank + 1]))
+
+
+class Solo:
+    """One process: the identity of every collective operation."""
+
+    rank, size = 0, 1
+
+    def allreduce(self, buffer):
+        """Sum buffer (a NumPy array) over the workers, in place; returns it."""
+        return buffer
+
+    def allgather(self, value):
+        return [value]
+
+    def gather(self, value):
+        """[every worker's value] at worker 0, None at the others."""
+        return [value]
+
+    def bcast(self, value):
+        """Worker 0's value, everywhere."""
+        return value
+
+    def abort(self, code=1):
+        raise SystemExit(code)
+
+
+class Group(Solo):
+    """The workers of an MPI job (MPI.COMM_WORLD)."""
+
+    def __init__(self):
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            raise RnnlmError(f"this process was started by an MPI launcher, but {EXTRA}") from None
+        self.MPI, self.comm = MPI, MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+
+    def allreduce(self, buffer):
+        self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
+        return buffer
+
+    def allgather(self, value):
+        return self.comm.allgather(value)
+
+    def gather(self, value):
+        return self.comm.gather(value, root=0)
+
+    def bcast(self, value):
+        return self.comm.bcast(value, root=0)
+
+    def abort(self, code=1):
+        self.comm.Abort(code)
+
+
+_group = None
+
+
+def current():
+    """The group made so far, or None (the error path asks without making one)."""
+    return _group
+
+
+def group():
+    """This process's group of workers: MPI's where a launcher started several, else Solo."""
+    global _group
+    if _group is None:
+        _group = Group() if launched_size() > 1 else Solo()
+    return _group
+
+
+def decided(compute):
+    """compute() at worker 0 alone, and its result (or its RnnlmError) at every worker:
+    for what one process must decide, such as which directory the run writes into."""
+    workers = group()
+    if workers.size == 1:
+        return compute()
+    outcome = None
+    if workers.rank == 0:
+        try:
+            outcome = ("ok", compute())
+        except RnnlmError as e:
+            outcome = ("error", str(e))
+    kind, value = workers.bcast(outcome)
+    if kind == "error":
+        raise RnnlmError(value)
+    return value
+
+
+def check_streams(batch, size):
+    """RnnlmError unless batch streams split evenly over `size` workers."""
+    if size <= 1:
+        return
+    if size > batch:
+        raise RnnlmError(f"{size} workers for batch_size={batch} streams: each worker needs a "
+                         f"stream at least; use at most {batch} workers, or raise batch_size")
+    if batch % size:
+        fits = [b for b in range(size, 4 * batch + 1, size)]
+        near = sorted(fits, key=lambda b: abs(b - batch))[:3]
+        raise RnnlmError(f"batch_size={batch} streams do not split evenly over {size} workers: "
+                         f"use a multiple of {size}, such as "
+                         + " or ".join(str(b) for b in sorted(near)))
+
+
+# --- Starting the workers on this machine (rnnlm train --workers N) ----------------------
+
+def mpiexec():
+    """The MPI launcher to start local workers with: the one beside this Python (the
+    openmpi or mpich package of rnnlm[mpi] puts it there), else the system's. RnnlmError,
+    naming the extra, where MPI for Python or a launcher is missing."""
+    try:
+        import mpi4py  # noqa: F401  (imported here only to know that the workers can)
+    except ImportError:
+        raise RnnlmError(f"--workers: {EXTRA}") from None
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
+    if found is None:
+        raise RnnlmError(f"--workers: no mpiexec found; {EXTRA}")
+    return found
+
+
+def local_command(n, argv):
+    """(command, environment) that starts n workers of `rnnlm argv` on this machine, each
+    with 1 BLAS thread, or the cores shared out where there are more of them (unless
+    --threads says otherwise)."""
+    launcher = mpiexec()
+    command = [launcher, "-n", str(n)]
+    version = subprocess.run([launcher, "--version"], capture_output=True, text=True).stdout
+    env = dict(os.environ)
+    if "Open MPI" in version:
+        # Every worker where the OS puts it (Open MPI binds to cores otherwise), and more
+        # workers than cores where asked; as root only because the user runs rnnlm so.
+        command += ["--bind-to", "none"] + (["--oversubscribe"] if n > os.cpu_count() else [])
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    if "--threads" not in " ".join(argv):
+        threads = str(max(1, (os.cpu_count() or 1) // n))
+        env.update({name: threads for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                               "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")})
+    return command + [sys.executable, "-m", "rnnlm", *argv], env
