@@ -1,0 +1,35 @@
+"""Twenty data-parallel updates in float64 with rnnlm's own training step, for
+tests/test_workers.py: run it as one process or under mpiexec -n N.
+
+    python tests/mpi_trajectory.py OUT.npz CELL
+
+Worker 0 writes the parameters after the updates, the validation loss as the workers
+measure it together, and every stream's carried state (gathered), to OUT.npz.
+"""
+import sys
+
+import numpy as np
+
+from rnnlm import training
+from rnnlm.config import Config
+from rnnlm.data import Streams, split, text_corpus
+from rnnlm.params import Spec, init_params
+
+out, cell = sys.argv[1], sys.argv[2]
+text = "It was the best of times, it was the worst of times, it was the age of wisdom.\n" * 12
+vocab, ids = text_corpus(text)
+train_ids, val_ids = split(ids, 0.1)
+cfg = Config(cell=cell, hidden=6, layers=2, dropout=0.25, batch_size=4, seq_len=5, lr=1e-2,
+             max_steps=20, max_seconds=0, seed=7)
+spec = Spec(cell, vocab.size, cfg.hidden, cfg.layers)
+rng = np.random.default_rng(cfg.seed)
+run = training.Run(cfg, spec, vocab, init_params(spec, rng, np.float64), rng)
+streams = Streams(train_ids, cfg.batch_size, cfg.seq_len)
+for _ in range(cfg.max_steps):
+    *_, why, _ = training._update(run, streams, None, False, 0.0, lambda: (False, False, False))
+    assert why is None, why
+val = training._validation_loss(run, val_ids)
+checkpoint = run.to_checkpoint()
+if checkpoint is not None:
+    np.savez(out, val=val, **run.params,
+             **{f"state{l}_{i}": a for l, s in enumerate(checkpoint.state) for i, a in enumerate(s)})

@@ -1,0 +1,184 @@
+"""Many workers, one model (rnnlm/workers.py): real MPI jobs, mpiexec -n 2 and -n 4
+oversubscribed, and rnnlm train --workers N, which starts them itself. N workers follow
+the trajectory of one; a checkpoint of N resumes with M; a signal stops them together
+and saves once; a killed worker ends the job with one line, its checkpoints intact."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rnnlm import checkpoint
+from rnnlm.cli import cli
+
+from conftest import CONFIGS, ROOT
+from test_cli import assert_one_line_error
+
+pytest.importorskip("mpi4py", reason="MPI for Python is not installed (pip install 'rnnlm[mpi]')")
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+if MPIEXEC is None:
+    pytest.skip("no mpiexec here", allow_module_level=True)
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+TINY = ["--config", str(CONFIGS / "tiny.yaml")]
+
+
+def mpiexec(n, *args, **kwargs):
+    extra = ["--oversubscribe"] if n > (os.cpu_count() or 1) else []
+    return [MPIEXEC, "-n", str(n), "--bind-to", "none", *extra, sys.executable, *args]
+
+
+def rnnlm(*args):
+    return [sys.executable, "-m", "rnnlm", *args]
+
+
+def run(command, cwd=ROOT, timeout=120):
+    return subprocess.run(command, env=ENV, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_n_workers_follow_the_trajectory_of_one_in_float64(tmp_path, cell):
+    script = str(ROOT / "tests" / "mpi_trajectory.py")
+    results = {}
+    for n in (1, 2, 4):
+        out = tmp_path / f"{n}.npz"
+        command = [sys.executable, script] if n == 1 else mpiexec(n, script)
+        done = run(command + [str(out), cell])
+        assert done.returncode == 0, done.stderr
+        results[n] = np.load(out)
+    one = results[1]
+    for n in (2, 4):
+        for name in one.files:
+            np.testing.assert_allclose(results[n][name], one[name], rtol=0, atol=1e-10,
+                                       err_msg=f"{name}, {n} workers")
+
+
+def train_args(out, *extra):
+    return ["train", "corpus.txt", *TINY, "--out", str(out), "--max-steps", "20",
+            "--set", "cell=lstm", "--set", "layers=2", "--set", "dropout=0.3", "-q", *extra]
+
+
+@pytest.fixture
+def text(tmp_path, monkeypatch):
+    (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog.\n" * 80)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def params_of(path):
+    return checkpoint.load(path).params
+
+
+def assert_same_model(a, b, atol=1e-5):  # float32, sums in another order
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=0, atol=atol, err_msg=name)
+
+
+def test_mpiexec_and_workers_train_the_model_one_process_trains(text, runner):
+    assert runner.invoke(cli, train_args(text / "one")).exit_code == 0
+    one = checkpoint.load(text / "one" / "last.npz")
+    for name, command in [("two", rnnlm(*train_args(text / "two", "--workers", "2"))),
+                          ("four", mpiexec(4, "-m", "rnnlm", *train_args(text / "four")))]:
+        done = run(command, cwd=text)
+        assert done.returncode == 0, done.stderr
+        many = checkpoint.load(text / name / "last.npz")
+        assert many.meta["step"] == 20
+        assert_same_model(one.params, many.params)
+        for s, t in zip(one.state, many.state):  # every stream's state, gathered
+            for a, b in zip(s, t):
+                np.testing.assert_allclose(a, b, atol=1e-5)
+        assert many.meta["best_val_loss"] == pytest.approx(one.meta["best_val_loss"], abs=1e-5)
+        files = sorted(p.name for p in (text / name).iterdir())  # one writer, no strays
+        assert files == sorted(p.name for p in (text / "one").iterdir())
+        rows = (text / name / "metrics.csv").read_text().splitlines()
+        assert len(rows) == len((text / "one" / "metrics.csv").read_text().splitlines())
+
+
+def test_a_run_saved_by_n_workers_resumes_with_m(text, runner):
+    assert runner.invoke(cli, train_args(text / "straight")).exit_code == 0
+    straight = params_of(text / "straight" / "last.npz")
+    for first, then in [(2, 1), (1, 2)]:
+        out = text / f"{first}-then-{then}"
+        half = train_args(out, "--workers", str(first))
+        half[half.index("--max-steps") + 1] = "10"
+        done = run(rnnlm(*half), cwd=text) if first > 1 else None
+        if done is None:
+            assert runner.invoke(cli, half).exit_code == 0
+        else:
+            assert done.returncode == 0, done.stderr
+        more = ["train", "--resume", str(out), "--max-steps", "20", "-q", "--workers", str(then)]
+        done = run(rnnlm(*more), cwd=text)
+        assert done.returncode == 0, done.stderr
+        assert_same_model(straight, params_of(out / "last.npz"))
+
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def start_long_run(text, out):
+    command = rnnlm("train", "corpus.txt", *TINY, "--out", str(out), "--max-steps", "1000000",
+                    "--set", "eval_every=100", "--workers", "2")
+    job = subprocess.Popen(command, env=ENV, cwd=text, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "last.npz").exists():  # the first checkpoint: the workers are training
+        assert job.poll() is None, job.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return job
+
+
+def test_a_signal_stops_every_worker_at_the_same_update_and_saves_once(text):
+    out = text / "run"
+    job = start_long_run(text, out)
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=30)
+    assert job.returncode == 128 + signal.SIGTERM, err
+    assert "SIGTERM: the workers save at the end of this step" in err
+    saved = checkpoint.load(out / "last.npz")
+    assert f"stopped: saved {out / 'last.npz'}; continue with: rnnlm train --resume {out}" in err
+    assert [a.shape[0] for s in saved.state for a in s] == [4]  # every stream's state
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_killed_worker_ends_the_job_with_one_line_and_harms_no_checkpoint(text):
+    out = text / "run"
+    job = start_long_run(text, out)
+    launcher_children = children(job.pid)
+    workers = children(launcher_children[0])
+    assert len(workers) == 2
+    killed = time.monotonic()
+    os.kill(workers[1], signal.SIGKILL)
+    _, err = job.communicate(timeout=30)
+    assert time.monotonic() - killed < 15  # never a hang
+    assert job.returncode == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("Error: worker ") and "died (signal 9" in last, err
+    assert "checkpoints on disk are intact" in last and "prterun" not in err
+    checkpoint.load(out / "last.npz")  # intact
+    checkpoint.load(out / "best.npz")
+
+
+def test_worker_counts_the_streams_cannot_be_split_by_are_one_line(text):
+    for n, fragment in [("3", "do not split evenly over 3 workers: use a multiple of 3, "
+                              "such as 3 or 6"),
+                        ("5", "5 workers for batch_size=4 streams")]:
+        done = run(rnnlm("train", str(text / "corpus.txt"), *TINY, "--out", str(text / "r"),
+                         "--workers", n))
+        assert done.returncode == 1
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and fragment in lines[0], \
+            done.stderr
+    assert not (text / "r").exists()
+
+
+def test_without_mpi_for_python_workers_name_the_extra(runner, text, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now fails
+    assert_one_line_error(runner.invoke(cli, train_args(text / "r", "--workers", "2")),
+                          "pip install 'rnnlm[mpi]'")
