@@ -66,14 +66,15 @@ def problem_for_new_run(path):
         return None
     if not path.is_dir():
         return f"{path} is a file, not a directory"
-    pid = writer(path) if is_run(path) else None
+    # An rnnlm that has just made the directory holds its lock before it marks it.
+    pid = writer(path) if is_run(path) or (path / LOCK).exists() else None
     if pid:
         return _in_use(path, pid)
     held = checkpoints(path)
     if held:
         return (f"{path} already holds a trained model ({', '.join(held)}); choose another "
                 f"--out, or continue it with --resume {path}")
-    if not is_run(path) and any(path.iterdir()):
+    if not is_run(path) and any(p.name != LOCK for p in path.iterdir()):
         return (f"{path} is not empty and is not an rnnlm run directory; rnnlm writes only "
                 f"into a new or empty directory, or one of its own runs")
     return None
