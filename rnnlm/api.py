@@ -39,10 +39,7 @@ def checkpoint_path(target, notify=_silent):
 
 def load(path, engine="fast", notify=_silent):
     """The model of a checkpoint (.npz) or of a run directory (its best.npz)."""
-    ckpt = checkpoint.load(checkpoint_path(path, notify))
-    for note in ckpt.notes:
-        notify(note)
-    return Model(ckpt, engine)
+    return Model(_load(checkpoint_path(path, notify), notify), engine)
 
 
 class Model:
@@ -185,12 +182,12 @@ def _resumed(resume, out, config_file, assignments, settings, notify, warn):
     saved = config.from_dict(ckpt.meta["config"], f"checkpoint {ckpt_path}: ")
     cfg = config.build(base=saved, file=config_file, assignments=assignments, **settings)
     config.check_resumable(saved, cfg)
-    out, derived = workers.decided(lambda: rundir.for_resume(ckpt_path, ckpt.meta["step"], out))
-    if derived:
-        (warn or notify)(f"{ckpt_path} (step {ckpt.meta['step']}) is not the newest checkpoint "
-                         f"of its run: continuing in {out}, so that the newer one stays")
-    same = Path(out).resolve() == ckpt_path.parent.resolve()
-    return ckpt, cfg, _recorded_corpus(ckpt), out, None if same else ckpt_path.parent / "metrics.csv"
+    out, why = workers.decided(lambda: rundir.for_resume(ckpt_path, ckpt.meta["step"], out))
+    if why:
+        (warn or notify)(why)
+    own = ckpt_path.parent  # its metrics.csv continues in another directory, if it is a run's
+    carried = rundir.is_run(own) and Path(out).resolve() != own.resolve()
+    return ckpt, cfg, _recorded_corpus(ckpt), out, own / "metrics.csv" if carried else None
 
 
 def train(corpus=None, out=None, **options):
@@ -210,6 +207,7 @@ def _paths(corpus):
 
 
 def _load(path, notify):
+    """checkpoint.load, saying what loading changed (a dtype converted)."""
     ckpt = checkpoint.load(path)
     for note in ckpt.notes:
         notify(note)

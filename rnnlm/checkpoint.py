@@ -168,7 +168,33 @@ def _read_meta(path, raw):
         raise RnnlmError(f"checkpoint {path}: its vocabulary repeats characters")
     if not isinstance(meta.get("config"), dict):
         raise RnnlmError(f"checkpoint {path}: its config is missing")
+    _check_counts(path, meta)
     return meta
+
+
+# What training writes into meta, where present: counts from 0, and finite measures.
+COUNTS = ("step", "epoch", "window")
+MEASURES = {"best_val_loss": (0.0, True), "lr_scale": (0.0, False), "elapsed": (0.0, True),
+            "budget_spent": (0.0, True)}  # key: (bound, may equal the bound)
+
+
+def _check_counts(path, meta):
+    """RnnlmError for a training state no run writes: a negative step, a NaN loss."""
+    for key in COUNTS:
+        value = meta.get(key)
+        if key in meta and not (isinstance(value, int) and not isinstance(value, bool)
+                                and value >= 0):
+            raise RnnlmError(f"checkpoint {path}: its meta says {key} {value!r}, which no "
+                             f"training writes (a count from 0); refused")
+    for key, (bound, inclusive) in MEASURES.items():
+        value = meta.get(key)
+        if value is None:
+            continue
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value) and (value >= bound if inclusive else value > bound))
+        if not ok:
+            raise RnnlmError(f"checkpoint {path}: its meta says {key} {value!r}, which no "
+                             f"training writes; refused")
 
 
 def _spec_of(path, meta, arrays):

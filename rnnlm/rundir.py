@@ -96,11 +96,25 @@ def for_new_run(out, default):
 
 
 def for_resume(ckpt_path, step, out=None):
-    """(directory, derived) for continuing from the checkpoint at ckpt_path, made at
-    `step`: its own directory when it is the newest checkpoint there; else out, or a new
-    directory named after the run and the step (derived=True). Never a directory whose
-    checkpoints are newer."""
+    """(directory, why) for continuing from the checkpoint at ckpt_path, made at `step`:
+    its own run directory when it is the newest checkpoint there (why None); else out,
+    or a new directory named after the run and the step, and why, for the user. Never a
+    directory whose checkpoints are newer, nor one that is not an rnnlm run: a loose
+    checkpoint continues in a new run directory."""
     own = Path(ckpt_path).parent
+    if not is_run(own):
+        if out is not None and _same(out, own):
+            raise RnnlmError(f"{own} is not an rnnlm run directory, and rnnlm does not write "
+                             f"into it; continue in another --out")
+        if out is not None:
+            problem = problem_for_new_run(out)
+            if problem:
+                raise RnnlmError(problem)
+            return Path(out), None
+        named = own.resolve()
+        new = for_new_run(None, named.with_name(f"{named.name or 'run'}-from-{step}"))
+        return new, (f"{ckpt_path} is not in an rnnlm run directory: continuing in {new}, "
+                     f"a new one")
     pid = writer(own)
     if pid:
         raise RnnlmError(_in_use(own, pid))
@@ -108,17 +122,19 @@ def for_resume(ckpt_path, step, out=None):
     if out is not None:
         out = Path(out)
         if _same(out, own) and newest <= step:
-            return own, False
+            return own, None
         problem = problem_for_new_run(out)
         if problem and _same(out, own):
             problem = (f"{out} holds a newer checkpoint (step {newest}) than the one resumed "
                        f"(step {step}); continue in another --out")
         if problem:
             raise RnnlmError(problem)
-        return out, False
+        return out, None
     if newest <= step:
-        return own, False
-    return for_new_run(None, own.with_name(f"{own.name}-from-{step}")), True
+        return own, None
+    new = for_new_run(None, own.with_name(f"{own.name}-from-{step}"))
+    return new, (f"{ckpt_path} (step {step}) is not the newest checkpoint of its run: "
+                 f"continuing in {new}, so that the newer one stays")
 
 
 def _same(a, b):

@@ -321,7 +321,8 @@ def _update(run, streams, smoothed, evaluated, reserve, decide):
     it diverged or None, the decisions every worker takes)."""
     cfg = run.cfg
     loss, grads, state = _gradients(run, streams)
-    loss, grads, decisions = _reduce(run, loss, grads, decide())
+    loss, grads, decisions, (elapsed, reserve) = _reduce(run, loss, grads, decide(),
+                                                         (run.elapsed(), reserve))
     norm = clip_gradients(grads, cfg.clip_norm, cfg.clip_value)
     if not (math.isfinite(loss) and math.isfinite(norm)):
         why = f"the loss is {loss:.4g} and the gradient norm {norm:.4g}"
@@ -331,7 +332,7 @@ def _update(run, streams, smoothed, evaluated, reserve, decide):
         return loss, norm, 0.0, smoothed, (
             f"the smoothed training loss is {smoothed:.4g} nats/char, far above uniform "
             f"guessing ({math.log(run.spec.vocab_size):.3g})"), decisions
-    lr = learning_rate(cfg, run.step, run.elapsed(), reserve) * run.lr_scale
+    lr = learning_rate(cfg, run.step, elapsed, reserve) * run.lr_scale
     run.optimizer.step(run.params, grads, lr)
     del grads  # not held while the next window's are made (peak memory)
     run.state = state
@@ -362,25 +363,31 @@ def _gradients(run, streams):
 DECISIONS = ("stop", "last", "evaluate")  # any worker's, every worker's: carried in the sum
 
 
-def _reduce(run, loss, grads, decisions):
-    """Every worker's share of the loss and gradients summed, and their decisions joined
-    (any worker's is everyone's), in one Allreduce of one flat buffer. Returns the loss,
-    the gradients (views of the buffer, until the next update) and the decisions."""
+def _reduce(run, loss, grads, decisions, clock):
+    """Every worker's share of the loss and gradients summed, their decisions joined (any
+    worker's is everyone's), and worker 0's clock (training time, the final evaluation's
+    reserve) given to all, so that a schedule over time sets one learning rate, in one
+    Allreduce of one flat buffer. Returns the loss, the gradients (views of the buffer,
+    until the next update), the decisions and the clock."""
     if run.group.size == 1:
-        return loss, grads, decisions
+        return loss, grads, decisions, clock
     share = (run.rows.stop - run.rows.start) / run.cfg.batch_size  # of the global mean
     n = sum(g.size for g in grads.values())
-    if getattr(run, "flat", None) is None or run.flat.size != n + 1 + len(DECISIONS):
-        run.flat = np.empty(n + 1 + len(DECISIONS), next(iter(grads.values())).dtype)
+    extra = 1 + len(DECISIONS) + len(clock)
+    if getattr(run, "flat", None) is None or run.flat.size != n + extra:
+        run.flat = np.empty(n + extra, next(iter(grads.values())).dtype)
     flat, offset, views = run.flat, 0, {}
     for name, g in grads.items():
         views[name] = flat[offset:offset + g.size].reshape(g.shape)
         np.multiply(g, share, out=views[name])
         offset += g.size
     flat[offset] = loss * share
-    flat[offset + 1:] = [float(bool(d)) for d in decisions]
+    flat[offset + 1:offset + 1 + len(DECISIONS)] = [float(bool(d)) for d in decisions]
+    flat[offset + 1 + len(DECISIONS):] = clock if run.group.rank == 0 else 0.0
     run.group.allreduce(flat)
-    return float(flat[offset]), views, tuple(bool(v > 0) for v in flat[offset + 1:])
+    decided = tuple(bool(v > 0) for v in flat[offset + 1:offset + 1 + len(DECISIONS)])
+    return (float(flat[offset]), views, decided,
+            tuple(float(v) for v in flat[offset + 1 + len(DECISIONS):]))
 
 
 def _steps(run, streams, val_ids, out_dir, stop):

@@ -97,6 +97,11 @@ def set_meta(**changes):
     (set_meta(vocab=""), "vocabulary is missing"),
     (set_meta(config={"cell": "lstm", "hidden": -1, "layers": 2}), "invalid hidden -1"),
     (lambda a: a.update({"state/l0/0": np.zeros((3, 5), np.float32)}), "carried state"),
+    (set_meta(step=-5), "its meta says step -5, which no training writes"),
+    (set_meta(window=1.5), "its meta says window 1.5"),
+    (set_meta(best_val_loss=float("nan")), "its meta says best_val_loss nan"),
+    (set_meta(lr_scale=0), "its meta says lr_scale 0"),
+    (set_meta(elapsed=-1.0), "its meta says elapsed -1.0"),
 ])
 def test_damaged_checkpoints_are_refused(tmp_path, edit, message):
     with pytest.raises(RnnlmError, match=message) as err:

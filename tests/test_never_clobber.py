@@ -328,3 +328,34 @@ def test_a_large_vocabulary_for_the_corpus_is_warned_about(runner, tmp_path):
     assert result.exit_code == 0, result.output
     assert ("warning: 3,000 distinct characters in 60,000 (seen 20 times each on average): "
             "most are too rare to learn") in result.stderr
+
+
+def test_resuming_a_checkpoint_outside_any_run_never_adopts_its_folder(runner, corpus,
+                                                                         tmp_path):
+    """A user's folder holding their own config.yaml, metrics.csv, curves.png and two
+    checkpoints copied there: --resume continues in a new run directory, and writes nothing
+    of the folder's."""
+    run = tmp_path / "run"
+    settings = TINY + ["--set", "eval_every=5", "-q"]
+    assert runner.invoke(cli, ["train", str(corpus), "--out", str(run), "--max-steps", "10"]
+                         + settings).exit_code == 0
+    folder = tmp_path / "u"
+    folder.mkdir()
+    mine = {"config.yaml": "my: settings\n", "metrics.csv": "my,numbers\n",
+            "curves.png": "my picture", "last.npz": (run / "best.npz").read_bytes(),
+            "model.npz": (run / "last.npz").read_bytes()}
+    for name, content in mine.items():
+        (folder / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    result = runner.invoke(cli, ["train", "--resume", str(folder / "model.npz"), "--max-steps",
+                                 "13"] + settings)
+    assert result.exit_code == 0, result.output
+    new = tmp_path / "u-from-10"
+    assert f"is not in an rnnlm run directory: continuing in {new}" in result.stderr
+    assert checkpoint.load(new / "last.npz").meta["step"] == 13
+    for name, content in mine.items():  # nothing of the user's written over
+        raw = content if isinstance(content, bytes) else content.encode()
+        assert (folder / name).read_bytes() == raw, name
+    assert sorted(p.name for p in folder.iterdir()) == sorted(mine)
+    refused = runner.invoke(cli, ["train", "--resume", str(folder / "model.npz"), "--out",
+                                  str(folder), "--max-steps", "16"] + settings)
+    assert_one_line_error(refused, "is not an rnnlm run directory, and rnnlm does not write")

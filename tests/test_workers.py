@@ -117,6 +117,20 @@ def test_a_run_saved_by_n_workers_resumes_with_m(text, runner):
         assert_same_model(straight, params_of(out / "last.npz"))
 
 
+def test_a_time_budget_sets_one_learning_rate_for_every_worker(text):
+    """A schedule over wall-clock time, where each worker's clock differs: worker 0's is
+    everyone's, so the parameters never drift apart (the checksum at each evaluation)."""
+    done = run(rnnlm("train", "corpus.txt", *TINY, "--out", "run", "--time", "5s", "--set",
+                     "schedule=cosine", "--set", "evaluations=3", "--set", "eval_every=0",
+                     "--workers", "2", "-q"),
+               cwd=text)
+    assert done.returncode == 0, done.stderr
+    rows = (text / "run" / "metrics.csv").read_text().splitlines()
+    assert sum(1 for row in rows[1:] if row.split(",")[3]) == 3  # three evaluations passed
+    lrs = [float(row.split(",")[5]) for row in rows[1:]]
+    assert lrs[-1] < lrs[0] / 10  # annealed over the budget
+
+
 def children(pid):
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(p) for p in f.read().split()]
