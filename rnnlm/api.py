@@ -29,11 +29,13 @@ def _silent(message):
 # --- A trained model -------------------------------------------------------------------
 
 def checkpoint_path(target, notify=_silent):
-    """A checkpoint's path: a run directory means its best.npz, and says so."""
+    """A checkpoint's path: a run directory means its best.npz (its last.npz where it has
+    no best, as a run without a validation split), and says so."""
     target = Path(target)
     if target.is_dir():
-        target = target / "best.npz"
-        notify(f"using {target}")
+        best = target / "best.npz"
+        target = best if best.exists() or not (target / "last.npz").exists() else target / "last.npz"
+        notify(f"using {target}" + ("" if target == best else " (the run has no best.npz)"))
     return target
 
 
@@ -79,12 +81,14 @@ class Model:
         """Mean cross-entropy on text in nats per character (every character but the first).
         Characters outside the vocabulary are an error naming them, or skipped."""
         ids, _ = self.vocab.encode(text, skip_unknown=skip_unknown)
-        return self._loss(ids, batch_size)
+        return self._loss(ids, streams(len(ids), batch_size))
 
     def loss_of_file(self, path, encoding="utf-8", batch_size=32, skip_unknown=False):
-        """(nats per character, characters read, characters skipped) of a text file."""
+        """(nats per character, characters read, characters skipped, streams read in) of a
+        text file."""
         ids, skipped = data.encode_file(path, self.vocab, encoding, skip_unknown)
-        return self._loss(ids, batch_size), len(ids), skipped
+        n = streams(len(ids), batch_size)
+        return self._loss(ids, n), len(ids), skipped, n
 
     def _loss(self, ids, batch_size):
         return evaluate.evaluate(self.params, self.spec, ids, batch_size, engine=self.engine)
@@ -108,6 +112,16 @@ class Model:
         for i in self.vocab.encode(prime)[0]:
             logits = step(i)
         return logits
+
+
+STREAM_CONTEXT = 256  # characters a stream of a scored text has at least, where it can
+
+
+def streams(characters, batch_size):
+    """The streams to score a text of `characters` in: batch_size, or fewer where each
+    would otherwise see fewer than STREAM_CONTEXT characters (a stream of a few characters
+    scores them with almost no context, higher than the model's real loss)."""
+    return max(1, min(batch_size, characters // STREAM_CONTEXT))
 
 
 # --- Training --------------------------------------------------------------------------

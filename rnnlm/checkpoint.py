@@ -87,6 +87,8 @@ def read_arrays(path):
     path = Path(path)
     if path.is_dir():
         raise RnnlmError(f"checkpoint {path} is a directory, not a file")
+    if path.exists() and not path.is_file():  # /dev/zero, a FIFO: would be read for ever
+        raise RnnlmError(f"checkpoint {path} is not a regular file")
     try:
         with zipfile.ZipFile(path) as archive:
             _check_headers(path, archive)
@@ -137,6 +139,8 @@ def load(path):
 
 def read_meta(path):
     """A checkpoint's meta alone, without reading its arrays."""
+    if Path(path).exists() and not Path(path).is_file():
+        raise RnnlmError(f"checkpoint {path} is not a regular file")
     try:
         with zipfile.ZipFile(path) as archive:
             _check_headers(path, archive)

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -159,13 +160,14 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
         saved = stopped.saved if stopped else out / "last.npz"
         if group.rank == 0:
             said = "stopped" if _relayed(signals[0]) else signal.Signals(signals[0]).name
-            log(f"{said}: saved {saved}; continue with: rnnlm train --resume {out}")
+            log(f"{said}: saved {saved}; continue with: rnnlm train --resume "
+                f"{shlex.quote(str(out))}")
         sys.exit(128 + signals[0])
     if not quiet:
         where = f"best val {best.val_loss:.4f} nats/char at step {best.step}; " if best else ""
         log(f"done: {where}checkpoints in {out}")
         sample_from = out / ("best.npz" if best else "last.npz")
-        log(f"sample from it: rnnlm sample --ckpt {sample_from} -n 500")
+        log(f"sample from it: rnnlm sample --ckpt {shlex.quote(str(sample_from))} -n 500")
 
 
 # What stops a run, saving: Ctrl-C, SIGTERM, a closed terminal (SIGHUP), and SIGUSR1, the
@@ -199,6 +201,13 @@ def _relayed(signum):
 
 
 RELAYED = "RNNLM_WORKERS_LAUNCHED"  # set in the workers that --workers starts
+
+
+def _printable(text):
+    """text with control characters other than newline and tab escaped (a sample drawn
+    from a model of a binary-ish text may hold ESC or BEL: not for the terminal)."""
+    return "".join(ch if ch in "\n\t" or ch.isprintable() else
+                   ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def _run_workers(n, argv):
@@ -324,7 +333,8 @@ def _show_progress(events, cfg, begin, quiet):
                            + (" (best)" if event.best else ""))
                     bar.write(f"step {event.step}: {val}; saved "
                               + ", ".join(p.name for p in event.saved), file=sys.stderr)
-                    bar.write("    " + event.sample.replace("\n", "\n    "), file=sys.stderr)
+                    bar.write("    " + _printable(event.sample).replace("\n", "\n    "),
+                              file=sys.stderr)
             elif isinstance(event, RolledBack):
                 bar.write(f"step {event.step} diverged: rolled back to step {event.to_step}, "
                           f"learning rate now x{event.lr_scale:g}", file=sys.stderr)
@@ -373,11 +383,7 @@ def sample(ckpt, prime, prime_file, length, num_samples, temperature, top_k, top
     if prime is not None and prime_file is not None:
         raise RnnlmError("give --prime or --prime-file, not both")
     if prime_file is not None:
-        try:
-            prime = prime_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            reason = getattr(e, "strerror", None) or "not UTF-8 text"
-            raise RnnlmError(f"--prime-file {prime_file}: {reason}") from None
+        prime = _read_prime(prime_file)
     prime = prime or ""
     model = api.load(ckpt, engine, notify=log)
     if engine == "fast":  # Numba's load (0.5 s) is repaid only by long samples: README
@@ -399,6 +405,22 @@ def sample(ckpt, prime, prime_file, length, num_samples, temperature, top_k, top
             out.flush()
     except BrokenPipeError:  # e.g. `rnnlm sample ... | head`: the reader has had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+PRIME_FILE_BYTES = 1 << 20  # a prime longer than this is not a prime
+
+
+def _read_prime(path):
+    """--prime-file's text: a regular file of UTF-8 text, at most PRIME_FILE_BYTES."""
+    try:
+        if not path.is_file():
+            raise RnnlmError(f"--prime-file {path}: not a regular file")
+        if path.stat().st_size > PRIME_FILE_BYTES:
+            raise RnnlmError(f"--prime-file {path}: larger than {PRIME_FILE_BYTES >> 20} MB")
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or "not UTF-8 text"
+        raise RnnlmError(f"--prime-file {path}: {reason}") from None
 
 
 @cli.command()
@@ -469,10 +491,13 @@ def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, engine):
     model = api.load(ckpt, engine, notify=log)
     if engine == "fast":
         engines.load_kernels(notify=log)
-    nats, characters, skipped = model.loss_of_file(textfile, encoding, batch_size, skip_unknown)
+    nats, characters, skipped, streams = model.loss_of_file(textfile, encoding, batch_size,
+                                                            skip_unknown)
     click.echo(f"{textfile}: {characters:,} characters, {nats:.4f} nats/char, "
                f"{bits(nats):.4f} bits/char, perplexity {math.exp(nats):.3f}"
-               + (f"; {skipped:,} unknown characters skipped" if skip_unknown else ""))
+               + (f"; {skipped:,} unknown characters skipped" if skip_unknown else "")
+               + (f" (read in {streams} streams: each then has {api.STREAM_CONTEXT} "
+                  f"characters of context or more)" if streams < batch_size else ""))
 
 
 @cli.command()

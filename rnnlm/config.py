@@ -228,24 +228,33 @@ def build(base=None, file=None, assignments=(), **overrides):
             values[key] = coerce(key, value)
     if values["max_steps"] == 0 and values["max_seconds"] == 0:
         raise RnnlmError("a run needs an end: max_steps or max_seconds (--time), or both")
+    if 0 < values["max_steps"] <= values["warmup_steps"]:
+        raise RnnlmError(f"warmup_steps={values['warmup_steps']} is as long as the run "
+                         f"(max_steps={values['max_steps']}): the rate would never reach lr")
     return Config(**values)
 
 
 def parse_duration(text):
-    """'90', '90s', '5m', '1.5h', '1h30m' -> seconds; RnnlmError naming --time otherwise."""
+    """'90', '90s', '5m', '1.5h', '1h30m' -> seconds; a number after a unit counts in the
+    next smaller one ('1h30' is 1 h 30 min, '5m30' 5 min 30 s). RnnlmError naming --time
+    otherwise."""
     units = {"s": 1, "m": 60, "h": 3600}
-    total, number, seen = 0.0, "", False
+    smaller = {"h": "m", "m": "s"}
+    usage = f"--time expects a duration such as 90s, 5m or 1h30m, got {text!r}"
+    total, number, last = 0.0, "", None
     for ch in text.strip().lower():
         if ch.isdigit() or ch == ".":
             number += ch
         elif ch in units and number:
-            total, number, seen = total + _number(number, text) * units[ch], "", True
+            total, number, last = total + _number(number, text) * units[ch], "", ch
         else:
-            raise RnnlmError(f"--time expects a duration such as 90s, 5m or 1h30m, got {text!r}")
+            raise RnnlmError(usage)
     if number:
-        total += _number(number, text)
-    elif not seen:
-        raise RnnlmError(f"--time expects a duration such as 90s, 5m or 1h30m, got {text!r}")
+        if last == "s":
+            raise RnnlmError(usage)
+        total += _number(number, text) * units[smaller[last]] if last else _number(number, text)
+    elif last is None:
+        raise RnnlmError(usage)
     if not 0 < total < math.inf:
         raise RnnlmError(f"--time must be more than 0 seconds, got {text!r}")
     return total

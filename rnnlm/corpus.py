@@ -17,7 +17,6 @@ import contextlib
 import fnmatch
 import hashlib
 import os
-import shutil
 import stat
 import sys
 import tempfile
@@ -87,6 +86,9 @@ def files(paths, globs=()):
         if not path.exists():
             raise RnnlmError(f"corpus {path} does not exist")
         if not path.is_dir():
+            if any(_same_file(path, other) for other, _ in chosen):
+                raise RnnlmError(f"corpus {path} is given twice: its text would be trained on "
+                                 f"twice, and validate on a copy of training text")
             chosen.append((path, True))
             continue
         for root, dirs, names in os.walk(path):
@@ -102,6 +104,13 @@ def files(paths, globs=()):
                     continue
                 chosen.append((full, False))
     return chosen, skipped
+
+
+def _same_file(a, b):
+    try:
+        return str(b) != "-" and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def read(paths, encoding="utf-8", globs=(), newline="keep", extra_chars=""):
@@ -216,7 +225,14 @@ def _readable_twice(path):
         raise RnnlmError(f"cannot read corpus {path}: {e.strerror}") from None
     with stream as f, tempfile.NamedTemporaryFile(prefix="rnnlm-corpus-") as spool:
         try:
-            shutil.copyfileobj(f, spool, data.CHUNK_BYTES)
+            copied = 0
+            for chunk in iter(lambda: f.read(data.CHUNK_BYTES), b""):
+                nul = chunk.find(b"\0")
+                if nul >= 0:  # binary (/dev/zero, say): said now, not after the disk fills
+                    raise RnnlmError(f"corpus {path} looks binary: NUL byte at byte "
+                                     f"{copied + nul}")
+                spool.write(chunk)
+                copied += len(chunk)
             spool.flush()
         except OSError as e:
             raise RnnlmError(f"cannot copy corpus {path} to a temporary file: "

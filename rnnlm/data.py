@@ -138,7 +138,8 @@ class TextReader:
 def encode_file(path, vocab, encoding="utf-8", skip_unknown=False):
     """Encode a text file with an existing vocabulary -> (ids, characters skipped).
     Unknown characters are an error naming them unless skip_unknown."""
-    reader = TextReader(encoding, f"text {'standard input' if str(path) == '-' else path}")
+    reader = TextReader(encoding, f"text {'standard input' if str(path) == '-' else path}",
+                        drop_bom=True)  # as train drops it: the same file reads the same
     parts, skipped, unknown = [], 0, set()
     with _open(path, "text") as f:
         for text in reader.read(f):

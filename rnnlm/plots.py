@@ -7,6 +7,7 @@ run's best validation point marked.
 """
 import csv
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -46,20 +47,26 @@ def read_metrics(run_dir):
         raise RnnlmError(f"{run_dir} has no metrics.csv; is it an rnnlm run directory?") from None
     except (OSError, csv.Error, UnicodeDecodeError) as e:
         raise RnnlmError(f"cannot read {path}: {e}") from None
+    if not rows:
+        raise RnnlmError(f"{path} has no rows yet: nothing to draw")
     try:
         return {"step": [int(r["step"]) for r in rows],
                 "train": [float(r["train_loss"]) for r in rows],
-                "val": [float(r["val_loss"]) if r["val_loss"] else None for r in rows],
+                "val": [float(r["val_loss"]) if r["val_loss"] and
+                        math.isfinite(float(r["val_loss"])) else None for r in rows],
                 "seconds": [float(r["elapsed_s"]) for r in rows]}
     except (KeyError, TypeError, ValueError):
         raise RnnlmError(f"{path} is not an rnnlm metrics file") from None
 
 
 def smooth(values, weight=SMOOTHING):
+    """Exponential smoothing; a NaN or infinite value (a diverging step) is left out of the
+    level rather than ending the curve."""
     out, level = [], None
     for v in values:
-        level = v if level is None else weight * level + (1 - weight) * v
-        out.append(level)
+        if math.isfinite(v):
+            level = v if level is None else weight * level + (1 - weight) * v
+        out.append(level if level is not None else math.nan)
     return out
 
 

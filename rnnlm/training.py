@@ -158,6 +158,9 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
     its work (reading the corpus counts against a time budget); default now.
     """
     workers.check_streams(cfg.batch_size, workers.group().size)
+    if vocab.size < 2:
+        raise RnnlmError(f"{corpus_name} holds one distinct character, {vocab.chars!r}: "
+                         f"there is nothing to predict (a model needs at least two)")
     train_ids, val_ids = split(ids, cfg.val_fraction)
     _check_lengths(cfg, ids, train_ids, val_ids, corpus_name)
     streams = Streams(train_ids, cfg.batch_size, cfg.seq_len)
@@ -401,6 +404,8 @@ def _steps(run, streams, val_ids, out_dir, stop):
 
     def decide():  # made before the reduction, so that it can carry them
         nonlocal checked
+        if run.group.rank > 0:  # what the clock decides, worker 0's clock decides
+            return bool(stop()), False, False
         last, evaluating = _due(run, checked, dt, reserve)
         checked = run.elapsed()
         return bool(stop()), last, evaluating

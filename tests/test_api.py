@@ -62,7 +62,9 @@ def test_the_api_scores_text_as_eval_does(runner, run_dir, corpus):
     assert f"{nats:.4f} nats/char" in result.stdout
     _, ids = read_corpus(corpus)
     from rnnlm.evaluate import evaluate
-    assert nats == pytest.approx(evaluate(model.params, model.spec, ids), rel=1e-12)
+    streams = rnnlm.api.streams(len(ids), 32)  # each with 256 characters of context
+    assert streams == len(ids) // 256 < 32
+    assert nats == pytest.approx(evaluate(model.params, model.spec, ids, streams), rel=1e-12)
     with pytest.raises(RnnlmError, match="not in the vocabulary: '~'"):
         model.loss("the ~ fox")
     assert model.loss("the ~ fox", skip_unknown=True) == pytest.approx(model.loss("the  fox"))

@@ -258,6 +258,16 @@ def test_eval(runner, trained, corpus, tmp_path):
     assert "3 unknown characters skipped" in skip.stdout
 
 
+def test_eval_keeps_context_in_every_stream(runner, trained, corpus):
+    """--batch-size 100000 on 1,800 characters would score each in a stream of its own,
+    without context: the streams are capped so that each has 256 characters or more."""
+    ckpt = str(trained / "best.npz")
+    huge = runner.invoke(cli, ["eval", "--ckpt", ckpt, str(corpus), "--batch-size", "100000"])
+    seven = runner.invoke(cli, ["eval", "--ckpt", ckpt, str(corpus), "--batch-size", "7"])
+    assert "(read in 7 streams: each then has 256 characters of context or more)" in huge.stdout
+    assert huge.stdout.split(" (read")[0] == seven.stdout.strip()
+
+
 def test_eval_bad_text(runner, trained, tmp_path):
     result = runner.invoke(cli, ["eval", "--ckpt", str(trained / "best.npz"),
                                  str(tmp_path / "none.txt")])

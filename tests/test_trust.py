@@ -1,0 +1,104 @@
+"""Inputs that rnnlm used to accept without a word, read for ever, or answer with nonsense
+(issue 19): each is now a one-line error, a warning, or the right answer."""
+import csv
+import math
+
+import pytest
+
+from rnnlm import checkpoint, plots
+from rnnlm.cli import cli
+from rnnlm.config import parse_duration
+
+from conftest import CONFIGS
+from test_cli import assert_one_line_error
+
+TINY = ["--config", str(CONFIGS / "tiny.yaml")]
+
+
+def test_unreadable_devices_are_refused_at_once(runner, trained, corpus, tmp_path):
+    assert_one_line_error(runner.invoke(cli, ["info", "/dev/zero"]), "not a regular file")
+    assert_one_line_error(runner.invoke(cli, ["sample", "--ckpt", "/dev/zero"]),
+                          "not a regular file")
+    assert_one_line_error(runner.invoke(cli, ["sample", "--ckpt", str(trained), "--prime-file",
+                                              "/dev/zero"]), "--prime-file /dev/zero")
+    assert_one_line_error(runner.invoke(cli, ["train", "/dev/zero", *TINY, "--out",
+                                              str(tmp_path / "z")]),
+                          "corpus /dev/zero looks binary: NUL byte at byte 0")
+
+
+@pytest.mark.parametrize("text,settings,fragment", [
+    ("a" * 2000, [], "one distinct character, 'a': there is nothing to predict"),
+    ("\n" * 2000, [], "one distinct character"),
+    (None, ["--set", "warmup_steps=1000000000"], "warmup_steps=1000000000 is as long as the run"),
+])
+def test_runs_that_could_learn_nothing_are_refused(runner, corpus, tmp_path, text, settings,
+                                                   fragment):
+    if text is not None:
+        corpus.write_text(text)
+    result = runner.invoke(cli, ["train", str(corpus), *TINY, "--out", str(tmp_path / "r"),
+                                 *settings])
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "r" / "last.npz").exists()
+
+
+def test_the_same_file_twice_is_refused(runner, corpus, tmp_path):
+    result = runner.invoke(cli, ["train", str(corpus), str(corpus), *TINY, "--out",
+                                 str(tmp_path / "r")])
+    assert_one_line_error(result, f"corpus {corpus} is given twice")
+
+
+def test_a_number_after_a_unit_counts_in_the_next_smaller_one():
+    assert parse_duration("1h30") == 5400 and parse_duration("5m30") == 330
+    assert parse_duration("1h30m") == 5400 and parse_duration("90") == 90
+
+
+def test_a_byte_order_mark_reads_the_same_in_eval_as_in_train(runner, trained, corpus,
+                                                               tmp_path):
+    marked = tmp_path / "marked.txt"
+    marked.write_bytes(b"\xef\xbb\xbf" + corpus.read_bytes())
+    ckpt = str(trained / "best.npz")
+    plain = runner.invoke(cli, ["eval", "--ckpt", ckpt, str(corpus)])
+    with_bom = runner.invoke(cli, ["eval", "--ckpt", ckpt, str(marked)])
+    assert with_bom.exit_code == 0, with_bom.output
+    assert with_bom.stdout.split(": ", 1)[1] == plain.stdout.split(": ", 1)[1]
+
+
+def test_a_run_without_validation_samples_from_its_last_checkpoint(runner, corpus, tmp_path):
+    out = tmp_path / "no val"
+    done = runner.invoke(cli, ["train", str(corpus), *TINY, "--out", str(out), "--set",
+                               "val_fraction=0"])
+    assert done.exit_code == 0, done.output
+    assert f"rnnlm sample --ckpt '{out / 'last.npz'}'" in done.stderr  # shell-quoted
+    assert not (out / "best.npz").exists()
+    sampled = runner.invoke(cli, ["sample", "--ckpt", str(out), "-n", "20", "--seed", "1"])
+    assert sampled.exit_code == 0
+    assert f"using {out / 'last.npz'} (the run has no best.npz)" in sampled.stderr
+    info = runner.invoke(cli, ["info", str(out), "--json"])
+    assert info.exit_code == 0 and '"step": 20' in info.stdout
+
+
+def test_plot_draws_what_is_finite_and_says_when_there_is_nothing(runner, trained, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = trained / "metrics.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[1]["train_loss"], rows[1]["val_loss"] = "nan", "inf"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, rows[0].keys())
+        writer.writeheader()
+        writer.writerows(rows)
+    m = plots.read_metrics(trained)
+    assert m["val"][1] is None
+    smoothed = plots.smooth(m["train"])
+    assert all(math.isfinite(v) for v in smoothed)  # the curve goes on past the NaN
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "metrics.csv").write_text(path.read_text().splitlines()[0] + "\n")
+    assert_one_line_error(runner.invoke(cli, ["plot", str(empty), "-o",
+                                              str(tmp_path / "e.png")]), "has no rows yet")
+    checkpoint.load(trained / "last.npz")
+
+
+def test_samples_in_the_log_never_send_control_characters_to_the_terminal():
+    from rnnlm.cli import _printable
+    assert _printable("ab\x1b[31mc\x07d\ne\tf") == "ab\\x1b[31mc\\x07d\ne\tf"
