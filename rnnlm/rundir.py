@@ -59,15 +59,16 @@ def _in_use(path, pid):
             f"choose another --out")
 
 
-def problem_for_new_run(path):
-    """Why a fresh run may not write into path, or None if it may."""
+def problem_for_new_run(path, holding=False):
+    """Why a fresh run may not write into path, or None if it may. holding: this process
+    holds the directory's lock (whose holder is then not another rnnlm)."""
     path = Path(path)
     if not path.exists():
         return None
     if not path.is_dir():
         return f"{path} is a file, not a directory"
     # An rnnlm that has just made the directory holds its lock before it marks it.
-    pid = writer(path) if is_run(path) or (path / LOCK).exists() else None
+    pid = None if holding or not (is_run(path) or (path / LOCK).exists()) else writer(path)
     if pid:
         return _in_use(path, pid)
     held = checkpoints(path)
@@ -176,7 +177,7 @@ class Claim:
             raise RnnlmError(_in_use(self.path, holder)) from None
         try:
             if self.fresh:  # now that no other rnnlm can be writing here
-                problem = problem_for_new_run(self.path)
+                problem = problem_for_new_run(self.path, holding=True)
                 if problem and (checkpoints(self.path) or is_run(self.path)):
                     raise RnnlmError(problem)
             os.ftruncate(self.fd, 0)

@@ -102,3 +102,25 @@ def test_plot_draws_what_is_finite_and_says_when_there_is_nothing(runner, traine
 def test_samples_in_the_log_never_send_control_characters_to_the_terminal():
     from rnnlm.cli import _printable
     assert _printable("ab\x1b[31mc\x07d\ne\tf") == "ab\\x1b[31mc\\x07d\ne\tf"
+
+
+def test_a_run_killed_before_its_first_checkpoint_leaves_a_directory_to_train_into(corpus,
+                                                                                   tmp_path):
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "rnnlm", "train", str(corpus), *TINY, "--out", str(out)]
+    job = subprocess.Popen(command + ["--set", "max_steps=10000000", "--set",
+                                      "eval_every=10000000", "-q"])
+    deadline = time.monotonic() + 60
+    while not (out / "metrics.csv").exists() or len((out / "metrics.csv").read_text()
+                                                     .splitlines()) < 3:
+        assert time.monotonic() < deadline and job.poll() is None
+        time.sleep(0.05)
+    job.kill()
+    job.wait()
+    assert not (out / "last.npz").exists()
+    again = subprocess.run(command + ["-q"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr  # not "in use by another rnnlm"
+    assert checkpoint.load(out / "last.npz").meta["step"] == 20
