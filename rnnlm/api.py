@@ -10,6 +10,7 @@
 Nothing here prints: what a user should hear goes to `notify(message)` where a caller
 gives one (the command line gives its log).
 """
+import dataclasses
 import time as clock
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,8 @@ def start(corpus=None, out=None, *, config_file=None, assignments=(), time=None,
                                              finetuning=base is not None)
     for note in text.notes():
         notify(note)
+    if ckpt is None and not _chosen(("batch_size", "seq_len"), config_file, assignments):
+        cfg = _fitted(cfg, len(text.ids), notify)
     if ckpt is None:
         chosen = out
         out = workers.decided(lambda: rundir.for_new_run(chosen, default_out))
@@ -210,6 +213,30 @@ def train(corpus=None, out=None, **options):
     for _ in run.events:
         pass
     return run.out
+
+
+def _chosen(keys, config_file, assignments):
+    """Whether the user set any of keys (in the config file, or with --set)."""
+    named = {config.parse_assignment(a)[0] for a in assignments}
+    if config_file is not None:
+        named |= set(config.read_yaml(config_file))
+    return bool(named & set(keys))
+
+
+def _fitted(cfg, characters, notify):
+    """cfg with fewer streams (and, if need be, shorter windows) where the text is too
+    short for the defaults' 32 streams of 64, and says so; the text's own settings win."""
+    if characters >= data.min_corpus_length(cfg.batch_size, cfg.seq_len, cfg.val_fraction):
+        return cfg
+    step = workers.group().size  # the streams must split over the workers
+    for seq_len in (cfg.seq_len, 32, 16, 8):
+        for batch in range(cfg.batch_size - cfg.batch_size % step, 0, -step):
+            if characters >= data.min_corpus_length(batch, seq_len, cfg.val_fraction):
+                notify(f"the text is short ({characters:,} characters) for {cfg.batch_size} "
+                       f"streams of {cfg.seq_len}: training {batch} of {seq_len} (set "
+                       f"batch_size and seq_len to choose)")
+                return dataclasses.replace(cfg, batch_size=batch, seq_len=seq_len)
+    return cfg  # too short for any: train() says how long it must be
 
 
 def _paths(corpus):

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import click
@@ -155,7 +156,7 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
         for line in begin.lines:
             log(line)
     with _stop_on_signals(signals):
-        stopped, best = _show_progress(events, cfg, begin, quiet)
+        stopped, best, steps = _show_progress(events, cfg, begin, quiet)
     if signals:  # the run stopped early, or had just finished and saved anyway
         saved = stopped.saved if stopped else out / "last.npz"
         if group.rank == 0:
@@ -166,6 +167,9 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
     if not quiet:
         where = f"best val {best.val_loss:.4f} nats/char at step {best.step}; " if best else ""
         log(f"done: {where}checkpoints in {out}")
+        if cfg.max_steps == 0 and steps - begin.start_step < FEW_UPDATES:
+            log(f"warning: only {steps - begin.start_step} updates fitted in the time budget: "
+                f"the model has barely begun to learn; give it more --time")
         sample_from = out / ("best.npz" if best else "last.npz")
         log(f"sample from it: rnnlm sample --ckpt {shlex.quote(str(sample_from))} -n 500")
 
@@ -206,8 +210,9 @@ RELAYED = "RNNLM_WORKERS_LAUNCHED"  # set in the workers that --workers starts
 def _printable(text):
     """text with control characters other than newline and tab escaped (a sample drawn
     from a model of a binary-ish text may hold ESC or BEL: not for the terminal)."""
-    return "".join(ch if ch in "\n\t" or ch.isprintable() else
-                   ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return "".join(ch.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(ch)[0] == "C" and ch not in "\n\t" else ch
+                   for ch in text)
 
 
 def _run_workers(n, argv):
@@ -304,21 +309,30 @@ def _show_progress(events, cfg, begin, quiet):
     by_time = cfg.max_seconds > 0 and cfg.max_steps == 0  # the bar counts what ends the run
     bar = tqdm(total=int(cfg.max_seconds) if by_time else cfg.max_steps,
                initial=0 if by_time else begin.start_step, unit="s" if by_time else "step",
-               file=sys.stderr, disable=quiet, dynamic_ncols=True)
-    smoothed, last_val, best = None, None, None
+               file=sys.stderr, disable=quiet, dynamic_ncols=True,
+               bar_format=("{l_bar}{bar}| {n_fmt}/{total_fmt} s of the budget "
+                           "[{elapsed}<{remaining}{postfix}]") if by_time else None)
+    smoothed, last_val, best, shown_part, step = None, None, None, False, None
     draw = plots.available()
+
+    def postfix(speed):  # the step, the smoothed loss, the last validation loss, the speed
+        bar.set_postfix_str(f"step {step.step} loss {smoothed:.3f}"
+                            + (f" val {last_val:.3f}" if last_val is not None else "")
+                            + f" {speed:,.0f} chars/s", refresh=False)
+
     with bar:
         for event in events:
             if isinstance(event, Step):
+                step = event
                 smoothed = event.loss if smoothed is None else 0.98 * smoothed + 0.02 * event.loss
                 bar.update(min(int(event.elapsed), bar.total) - bar.n if by_time
                            else event.step - bar.n)
-                bar.set_postfix_str(f"step {event.step} loss {smoothed:.3f}"
-                                    + (f" val {last_val:.3f}" if last_val is not None else "")
-                                    + f" {event.chars_per_sec:,.0f} chars/s", refresh=False)
+                postfix(event.chars_per_sec)
             elif isinstance(event, Eval):
                 last_val = event.val_loss
                 best = event if event.best else best
+                if step is not None:  # the new validation loss shows at once
+                    postfix(step.chars_per_sec)
                 if draw:  # curves.png, where Matplotlib is installed; nothing said otherwise
                     run_dir = event.saved[0].parent
                     try:
@@ -327,9 +341,13 @@ def _show_progress(events, cfg, begin, quiet):
                         draw = False
                         bar.write(f"not drawing curves.png: {e}", file=sys.stderr)
                 if not quiet:
+                    part = ("" if event.val_chars >= event.val_total or shown_part else
+                            f" on the first {event.val_chars:,} of {event.val_total:,} "
+                            f"validation characters (what the time budget allows)")
+                    shown_part = shown_part or bool(part)
                     val = ("no validation split" if event.val_loss is None else
                            f"val {event.val_loss:.4f} nats/char, "
-                           f"{bits(event.val_loss):.4f} bits/char"
+                           f"{bits(event.val_loss):.4f} bits/char{part}"
                            + (" (best)" if event.best else ""))
                     bar.write(f"step {event.step}: {val}; saved "
                               + ", ".join(p.name for p in event.saved), file=sys.stderr)
@@ -340,11 +358,12 @@ def _show_progress(events, cfg, begin, quiet):
                           f"learning rate now x{event.lr_scale:g}", file=sys.stderr)
                 bar.n = bar.n if by_time else event.to_step
             elif isinstance(event, Stopped):
-                return event, best
-    return None, best
+                return event, best, step.step if step else 0
+    return None, best, step.step if step else 0
 
 
 SAMPLES_SEPARATOR = "-" * 40 + "\n"  # between the samples of --num-samples
+FEW_UPDATES = 100  # a budget that allows fewer has trained no model worth the name
 
 
 @cli.command()

@@ -98,7 +98,7 @@ RULES = {
     "eval_every": (lambda v: v >= 0, ">= 0"),
     "evaluations": (lambda v: v >= 1, ">= 1"),
     "log_every": (lambda v: v >= 1, ">= 1"),
-    "sample_length": (lambda v: v >= 0, ">= 0"),
+    "sample_length": (lambda v: 0 <= v <= 100_000, "from 0 to 100000 (rnnlm sample draws more)"),
     "seed": (lambda v: 0 <= v < 2 ** 63, "in [0, 2**63)"),
 }
 

@@ -46,13 +46,21 @@ def evaluate(params, spec, ids, batch=32, seq_len=64, engine="fast"):
     return total / count
 
 
-def loss_sums(params, spec, ids, batch=32, seq_len=64, engine="fast", rows=None):
+class Interrupted(Exception):
+    """stop() said so in the middle of a measurement."""
+
+
+def loss_sums(params, spec, ids, batch=32, seq_len=64, engine="fast", rows=None,
+              stop=lambda: False):
     """(the summed cross-entropy, the number of predictions) over the streams `rows` of
-    the `batch` that evaluate() cuts ids into (default: all of them)."""
+    the `batch` that evaluate() cuts ids into (default: all of them). stop() is polled
+    after every window: Interrupted when it says so."""
     total, count = 0.0, 0
     for ce, mask, _ in _window_losses(params, spec, ids, batch, seq_len, engine, rows):
         total += float((ce * mask).sum())
         count += int(mask.sum())
+        if stop():
+            raise Interrupted
     return total, count
 
 

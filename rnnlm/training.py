@@ -19,7 +19,7 @@ from rnnlm import RnnlmError, engines, memory, rundir, workers
 from rnnlm import checkpoint as ckpt_io
 from rnnlm.config import to_yaml
 from rnnlm.data import Streams, min_corpus_length, split
-from rnnlm.evaluate import loss_sums
+from rnnlm.evaluate import Interrupted, loss_sums
 from rnnlm.optim import clip_gradients, learning_rate, make_optimizer
 from rnnlm.params import Spec, carry_over, count, dropout_masks, init_params, zero_state
 from rnnlm.sample import generate
@@ -52,6 +52,8 @@ class Eval:
     sample: str
     saved: list  # checkpoint paths written
     best: bool  # val_loss is the lowest so far
+    val_chars: int = 0  # validation characters read: all of them, or a time budget's share
+    val_total: int = 0  # validation characters there are
 
 
 @dataclass
@@ -89,7 +91,9 @@ class Run:
         self.lr_scale = 1.0  # halved at each roll-back after a divergence
         self.began = time.perf_counter() if began is None else began  # this process's start
         self.started = self.began  # minus the training time of earlier processes
-        self.eval_seconds = 0.0  # the longest evaluation and save so far: the final one's
+        self.eval_rate = None  # validation characters a second, evaluation and save included
+        self.val_chars = None  # how much of the validation text evaluations read (a budget's)
+        self.val_total = 0  # how much there is
         self.init_from = None  # the checkpoint a fine-tuned run started from
         self.budget_spent = 0.0  # the time budget (s) this run ended by having spent
 
@@ -317,24 +321,26 @@ def _loop(run, streams, val_ids, out_dir, stop):
         yield from _steps(run, streams, val_ids, out_dir, stop)
 
 
-def _update(run, streams, smoothed, evaluated, reserve, decide):
+def _update(run, streams, smoothed, evaluated, clock, decide):
     """One window: forward and BPTT over this worker's streams, the one reduction over the
-    workers (which carries decide()'s decisions), clipping and, unless the run has
+    workers (which carries decide()'s decisions, and worker 0's clock: its training time,
+    final evaluation's reserve and fastest update), clipping and, unless the run has
     diverged, the update. Returns (loss, gradient norm, learning rate, smoothed loss, why
-    it diverged or None, the decisions every worker takes)."""
+    it diverged or None, the decisions every worker takes, worker 0's clock)."""
     cfg = run.cfg
     loss, grads, state = _gradients(run, streams)
-    loss, grads, decisions, (elapsed, reserve) = _reduce(run, loss, grads, decide(),
-                                                         (run.elapsed(), reserve))
+    loss, grads, decisions, clock = _reduce(run, loss, grads, decide(),
+                                            (run.elapsed(),) + tuple(clock))
+    elapsed, reserve, _ = clock
     norm = clip_gradients(grads, cfg.clip_norm, cfg.clip_value)
     if not (math.isfinite(loss) and math.isfinite(norm)):
         why = f"the loss is {loss:.4g} and the gradient norm {norm:.4g}"
-        return loss, norm, 0.0, smoothed, why, decisions
+        return loss, norm, 0.0, smoothed, why, decisions, clock
     smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
     if evaluated and smoothed > _ceiling(run):
         return loss, norm, 0.0, smoothed, (
             f"the smoothed training loss is {smoothed:.4g} nats/char, far above uniform "
-            f"guessing ({math.log(run.spec.vocab_size):.3g})"), decisions
+            f"guessing ({math.log(run.spec.vocab_size):.3g})"), decisions, clock
     lr = learning_rate(cfg, run.step, elapsed, reserve) * run.lr_scale
     run.optimizer.step(run.params, grads, lr)
     del grads  # not held while the next window's are made (peak memory)
@@ -343,7 +349,7 @@ def _update(run, streams, smoothed, evaluated, reserve, decide):
     run.window += 1
     if run.window == streams.windows:
         run.window, run.epoch = 0, run.epoch + 1
-    return loss, norm, lr, smoothed, None, decisions
+    return loss, norm, lr, smoothed, None, decisions, clock
 
 
 def _gradients(run, streams):
@@ -395,34 +401,39 @@ def _reduce(run, loss, grads, decisions, clock):
 
 def _steps(run, streams, val_ids, out_dir, stop):
     cfg = run.cfg
+    run.val_total = len(val_ids)
     chars_per_step = cfg.batch_size * cfg.seq_len
     interval = {"loss": 0.0, "steps": 0, "time": 0.0}  # since the last row of metrics.csv
     rollbacks, smoothed, evaluated = 0, None, run.best_val is not None
     reserve = 0.0  # seconds kept at the end of a time budget for the final evaluation
     checked = run.elapsed()  # training time when _due last looked at the clock
-    dt = 0.0  # the last update's time
+    dt, fastest, updates = 0.0, math.inf, 0  # this process's updates: the last's time, ...
 
     def decide():  # made before the reduction, so that it can carry them
         nonlocal checked
         if run.group.rank > 0:  # what the clock decides, worker 0's clock decides
             return bool(stop()), False, False
         last, evaluating = _due(run, checked, dt, reserve)
+        if last and updates < WARM_UPDATES and run.elapsed() + dt < cfg.max_seconds:
+            last = False  # the first updates are slow (memory, caches): not yet a measure
         checked = run.elapsed()
         return bool(stop()), last, evaluating
 
     while True:
         t0 = time.perf_counter()
-        loss, norm, lr, smoothed, why, (stopping, last, evaluating) = _update(
-            run, streams, smoothed, evaluated, reserve, decide)
+        loss, norm, lr, smoothed, why, (stopping, last, evaluating), clock = _update(
+            run, streams, smoothed, evaluated, (reserve, fastest), decide)
         if why:
             run.step += 1  # the update that diverged, never applied
             yield _roll_back(run, why, out_dir, rollbacks)
             rollbacks, smoothed = rollbacks + 1, None
             continue
         dt = time.perf_counter() - t0
-        # Until an evaluation has been timed: the validation pass, forward only, takes about
-        # a third of a training step's time per character; a second for the sample and save.
-        reserve = run.eval_seconds or len(val_ids) * dt / (3 * chars_per_step) + 1.0
+        fastest, updates = min(fastest, dt), updates + 1
+        rate = chars_per_step / min(clock[2], fastest if run.group.size == 1 else math.inf)
+        if updates >= WARM_UPDATES or last or evaluating:  # worker 0's measure, everywhere
+            val_ids = _validation_slice(run, val_ids, rate)
+        reserve = _eval_seconds(run, len(val_ids), rate)
         interval["loss"] += loss
         interval["steps"] += 1
         interval["time"] += dt
@@ -442,12 +453,18 @@ def _steps(run, streams, val_ids, out_dir, stop):
         if last or evaluating:
             try:
                 t_eval = time.perf_counter()
-                event = _evaluate_and_save(run, val_ids, out_dir)
-                run.eval_seconds = max(run.eval_seconds, time.perf_counter() - t_eval)
+                event = _evaluate_and_save(run, val_ids, out_dir, stop, smoothed)
+                spent = time.perf_counter() - t_eval
+                run.eval_rate = min(run.eval_rate or math.inf, len(val_ids) / max(spent, 1e-9))
             except _Diverged as e:
                 yield _roll_back(run, str(e), out_dir, rollbacks)
                 rollbacks, smoothed = rollbacks + 1, None
                 continue
+            except Interrupted:  # a signal during the evaluation: save, and stop now
+                path = out_dir / "last.npz"
+                _save(run, [path], out_dir)
+                yield Stopped(run.step, path)
+                return
             val_loss, evaluated = event.val_loss, True
         if (last or evaluating or run.step % cfg.log_every == 0) and run.group.rank == 0:
             _append_metrics(out_dir, [
@@ -460,6 +477,37 @@ def _steps(run, streams, val_ids, out_dir, stop):
             yield event  # after its row of metrics.csv, which curves.png draws
         if last:
             return
+
+
+WARM_UPDATES = 3  # updates before a time budget's end is judged from their speed
+EVAL_SHARE = 0.15  # of a time budget, for every evaluation together at most
+EVAL_PER_TRAIN_CHAR = 3  # characters validated in a training character's time (forward only)
+
+
+def _validation_slice(run, val_ids, train_rate):
+    """The validation text each evaluation of a run with a time budget reads: all of it,
+    or, where all of it would take more than EVAL_SHARE of the budget over the run's
+    evaluations, its beginning, chosen once (so that every evaluation measures the same
+    text, and the best checkpoint is chosen fairly), from the training speed."""
+    cfg = run.cfg
+    if cfg.max_seconds <= 0 or run.val_chars is not None:
+        return val_ids[:run.val_chars] if run.val_chars else val_ids
+    if not 0 < train_rate < math.inf:  # nothing measured yet: all of it
+        run.val_chars = len(val_ids)
+        return val_ids
+    per_eval = EVAL_SHARE * cfg.max_seconds / (cfg.evaluations + 1)
+    fits = int(per_eval * EVAL_PER_TRAIN_CHAR * train_rate)
+    run.val_chars = len(val_ids) if fits >= len(val_ids) else max(fits, 2)
+    return val_ids[:run.val_chars]
+
+
+def _eval_seconds(run, chars, train_rate):
+    """What an evaluation of `chars` validation characters, its sample and its save will
+    take: measured by the evaluations so far, else estimated from the training speed."""
+    rate = run.eval_rate or EVAL_PER_TRAIN_CHAR * train_rate
+    if not 0 < rate < math.inf:
+        return 1.0
+    return chars / rate + (0.0 if run.eval_rate else 1.0)
 
 
 def _due(run, checked, step_seconds, reserve):
@@ -492,34 +540,45 @@ def _save(run, paths, out_dir):
         ckpt_io.save(path, checkpoint)
 
 
-def _evaluate_and_save(run, val_ids, out_dir):
+def _evaluate_and_save(run, val_ids, out_dir, stop=lambda: False, training_loss=None):
+    """Validate, sample and save; Interrupted where stop() says so before the save (one
+    worker: many measure together, and act on a signal at the next update)."""
     cfg = run.cfg
     val_loss = None
     _check_in_step(run)
     if len(val_ids) >= 2:
-        val_loss = _validation_loss(run, val_ids)
-        if not val_loss <= _ceiling(run):  # NaN included; never saved, let alone as best
+        val_loss = _validation_loss(run, val_ids, stop)
+        # NaN included: never saved, let alone as best. A training loss still below the
+        # ceiling means the model fits its text and not the other: overfitting, not divergence.
+        fitting = training_loss is not None and training_loss <= _ceiling(run)
+        if not val_loss <= _ceiling(run) and not (math.isfinite(val_loss) and fitting):
             raise _Diverged(f"the validation loss is {val_loss:.4g} nats/char, far above "
                             f"uniform guessing ({math.log(run.spec.vocab_size):.3g})")
     best = val_loss is not None and (run.best_val is None or val_loss < run.best_val)
     if best:
         run.best_val = val_loss
-    sample = "" if run.group.rank else "".join(generate(
-        run.params, run.spec, run.vocab, np.random.default_rng([cfg.seed, run.step]),
-        length=cfg.sample_length, temperature=0.8, engine=cfg.engine))
+    sample = ""
+    if run.group.rank == 0:
+        for ch in generate(run.params, run.spec, run.vocab, np.random.default_rng(
+                [cfg.seed, run.step]), length=cfg.sample_length, temperature=0.8,
+                engine=cfg.engine):
+            sample += ch
+            if run.group.size == 1 and len(sample) % 500 == 0 and stop():
+                raise Interrupted
     saved = [out_dir / "last.npz"] + ([out_dir / "best.npz"] if best else [])
     _save(run, saved, out_dir)
-    return Eval(run.step, val_loss, sample, saved, best)
+    return Eval(run.step, val_loss, sample, saved, best, len(val_ids), run.val_total)
 
 
-def _validation_loss(run, val_ids):
-    """The loss over the whole validation text, its streams split over the workers, summed
-    (the same loss as one worker's, up to the order of the sums)."""
+def _validation_loss(run, val_ids, stop=lambda: False):
+    """The loss over the validation text, its streams split over the workers, summed (the
+    same loss as one worker's, up to the order of the sums). One worker polls stop()."""
     cfg = run.cfg
     streams = min(cfg.batch_size, len(val_ids) - 1)  # as evaluate() cuts the text
     rows = workers.rows(streams, run.group.rank, run.group.size)
     sums = np.array(loss_sums(run.params, run.spec, val_ids, cfg.batch_size, rows=rows,
-                              engine=cfg.engine))
+                              engine=cfg.engine,
+                              stop=stop if run.group.size == 1 else lambda: False))
     total, count = run.group.allreduce(sums)
     return float(total / count)
 

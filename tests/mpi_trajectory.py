@@ -6,6 +6,7 @@ tests/test_workers.py: run it as one process or under mpiexec -n N.
 Worker 0 writes the parameters after the updates, the validation loss as the workers
 measure it together, and every stream's carried state (gathered), to OUT.npz.
 """
+import math
 import sys
 
 import numpy as np
@@ -26,7 +27,8 @@ rng = np.random.default_rng(cfg.seed)
 run = training.Run(cfg, spec, vocab, init_params(spec, rng, np.float64), rng)
 streams = Streams(train_ids, cfg.batch_size, cfg.seq_len)
 for _ in range(cfg.max_steps):
-    *_, why, _ = training._update(run, streams, None, False, 0.0, lambda: (False, False, False))
+    *_, why, _, _ = training._update(run, streams, None, False, (0.0, math.inf),
+                                     lambda: (False, False, False))
     assert why is None, why
 val = training._validation_loss(run, val_ids)
 checkpoint = run.to_checkpoint()

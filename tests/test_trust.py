@@ -99,9 +99,21 @@ def test_plot_draws_what_is_finite_and_says_when_there_is_nothing(runner, traine
     checkpoint.load(trained / "last.npz")
 
 
+def test_the_shipped_chinese_poems_train_with_the_defaults(runner, tmp_path):
+    """203 characters, too short for 32 streams of 64: the streams shrink, and it says so."""
+    from conftest import ROOT
+    result = runner.invoke(cli, ["train", str(ROOT / "data" / "tang-poems.txt"), "--out",
+                                 str(tmp_path / "poems"), "--max-steps", "30"])
+    assert result.exit_code == 0, result.output
+    assert "the text is short (203 characters) for 32 streams of 64: training 2 of 64" \
+        in result.stderr
+    assert checkpoint.load(tmp_path / "poems" / "last.npz").meta["config"]["batch_size"] == 2
+
+
 def test_samples_in_the_log_never_send_control_characters_to_the_terminal():
     from rnnlm.cli import _printable
     assert _printable("ab\x1b[31mc\x07d\ne\tf") == "ab\\x1b[31mc\\x07d\ne\tf"
+    assert _printable("江雪\u3000柳宗元") == "江雪\u3000柳宗元"  # a space of its script stays
 
 
 def test_a_run_killed_before_its_first_checkpoint_leaves_a_directory_to_train_into(corpus,
@@ -124,3 +136,38 @@ def test_a_run_killed_before_its_first_checkpoint_leaves_a_directory_to_train_in
     again = subprocess.run(command + ["-q"], capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr  # not "in use by another rnnlm"
     assert checkpoint.load(out / "last.npz").meta["step"] == 20
+
+
+def test_a_signal_during_an_evaluation_is_acted_on_at_once(corpus, tmp_path):
+    """A long sample at an evaluation (100,000 characters, one readable step at a time with
+    the textbook engine: several seconds): SIGTERM saves and stops within the second, not
+    at the end of it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "run"
+    job = subprocess.Popen([sys.executable, "-m", "rnnlm", "train", str(corpus), *TINY,
+                            "--out", str(out), "--max-steps", "1000", "--set", "hidden=256",
+                            "--engine", "textbook", "--set", "eval_every=10", "--set",
+                            "log_every=5", "--set", "sample_length=100000", "-q"],
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "metrics.csv").exists() or len((out / "metrics.csv").read_text()
+                                                     .splitlines()) < 2:  # step 5's row
+        assert time.monotonic() < deadline and job.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.3)  # step 10's evaluation is drawing its sample now
+    signalled = time.monotonic()
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=60)
+    assert time.monotonic() - signalled < 2.0, err
+    assert job.returncode == 128 + signal.SIGTERM, err
+    assert checkpoint.load(out / "last.npz").meta["step"] == 10
+
+
+def test_a_sample_too_long_for_a_log_is_refused(runner, corpus, tmp_path):
+    assert_one_line_error(runner.invoke(cli, ["train", str(corpus), *TINY, "--out",
+                                              str(tmp_path / "r"), "--set",
+                                              "sample_length=1000000000"]),
+                          "sample_length", "from 0 to 100000")
