@@ -124,7 +124,7 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
     """Train a model on CORPUS: text files, directories (walked in sorted order; hidden
     and binary files skipped), or - for standard input. Without one: a built-in corpus.
 
-    Ctrl-C (or SIGTERM) saves last.npz and exits; --resume continues from it. Every
+    Ctrl-C (or SIGTERM, SIGHUP) saves last.npz and exits; --resume continues from it. Every
     setting, its default and meaning: rnnlm config.
 
     \b
