@@ -430,10 +430,8 @@ def _steps(run, streams, val_ids, out_dir, stop):
             continue
         dt = time.perf_counter() - t0
         fastest, updates = min(fastest, dt), updates + 1
-        rate = chars_per_step / min(clock[2], fastest if run.group.size == 1 else math.inf)
-        if updates >= WARM_UPDATES or last or evaluating:  # worker 0's measure, everywhere
-            val_ids = _validation_slice(run, val_ids, rate)
-        reserve = _eval_seconds(run, len(val_ids), rate)
+        val_ids, reserve = _sized(run, val_ids, chars_per_step / min(
+            clock[2], fastest if run.group.size == 1 else math.inf), updates, last or evaluating)
         interval["loss"] += loss
         interval["steps"] += 1
         interval["time"] += dt
@@ -442,41 +440,71 @@ def _steps(run, streams, val_ids, out_dir, stop):
         yield Step(run.step, epoch, loss, norm, lr, speed, run.elapsed())
 
         if stopping:
-            path = out_dir / "last.npz"
-            _save(run, [path], out_dir)
-            yield Stopped(run.step, path)
+            yield _stop(run, out_dir)
             return
         last = last or 0 < cfg.max_steps <= run.step
         if last and not 0 < cfg.max_steps <= run.step:  # ended by its time budget
             run.budget_spent = cfg.max_seconds
-        val_loss = None
+        event = None
         if last or evaluating:
-            try:
-                t_eval = time.perf_counter()
-                event = _evaluate_and_save(run, val_ids, out_dir, stop, smoothed)
-                spent = time.perf_counter() - t_eval
-                run.eval_rate = min(run.eval_rate or math.inf, len(val_ids) / max(spent, 1e-9))
-            except _Diverged as e:
-                yield _roll_back(run, str(e), out_dir, rollbacks)
+            event = _evaluation(run, val_ids, out_dir, stop, smoothed)
+            if isinstance(event, str):  # diverged: why
+                yield _roll_back(run, event, out_dir, rollbacks)
                 rollbacks, smoothed = rollbacks + 1, None
                 continue
-            except Interrupted:  # a signal during the evaluation: save, and stop now
-                path = out_dir / "last.npz"
-                _save(run, [path], out_dir)
-                yield Stopped(run.step, path)
+            if isinstance(event, Stopped):
+                yield event
                 return
-            val_loss, evaluated = event.val_loss, True
-        if (last or evaluating or run.step % cfg.log_every == 0) and run.group.rank == 0:
-            _append_metrics(out_dir, [
-                run.step, f"{epoch:.4f}", f"{interval['loss'] / interval['steps']:.5f}",
-                "" if val_loss is None else f"{val_loss:.5f}", f"{norm:.4f}", f"{lr:.6g}",
-                f"{speed:.0f}", f"{run.elapsed():.1f}"])
-        if last or evaluating or run.step % cfg.log_every == 0:
+            evaluated = True
+        if event or run.step % cfg.log_every == 0:
+            _log(run, out_dir, epoch, interval, event, norm, lr, speed)
             interval = {"loss": 0.0, "steps": 0, "time": 0.0}
-        if last or evaluating:
+        if event:
             yield event  # after its row of metrics.csv, which curves.png draws
         if last:
             return
+
+
+def _sized(run, val_ids, train_rate, updates, due):
+    """(the validation text evaluations read, the seconds the final one will take) from
+    the training speed (worker 0's, everywhere), once the first updates have measured it
+    or an evaluation is due."""
+    if updates >= WARM_UPDATES or due:
+        val_ids = _validation_slice(run, val_ids, train_rate)
+    return val_ids, _eval_seconds(run, len(val_ids), train_rate)
+
+
+def _stop(run, out_dir):
+    """Save last.npz, for a signal; the Stopped event."""
+    path = out_dir / "last.npz"
+    _save(run, [path], out_dir)
+    return Stopped(run.step, path)
+
+
+def _evaluation(run, val_ids, out_dir, stop, smoothed):
+    """An evaluation and its save, timed (the time budget's reserve reads it): the Eval
+    event; or, for a signal during it, the Stopped event once last.npz is saved; or, where
+    the run has diverged, why (a string)."""
+    try:
+        t_eval = time.perf_counter()
+        event = _evaluate_and_save(run, val_ids, out_dir, stop, smoothed)
+    except _Diverged as e:
+        return str(e)
+    except Interrupted:
+        return _stop(run, out_dir)
+    spent = time.perf_counter() - t_eval
+    run.eval_rate = min(run.eval_rate or math.inf, len(val_ids) / max(spent, 1e-9))
+    return event
+
+
+def _log(run, out_dir, epoch, interval, event, norm, lr, speed):
+    """A row of metrics.csv (worker 0's) for the updates since the last row."""
+    if run.group.rank == 0:
+        val_loss = event.val_loss if event else None
+        _append_metrics(out_dir, [
+            run.step, f"{epoch:.4f}", f"{interval['loss'] / interval['steps']:.5f}",
+            "" if val_loss is None else f"{val_loss:.5f}", f"{norm:.4f}", f"{lr:.6g}",
+            f"{speed:.0f}", f"{run.elapsed():.1f}"])
 
 
 WARM_UPDATES = 3  # updates before a time budget's end is judged from their speed
