@@ -32,12 +32,10 @@ def _silent(message):
 def checkpoint_path(target, notify=_silent):
     """A checkpoint's path: a run directory means its best.npz (its last.npz where it has
     no best, as a run without a validation split), and says so."""
-    target = Path(target)
-    if target.is_dir():
-        best = target / "best.npz"
-        target = best if best.exists() or not (target / "last.npz").exists() else target / "last.npz"
-        notify(f"using {target}" + ("" if target == best else " (the run has no best.npz)"))
-    return target
+    path = rundir.checkpoint_of(target)
+    if path != Path(target):
+        notify(f"using {path}" + ("" if path.name == "best.npz" else " (the run has no best.npz)"))
+    return path
 
 
 def load(path, engine="fast", notify=_silent):
@@ -105,10 +103,7 @@ class Model:
     def logits(self, prime=""):
         """The logits (V,) of the character that follows prime."""
         prime = prime or "\n"
-        missing = self.vocab.unknown(prime)
-        if missing:
-            raise RnnlmError(f"prime has {len(missing)} character(s) not in the model's "
-                             f"vocabulary: {data.describe_chars(missing)}")
+        sampling.check_prime(self.vocab, prime)
         step = engines.get(self.engine).stepper(self.params, self.spec)
         for i in self.vocab.encode(prime)[0]:
             logits = step(i)

@@ -75,6 +75,11 @@ def is_export(path, fmt):
         return False
 
 
+def _raw(array, dtype):
+    """array's values as little-endian bytes of dtype, row-major (safetensors, the page)."""
+    return np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+
+
 # --- safetensors -------------------------------------------------------------------------
 
 def safetensors_bytes(model, dtype=np.float32):
@@ -82,7 +87,7 @@ def safetensors_bytes(model, dtype=np.float32):
     little-endian arrays): the checkpoint's names, and metadata() as __metadata__."""
     header, blobs, offset = {"__metadata__": metadata(model)}, [], 0
     for name, p in model.params.items():
-        blob = np.ascontiguousarray(p, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+        blob = _raw(p, dtype)
         header[name] = {"dtype": "F16" if dtype == np.float16 else "F32",
                         "shape": list(p.shape), "data_offsets": [offset, offset + len(blob)]}
         blobs.append(blob)
@@ -200,7 +205,7 @@ def html_page(model, dtype=np.float32):
     network, and controls for the prime, temperature, top-k, top-p, length and seed."""
     tensors, blobs, offset = {}, [], 0
     for name, p in model.params.items():
-        blobs.append(np.ascontiguousarray(p, dtype=np.dtype(dtype).newbyteorder("<")).tobytes())
+        blobs.append(_raw(p, dtype))
         tensors[name] = [offset, list(p.shape)]
         offset += p.size
     s, info = model.spec, model.checkpoint.meta

@@ -143,7 +143,7 @@ def compare(text_path=None, checkpoints=(), cells=(), hidden=256, layers=2, dist
     on the text at text_path (default: the built-in corpus). Checkpoints keep their own
     seq_len and clip_norm; fresh models take seq_len (default: the configured default) and
     the default clip_norm. Returns a list of Flow, checkpoints first."""
-    from rnnlm import checkpoint, config, corpus, data
+    from rnnlm import checkpoint, config, corpus, data, rundir
     from rnnlm.params import Spec, init_params
 
     if activation != "tanh" and (checkpoints or any(c != "rnn" for c in cells)):
@@ -155,7 +155,7 @@ def compare(text_path=None, checkpoints=(), cells=(), hidden=256, layers=2, dist
     flows = []
     builtin = None if text_path is not None else data.builtin_text(BUILTIN_CHARS)
     for path in checkpoints:
-        path = Path(path) / "best.npz" if Path(path).is_dir() else Path(path)
+        path = rundir.checkpoint_of(path)
         ckpt = checkpoint.load(path)
         if builtin is None:
             ids, skipped = data.encode_file(text_path, ckpt.vocab, encoding, skip_unknown=True)

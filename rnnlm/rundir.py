@@ -34,6 +34,16 @@ def is_run(path):
     return (Path(path) / MARKER).is_file()
 
 
+def checkpoint_of(target):
+    """The checkpoint a path means: a run directory means its best.npz, or its last.npz
+    where it has no best (a run without a validation split); a file, itself."""
+    target = Path(target)
+    if not target.is_dir():
+        return target
+    best = target / "best.npz"
+    return best if best.exists() or not (target / "last.npz").exists() else target / "last.npz"
+
+
 def checkpoints(path):
     """The checkpoints a directory holds, by name."""
     return [name for name in CHECKPOINTS if (Path(path) / name).exists()]

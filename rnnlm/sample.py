@@ -37,16 +37,21 @@ def check_options(temperature=1.0, top_k=0, top_p=1.0):
         raise RnnlmError(f"top-p must be in (0, 1], got {top_p}")
 
 
+def check_prime(vocab, prime):
+    """RnnlmError naming the prime's characters that are not in the vocabulary."""
+    missing = vocab.unknown(prime)
+    if missing:
+        raise RnnlmError(f"prime has {len(missing)} character(s) not in the model's "
+                         f"vocabulary: {describe_chars(missing)}")
+
+
 def generate(params, spec, vocab, rng, prime="", length=200, temperature=1.0, top_k=0,
              argmax=False, engine="fast", top_p=1.0):
     """Yield `length` generated characters, after feeding `prime` (not yielded).
     With no prime the model starts from a newline if it knows one, else from a
     character drawn uniformly, which then counts as the first generated."""
     check_options(temperature, top_k, top_p)
-    missing = vocab.unknown(prime)
-    if missing:
-        raise RnnlmError(f"prime has {len(missing)} character(s) not in the model's "
-                         f"vocabulary: {describe_chars(missing)}")
+    check_prime(vocab, prime)
     step = engines.get(engine).stepper(params, spec)
     if not prime and "\n" not in vocab.chars:
         first = int(rng.integers(vocab.size))

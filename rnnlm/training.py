@@ -87,6 +87,7 @@ class Run:
         self.group = workers.group()  # with one worker, Solo: every collective a no-op
         self.rows = workers.rows(cfg.batch_size, self.group.rank, self.group.size)
         self.state = self.zero_state()  # of this worker's streams
+        self.flat = None  # the reduction's buffer, made at the first update (workers only)
         self.best_val = None
         self.lr_scale = 1.0  # halved at each roll-back after a divergence
         self.began = time.perf_counter() if began is None else began  # this process's start
@@ -383,7 +384,7 @@ def _reduce(run, loss, grads, decisions, clock):
     share = (run.rows.stop - run.rows.start) / run.cfg.batch_size  # of the global mean
     n = sum(g.size for g in grads.values())
     extra = 1 + len(DECISIONS) + len(clock)
-    if getattr(run, "flat", None) is None or run.flat.size != n + extra:
+    if run.flat is None or run.flat.size != n + extra:
         run.flat = np.empty(n + extra, next(iter(grads.values())).dtype)
     flat, offset, views = run.flat, 0, {}
     for name, g in grads.items():
@@ -413,9 +414,7 @@ def _steps(run, streams, val_ids, out_dir, stop):
         nonlocal checked
         if run.group.rank > 0:  # what the clock decides, worker 0's clock decides
             return bool(stop()), False, False
-        last, evaluating = _due(run, checked, dt, reserve)
-        if last and updates < WARM_UPDATES and run.elapsed() + dt < cfg.max_seconds:
-            last = False  # the first updates are slow (memory, caches): not yet a measure
+        last, evaluating = _due(run, checked, dt, reserve, updates >= WARM_UPDATES)
         checked = run.elapsed()
         return bool(stop()), last, evaluating
 
@@ -442,7 +441,6 @@ def _steps(run, streams, val_ids, out_dir, stop):
         if stopping:
             yield _stop(run, out_dir)
             return
-        last = last or 0 < cfg.max_steps <= run.step
         if last and not 0 < cfg.max_steps <= run.step:  # ended by its time budget
             run.budget_spent = cfg.max_seconds
         event = None
@@ -538,17 +536,18 @@ def _eval_seconds(run, chars, train_rate):
     return chars / rate + (0.0 if run.eval_rate else 1.0)
 
 
-def _due(run, checked, step_seconds, reserve):
+def _due(run, checked, step_seconds, reserve, measured=True):
     """(is the update being made the last, is an evaluation due after it), the last update
     having taken step_seconds and the clock last checked at `checked` s of training.
     With a time budget, training stops while one more update and the final evaluation
-    (`reserve` seconds) still fit in it, and evaluations are spaced evenly in it (one is
-    due when a multiple of the spacing passed since the last check: the time between
-    updates, spent by the caller, counts too); else every eval_every updates, and at
-    max_steps."""
+    (`reserve` seconds) still fit in it, once the first updates have `measured` the
+    machine's speed (they are slow: memory, caches), unless the budget is spent already;
+    evaluations are spaced evenly in it (one is due when a multiple of the spacing passed
+    since the last check: the time between updates, spent by the caller, counts too);
+    else every eval_every updates, and at max_steps."""
     cfg, elapsed, step = run.cfg, run.elapsed(), run.step + 1  # the update being made
-    last = (0 < cfg.max_steps <= step or 0 < cfg.max_seconds
-            <= elapsed + step_seconds + reserve)
+    budget_ends = elapsed + step_seconds + (reserve if measured else 0.0)
+    last = 0 < cfg.max_steps <= step or 0 < cfg.max_seconds <= budget_ends
     by_steps = cfg.eval_every > 0 and step % cfg.eval_every == 0
     by_time = False
     if cfg.max_seconds > 0:
