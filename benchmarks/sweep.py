@@ -3,6 +3,16 @@
     python benchmarks/sweep.py --time 5m --seeds 1 2            # every setting below
     python benchmarks/sweep.py --time 5m --only gru-lr6e-3-dropout0 --seeds 1 2 3
     python benchmarks/sweep.py --init                           # initialisations, equal steps
+    python benchmarks/sweep.py --passes --parallel 2 --csv benchmarks/passes.csv
+    python benchmarks/sweep.py --passes-table benchmarks/passes.csv
+
+The passes study (issue 21, the rule in rnnlm/config.py) trains on slices of two kinds of
+text, tiny Shakespeare and the built-in corpus (Python source), for budgets counted in
+passes over the slice's training text rather than in seconds: a pass is the same work on
+any machine, so the table carries over between machines, and a run's result does not
+depend on how busy the machine was. Each run has one thread (--threads 1); --parallel N
+runs N at once. Each finished run is one row of the CSV, so that a long study can be
+stopped, committed and continued (rows already in the CSV are not run again).
 
 Each row is real `rnnlm train` runs on ../shared/data/tinyshakespeare.txt with the given
 budget (`--time`: the learning rate anneals over it, the final evaluation is inside it),
@@ -13,7 +23,9 @@ not ranked them. The initialisation study compares at an equal number of updates
 so that throughput noise cannot decide it, and repeats each setting over seeds.
 """
 import argparse
+import concurrent.futures
 import csv
+import math
 import statistics
 import subprocess
 import sys
@@ -98,6 +110,110 @@ def init_study(args, root):
               f"{max(finals) - min(finals):.4f} | {statistics.mean(earlies):.4f} |", flush=True)
 
 
+# The passes study. Regularisation levels, each named in the CSV:
+REGULARISATION = {
+    "none": "dropout=0 weight_drop=0",
+    "mid": "dropout=0.2 dropout_mode=locked weight_drop=0.2",
+    "high": "dropout=0.35 dropout_mode=locked weight_drop=0.3",
+}
+TEXTS = ("shakespeare", "python")
+FIELDS = ("text", "kb", "hidden", "regularisation", "passes", "seed", "updates", "best",
+          "at", "train_loss")
+
+
+def passes_jobs():
+    """(text, kb, hidden, regularisation, passes) in the order they are worth running:
+    the 2 x 256 GRU at every level first, then the smaller and larger models at the
+    budgets where their size matters, then the whole texts at one pass."""
+    jobs = []
+    for kb in (100, 300):
+        for passes in (1, 4, 16):
+            for reg in REGULARISATION:
+                jobs += [(text, kb, 256, reg, passes) for text in TEXTS]
+    for kb in (100, 300):
+        for passes in (4, 16):
+            jobs += [(text, kb, 128, reg, passes) for reg in ("mid", "high") for text in TEXTS]
+    for kb, passes in ((100, 4), (100, 16), (300, 4)):
+        jobs += [(text, kb, 384, "high", passes) for text in TEXTS]
+    jobs += [(text, 1100, 256, reg, 1) for reg in ("none", "mid") for text in TEXTS]
+    return jobs
+
+
+def slice_of(text, kb, folder):
+    """The first kb KB of a text (cut at a character), as a file in folder."""
+    path = Path(folder) / f"{text}-{kb}kb.txt"
+    if not path.exists():
+        if text == "shakespeare":
+            whole = CORPUS.read_text(encoding="utf-8")
+        else:
+            sys.path.insert(0, str(ROOT))
+            from rnnlm import data
+            whole = data.builtin_text()
+        path.write_text(whole.encode("utf-8")[:kb * 1000].decode("utf-8", "ignore"),
+                        encoding="utf-8")
+    return path
+
+
+def passes_run(job, seed, folder):
+    """One run of the passes study: GRU 2 x hidden, 32 streams of 64, Adam at 6e-3
+    annealed to 0 over the run, 8 evaluations; returns its row."""
+    text, kb, hidden, reg, passes = job
+    corpus = slice_of(text, kb, folder)
+    chars = len(corpus.read_text(encoding="utf-8"))
+    steps = max(8, math.ceil(passes * chars * 0.9 / (32 * 64)))
+    out = Path(folder) / f"{text}-{kb}-{hidden}-{reg}-{passes}-{seed}"
+    cmd = [sys.executable, "-m", "rnnlm", "train", str(corpus), "--out", str(out), "-q",
+           "--threads", "1", "--seed", str(seed), "--max-steps", str(steps),
+           "--set", "cell=gru", "--set", "layers=2", "--set", f"hidden={hidden}",
+           "--set", "lr=6e-3", "--set", "batch_size=32", "--set", "seq_len=64",
+           "--set", f"eval_every={max(1, steps // 8)}"]
+    for kv in REGULARISATION[reg].split():
+        cmd += ["--set", kv]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    vals = [(float(r["val_loss"]), int(r["step"])) for r in rows if r["val_loss"]]
+    best, at = min(vals)
+    return dict(text=text, kb=kb, hidden=hidden, regularisation=reg, passes=passes,
+                seed=seed, updates=steps, best=f"{best:.4f}", at=at,
+                train_loss=f"{float(rows[-1]['train_loss']):.4f}")
+
+
+def passes_study(args, root):
+    done = set()
+    if args.csv.exists():
+        with open(args.csv, newline="") as f:
+            done = {tuple(r[k] for k in FIELDS[:6]) for r in csv.DictReader(f)}
+    else:
+        args.csv.write_text(",".join(FIELDS) + "\n")
+    todo = [(job, seed) for job in passes_jobs() for seed in args.seeds
+            if tuple(map(str, job + (seed,))) not in done]
+    if args.smoke:
+        todo = [((TEXTS[0], 100, 16, "mid", 1), args.seeds[0])]
+    with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+        for row in pool.map(lambda js: passes_run(js[0], js[1], root), todo):
+            with open(args.csv, "a") as f:
+                f.write(",".join(str(row[k]) for k in FIELDS) + "\n")
+            print(" ".join(f"{k}={row[k]}" for k in FIELDS), flush=True)
+
+
+def passes_table(path):
+    """The study's CSV as a table: mean best validation loss of the seeds (and their
+    spread) for each slice, model, regularisation and budget in passes."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    groups = {}
+    for r in rows:
+        key = (r["text"], int(r["kb"]), int(r["hidden"]), int(r["passes"]), r["regularisation"])
+        groups.setdefault(key, []).append(float(r["best"]))
+    print("| text | KB | GRU 2 x | passes | regularisation | best val, mean | spread | seeds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for key in sorted(groups, key=lambda k: (k[0], k[1], k[3], k[2], list(REGULARISATION).index(k[4]))):
+        v = groups[key]
+        print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4]} | "
+              f"{statistics.mean(v):.4f} | {max(v) - min(v):.4f} | {len(v)} |")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--time", default="5m", help="the budget of each run [5m]")
@@ -106,6 +222,13 @@ def main():
     parser.add_argument("--keep", type=Path, help="keep the run directories here")
     parser.add_argument("--init", action="store_true", help="the initialisation study")
     parser.add_argument("--steps", type=int, default=2000, help="updates per run (--init)")
+    parser.add_argument("--passes", action="store_true",
+                        help="the passes study: slices x budgets in passes (issue 21)")
+    parser.add_argument("--csv", type=Path, default=ROOT / "benchmarks" / "passes.csv",
+                        help="where the passes study's rows go [benchmarks/passes.csv]")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at once (--passes)")
+    parser.add_argument("--passes-table", type=Path, metavar="CSV",
+                        help="print the passes study's table from its CSV")
     parser.add_argument("--smoke", action="store_true",
                         help="the first row of each study, one seed, 3 s or 8 updates: that "
                              "it runs (CI); no figures")
@@ -115,8 +238,18 @@ def main():
         args.only = args.only or [next(iter(SETTINGS))]
     if not CORPUS.exists():
         raise SystemExit(f"{CORPUS} is absent")
+    if args.passes_table:
+        passes_table(args.passes_table)
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        (init_study if args.init else budget_sweep)(args, args.keep or tmp)
+        if args.passes:
+            if args.smoke:
+                args.csv = Path(tmp) / "passes.csv"
+            passes_study(args, args.keep or tmp)
+            if args.smoke:
+                passes_table(args.csv)
+        else:
+            (init_study if args.init else budget_sweep)(args, args.keep or tmp)
     if args.smoke:
         print("smoke run: the study ran; its figures are not measurements")
 

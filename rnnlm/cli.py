@@ -688,8 +688,10 @@ def gradflow(textfile, checkpoints, cells, hidden, layers, distance, positions, 
               help="Cell(s) to check [default: all].")
 @click.option("--layers", "layer_counts", multiple=True, type=click.IntRange(min=1),
               help="Depth(s) to check [default: 1 and 2].")
-@click.option("--dropout", "dropouts", multiple=True, type=click.FloatRange(0, 1, max_open=True),
-              help="Dropout rate(s), with a fixed mask [default: 0 and 0.3].")
+@click.option("--regulariser", "regularisers", multiple=True,
+              type=click.Choice(tuple(gradcheck_lib.REGULARISERS)),
+              help="Regulariser(s), each at 0.3 with fixed masks: per-step dropout, locked "
+                   "dropout, weight drop on W_hh [default: none and all three].")
 @click.option("--hidden", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--vocab", default=7, show_default=True, type=click.IntRange(min=1))
 @click.option("--seq-len", default=6, show_default=True, type=click.IntRange(min=1))
@@ -697,7 +699,8 @@ def gradflow(textfile, checkpoints, cells, hidden, layers, distance, positions, 
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--engine", "engine_names", multiple=True, type=click.Choice(config.ENGINES),
               help="Engine(s) to check [default: fast].")
-def gradcheck(cells, layer_counts, dropouts, hidden, vocab, seq_len, batch, seed, engine_names):
+def gradcheck(cells, layer_counts, regularisers, hidden, vocab, seq_len, batch, seed,
+              engine_names):
     """Check every analytic gradient against centred finite differences (float64).
 
     Prints one row per parameter tensor; exits 1 if any relative error exceeds the
@@ -710,7 +713,8 @@ def gradcheck(cells, layer_counts, dropouts, hidden, vocab, seq_len, batch, seed
     rows = []
     for engine in engine_names or ("fast",):
         rows += gradcheck_lib.check_all(cells or tuple(CELLS), layer_counts or (1, 2),
-                                        dropouts or (0.0, 0.3), hidden=hidden, vocab=vocab,
+                                        regularisers or tuple(gradcheck_lib.REGULARISERS),
+                                        hidden=hidden, vocab=vocab,
                                         seq_len=seq_len, batch=batch, seed=seed, engine=engine)
     click.echo(f"{'case':<27} {'parameter':<18} {'shape':<10} {'max rel error':>13}")
     for r in rows:

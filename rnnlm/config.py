@@ -22,6 +22,7 @@ OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam")
 SCHEDULES = ("constant", "step", "cosine", "linear")
 INITS = ("uniform", "orthogonal")
 ENGINES = ("fast", "textbook")
+DROPOUT_MODES = ("step", "locked")
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Config:
     hidden: int = 256  # units per layer (H)
     layers: int = 2  # stacked cells
     dropout: float = 0.0  # inverted dropout on every layer's output, training only
+    dropout_mode: str = "step"  # step: a new mask every step | locked: one per stream per window
+    weight_drop: float = 0.0  # DropConnect on each layer's W_hh, one mask per update
     init: str = "uniform"  # PyTorch's all-uniform, or orthogonal W_hh blocks (README)
     forget_bias: float = 0.0  # LSTM forget-gate bias at init; 1 measured worse here
     # data
@@ -78,6 +81,8 @@ RULES = {
     "hidden": (lambda v: v >= 1, ">= 1"),
     "layers": (lambda v: v >= 1, ">= 1"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "dropout_mode": (lambda v: v in DROPOUT_MODES, f"one of {', '.join(DROPOUT_MODES)}"),
+    "weight_drop": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "batch_size": (lambda v: v >= 1, ">= 1"),
     "seq_len": (lambda v: v >= 1, ">= 1"),

@@ -10,16 +10,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnlm import engines
-from rnnlm.params import CELLS, Spec, dropout_masks, init_params, zero_state
+from rnnlm.params import CELLS, Spec, dropout_masks, init_params, weight_drop_masks, zero_state
 
 TOLERANCE = 1e-6
 FLOOR = 1e-3  # |a| + |n| below this counts as zero: the error is then judged as absolute
 EPS = 2e-5  # balances truncation (eps^2) against rounding (1/eps), measured on 288 checks
 
+# The regularisers checked, each at rate 0.3 with its masks drawn once and held fixed:
+# name -> (dropout, dropout_mode, weight_drop).
+REGULARISERS = {"none": (0.0, "step", 0.0), "dropout": (0.3, "step", 0.0),
+                "locked": (0.3, "locked", 0.0), "weight drop": (0.0, "step", 0.3)}
+
 
 @dataclass
 class Row:
-    case: str  # e.g. "lstm L2 dropout"
+    case: str  # e.g. "lstm L2 locked"
     name: str  # parameter name
     shape: tuple
     max_rel_error: float
@@ -34,10 +39,10 @@ def relative_error(analytic, numeric, floor=FLOOR):
                         np.maximum(np.abs(analytic) + np.abs(numeric), floor)))
 
 
-def check(cell="rnn", layers=1, dropout=0.0, hidden=5, vocab=7, seq_len=6, batch=3,
+def check(cell="rnn", layers=1, regulariser="none", hidden=5, vocab=7, seq_len=6, batch=3,
           seed=0, engine="fast", eps=EPS):
     """Check every parameter of one configuration with one engine ("fast" or
-    "textbook"). Returns one Row per tensor."""
+    "textbook") and one of REGULARISERS. Returns one Row per tensor."""
     loss_and_grads = engines.get(engine).loss_and_grads
     rng = np.random.default_rng(seed)
     spec = Spec(cell, vocab, hidden, layers)
@@ -49,13 +54,15 @@ def check(cell="rnn", layers=1, dropout=0.0, hidden=5, vocab=7, seq_len=6, batch
     y = rng.integers(0, vocab, (batch, seq_len))
     state = [tuple(rng.normal(0.0, 0.5, (batch, hidden)) for _ in s)
              for s in zero_state(spec, batch, np.float64)]
-    masks = dropout_masks(spec, batch, seq_len, dropout, rng, np.float64)
+    dropout, mode, weight_drop = REGULARISERS[regulariser]
+    masks = dropout_masks(spec, batch, seq_len, dropout, rng, np.float64, mode == "locked")
+    weight_masks = weight_drop_masks(spec, weight_drop, rng, np.float64)
 
     def loss_at():
-        return loss_and_grads(params, spec, x, y, state, masks)[0]
+        return loss_and_grads(params, spec, x, y, state, masks, weight_masks=weight_masks)[0]
 
-    _, grads, _ = loss_and_grads(params, spec, x, y, state, masks)
-    case = (f"{cell} L{layers}" + (" dropout" if masks is not None else "")
+    _, grads, _ = loss_and_grads(params, spec, x, y, state, masks, weight_masks=weight_masks)
+    case = (f"{cell} L{layers}" + ("" if regulariser == "none" else f" {regulariser}")
             + ("" if engine == "fast" else f" {engine}"))
     rows = []
     for name, p in params.items():
@@ -72,11 +79,12 @@ def check(cell="rnn", layers=1, dropout=0.0, hidden=5, vocab=7, seq_len=6, batch
     return rows
 
 
-def check_all(cells=tuple(CELLS), layer_counts=(1, 2), dropouts=(0.0, 0.3), **sizes):
-    """Every cell x depth x dropout setting, as one list of rows."""
+def check_all(cells=tuple(CELLS), layer_counts=(1, 2), regularisers=tuple(REGULARISERS),
+              **sizes):
+    """Every cell x depth x regulariser, as one list of rows."""
     rows = []
     for cell in cells:
         for layers in layer_counts:
-            for dropout in dropouts:
-                rows += check(cell, layers, dropout, **sizes)
+            for regulariser in regularisers:
+                rows += check(cell, layers, regulariser, **sizes)
     return rows

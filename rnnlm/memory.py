@@ -68,7 +68,11 @@ def estimate(cfg, spec):
             logits += N * V if V <= 512 else 2 * G * H * (V + N)  # float64 sums, int64 index
         prepared = L * G * H * (3 * H + 2 * V)  # W_ih, W_hh, its transpose laid out; the table
         window = FLOAT * (L * per_layer + columns + 2 * logits + prepared)
-    masks = FLOAT * (L + 1) * T * H * B if cfg.dropout > 0 else 0  # and what they masked
+    masks = 0
+    if cfg.dropout > 0:  # the masks (one step's where locked) and what they masked
+        masks += FLOAT * (L * (1 if cfg.dropout_mode == "locked" else T) + 1) * T * H * B
+    if cfg.weight_drop > 0:  # each W_hh's mask and its dropped copy
+        masks += FLOAT * 2 * L * G * H * H
     evaluation = 28 * B * V * window_length(B, V, T)
     return {"in use now (interpreter, libraries, text)": in_use(), "model and optimizer": model,
             "window buffers": window, "dropout masks": masks, "evaluation": evaluation}

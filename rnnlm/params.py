@@ -150,15 +150,36 @@ def check_params(params, spec):
                              f"expected {shape}")
 
 
-def dropout_masks(spec, batch, seq_len, p, rng, dtype=np.float32):
+def dropout_masks(spec, batch, seq_len, p, rng, dtype=np.float32, locked=False):
     """Inverted-dropout masks for every layer's output: 0 or 1/(1-p), each (T, H, B), so
     that masks[layer][t] is the (H, B) mask of step t's column vectors. Drawn in the
-    masks' own memory. None when p is 0."""
+    masks' own memory. None when p is 0.
+
+    locked: variational ("locked") dropout (Gal and Ghahramani, 2016; AWD-LSTM): one mask
+    per stream for the whole window, the same at every step, as a read-only (T, H, B)
+    view of one (H, B) draw."""
     if p <= 0:
         return None
     draw = np.float32 if np.dtype(dtype) == np.float32 else np.float64
-    masks = rng.random((spec.layers, seq_len, spec.hidden, batch), dtype=draw)
+    steps = 1 if locked else seq_len
+    masks = rng.random((spec.layers, steps, spec.hidden, batch), dtype=draw)
     masks = masks.astype(dtype, copy=False)
+    for m in masks:
+        np.multiply(m < 1.0 - p, 1.0 / (1.0 - p), out=m)
+    if locked:
+        return [np.broadcast_to(m, (seq_len,) + m.shape[1:]) for m in masks]
+    return list(masks)
+
+
+def weight_drop_masks(spec, p, rng, dtype=np.float32):
+    """DropConnect on each layer's W_hh ("weight drop", AWD-LSTM): an inverted mask of
+    W_hh's shape (G*H, H), 0 or 1/(1-p), one per layer for the whole update, the same for
+    every stream and step. None when p is 0."""
+    if p <= 0:
+        return None
+    draw = np.float32 if np.dtype(dtype) == np.float32 else np.float64
+    shape = (spec.layers, spec.gates * spec.hidden, spec.hidden)
+    masks = rng.random(shape, dtype=draw).astype(dtype, copy=False)
     for m in masks:
         np.multiply(m < 1.0 - p, 1.0 / (1.0 - p), out=m)
     return list(masks)

@@ -21,7 +21,8 @@ from rnnlm.config import to_yaml
 from rnnlm.data import Streams, min_corpus_length, split
 from rnnlm.evaluate import Interrupted, loss_sums
 from rnnlm.optim import clip_gradients, learning_rate, make_optimizer
-from rnnlm.params import Spec, carry_over, count, dropout_masks, init_params, zero_state
+from rnnlm.params import (Spec, carry_over, count, dropout_masks, init_params,
+                          weight_drop_masks, zero_state)
 from rnnlm.sample import generate
 
 METRICS = ("step", "epoch", "train_loss", "val_loss", "grad_norm", "lr", "chars_per_sec",
@@ -362,12 +363,15 @@ def _gradients(run, streams):
     x, y = streams.window(run.window)
     # Every stream's masks, drawn from the run's generator whatever the workers, so that
     # N workers follow the trajectory of one.
-    masks = dropout_masks(run.spec, cfg.batch_size, cfg.seq_len, cfg.dropout, run.rng)
+    masks = dropout_masks(run.spec, cfg.batch_size, cfg.seq_len, cfg.dropout, run.rng,
+                          locked=cfg.dropout_mode == "locked")
+    weight_masks = weight_drop_masks(run.spec, cfg.weight_drop, run.rng)  # one for all
     if run.group.size > 1:
         x, y = x[run.rows], y[run.rows]
         if masks is not None:
             masks = [np.ascontiguousarray(m[:, :, run.rows]) for m in masks]
-    return run.engine.loss_and_grads(run.params, run.spec, x, y, run.state, masks)
+    return run.engine.loss_and_grads(run.params, run.spec, x, y, run.state, masks,
+                                     weight_masks=weight_masks)
 
 
 DECISIONS = ("stop", "last", "evaluate")  # any worker's, every worker's: carried in the sum

@@ -277,8 +277,10 @@ def test_eval_bad_text(runner, trained, tmp_path):
 def test_gradcheck_command(runner):
     result = runner.invoke(cli, ["gradcheck", "--cell", "gru", "--layers", "2"])
     assert result.exit_code == 0, result.output
-    assert "rnn.weight_hh_l1" in result.stdout and "gru L2 dropout" in result.stdout
-    assert "20 of 20 tensors within tolerance 1e-06" in result.stdout
+    for case in ("gru L2 ", "gru L2 dropout", "gru L2 locked", "gru L2 weight drop"):
+        assert case + " " in result.stdout  # every regulariser
+    assert "rnn.weight_hh_l1" in result.stdout
+    assert "40 of 40 tensors within tolerance 1e-06" in result.stdout
 
 
 def test_gradcheck_command_fails_on_a_wrong_backward(runner, monkeypatch):
@@ -290,7 +292,7 @@ def test_gradcheck_command_fails_on_a_wrong_backward(runner, monkeypatch):
 
     monkeypatch.setattr(cells.LSTM, "backward", staticmethod(wrong))
     result = runner.invoke(cli, ["gradcheck", "--cell", "lstm", "--layers", "1",
-                                 "--dropout", "0"])
+                                 "--regulariser", "none"])
     assert result.exit_code == 1
     assert "FAIL" in result.stdout and "FAILED" in result.stdout
 

@@ -6,16 +6,18 @@ import pytest
 from rnnlm import gradcheck, optim, textbook
 from rnnlm.data import text_corpus
 from rnnlm.fast import cells, engine
-from rnnlm.params import CELLS, Spec, dropout_masks, init_params, param_shapes, zero_state
+from rnnlm.params import (CELLS, Spec, dropout_masks, init_params, param_shapes,
+                          weight_drop_masks, zero_state)
 
-SETTINGS = [(cell, layers, dropout) for cell in CELLS for layers in (1, 2) for dropout in (0.0, 0.3)]
+REGULARISERS = tuple(gradcheck.REGULARISERS)  # none, dropout, locked, weight drop
+SETTINGS = [(cell, layers, reg) for cell in CELLS for layers in (1, 2) for reg in REGULARISERS]
 
 
-def test_gradcheck_passes_for_every_cell_depth_and_dropout_with_the_textbook_engine():
+def test_gradcheck_passes_for_every_cell_depth_and_regulariser_with_the_textbook_engine():
     assert_gradcheck_passes("textbook")
 
 
-def test_gradcheck_passes_for_every_cell_depth_and_dropout_with_the_fast_engine(kernel_path):
+def test_gradcheck_passes_for_every_cell_depth_and_regulariser_with_the_fast_engine(kernel_path):
     assert_gradcheck_passes("fast")
 
 
@@ -23,6 +25,8 @@ def assert_gradcheck_passes(engine_name):
     rows = gradcheck.check_all(engine=engine_name)
     tensors = sum(len(param_shapes(Spec(cell, 7, 5, layers))) for cell, layers, _ in SETTINGS)
     assert len(rows) == tensors  # one row per parameter tensor of every setting
+    assert {r.case for r in rows} >= {"gru L2 locked" + ("" if engine_name == "fast" else " textbook"),
+                                      "lstm L1 weight drop" + ("" if engine_name == "fast" else " textbook")}
     worst = max(rows, key=lambda r: r.max_rel_error)
     assert all(r.ok for r in rows), worst
 
@@ -67,21 +71,27 @@ def test_gradcheck_catches_a_wrong_textbook_step(monkeypatch):
     assert not next(r for r in rows if r.name == "rnn.weight_hh_l0").ok
 
 
-def random_case(cell, layers, dropout, seed=5, V=11, H=9, B=4, T=13):
+def random_case(cell, layers, regulariser, seed=5, V=11, H=9, B=4, T=13):
     rng = np.random.default_rng(seed)
     spec = Spec(cell, V, H, layers)
     params = init_params(spec, rng, np.float64)
     x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
     state = [tuple(rng.normal(0, 0.5, (B, H)) for _ in s) for s in zero_state(spec, B)]
-    masks = dropout_masks(spec, B, T, dropout, rng, np.float64)
-    return params, spec, x, y, state, masks
+    dropout, mode, weight_drop = gradcheck.REGULARISERS[regulariser]
+    masks = dropout_masks(spec, B, T, dropout, rng, np.float64, mode == "locked")
+    weight_masks = weight_drop_masks(spec, weight_drop, rng, np.float64)
+    return params, spec, x, y, state, masks, weight_masks
 
 
-@pytest.mark.parametrize("cell,layers,dropout", SETTINGS + [(c, 3, 0.0) for c in CELLS])
-def test_fast_engine_equals_the_textbook(cell, layers, dropout, kernel_path):
-    params, spec, x, y, state, masks = random_case(cell, layers, dropout)
-    loss, grads, new_state = engine.loss_and_grads(params, spec, x, y, state, masks)
-    ref_loss, ref_grads, ref_state = textbook.loss_and_grads(params, spec, x, y, state, masks)
+@pytest.mark.parametrize("cell,layers,regulariser",
+                         SETTINGS + [(c, 3, "none") for c in CELLS]
+                         + [(c, 3, "locked") for c in CELLS] + [(c, 3, "weight drop") for c in CELLS])
+def test_fast_engine_equals_the_textbook(cell, layers, regulariser, kernel_path):
+    params, spec, x, y, state, masks, weight_masks = random_case(cell, layers, regulariser)
+    loss, grads, new_state = engine.loss_and_grads(params, spec, x, y, state, masks,
+                                                   weight_masks=weight_masks)
+    ref_loss, ref_grads, ref_state = textbook.loss_and_grads(params, spec, x, y, state, masks,
+                                                             weight_masks=weight_masks)
     assert loss == pytest.approx(ref_loss, rel=1e-10, abs=0)
     assert grads.keys() == ref_grads.keys()
     for name in grads:
