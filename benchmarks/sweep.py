@@ -123,18 +123,17 @@ FIELDS = ("text", "kb", "hidden", "regularisation", "passes", "seed", "updates",
 
 def passes_jobs():
     """(text, kb, hidden, regularisation, passes) in the order they are worth running:
-    the 2 x 256 GRU at every level first, then the smaller and larger models at the
-    budgets where their size matters, then the whole texts at one pass."""
+    for each slice, the 2 x 256 GRU at every level first, then the smaller and larger
+    models at the budgets where their size matters; then the whole texts at one pass."""
     jobs = []
     for kb in (100, 300):
         for passes in (1, 4, 16):
             for reg in REGULARISATION:
                 jobs += [(text, kb, 256, reg, passes) for text in TEXTS]
-    for kb in (100, 300):
         for passes in (4, 16):
             jobs += [(text, kb, 128, reg, passes) for reg in ("mid", "high") for text in TEXTS]
-    for kb, passes in ((100, 4), (100, 16), (300, 4)):
-        jobs += [(text, kb, 384, "high", passes) for text in TEXTS]
+        for passes in ((4, 16) if kb == 100 else (4,)):
+            jobs += [(text, kb, 384, "high", passes) for text in TEXTS]
     jobs += [(text, 1100, 256, reg, 1) for reg in ("none", "mid") for text in TEXTS]
     return jobs
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from rnnlm import RnnlmError
-from rnnlm import checkpoint, config, data, engines, evaluate, rundir, sample as sampling
+from rnnlm import checkpoint, config, data, engines, evaluate, memory, rundir, sample as sampling
 from rnnlm import corpus as corpus_lib, workers
 from rnnlm import training
+from rnnlm.params import Spec
 
 
 def _silent(message):
@@ -143,12 +144,7 @@ def start(corpus=None, out=None, *, config_file=None, assignments=(), time=None,
     or checkpoint to fine-tune. stop() is polled after every update. notify(message) hears
     what the set-up found; warn(message), default notify, what a quiet run must say too."""
     began = clock.perf_counter() if began is None else began  # a budget counts from here
-    settings = {k: v for k, v in settings.items() if v is not None}
-    if time is not None:
-        settings["max_seconds"] = config.parse_duration(str(time))
-    if ("max_steps" in settings) != ("max_seconds" in settings):  # a limit in one unit only
-        settings.setdefault("max_steps", 0)
-        settings.setdefault("max_seconds", 0)
+    settings = _limits(time, settings)
     paths = _paths(corpus)
     if out is not None:
         if not str(out).strip():  # Path("") would be the current directory
@@ -172,12 +168,13 @@ def start(corpus=None, out=None, *, config_file=None, assignments=(), time=None,
                                              finetuning=base is not None)
     for note in text.notes():
         notify(note)
-    if ckpt is None and not _chosen(("batch_size", "seq_len"), config_file, assignments):
-        cfg = _fitted(cfg, len(text.ids), notify)
     if ckpt is None:
         chosen = out
         out = workers.decided(lambda: rundir.for_new_run(chosen, default_out))
-    if cfg.engine == "fast":
+        given = _given(config_file, assignments, settings)
+        cfg, _ = _for_text(cfg, given | set(config.SIZED) if base else given, text, began,
+                           check_memory, notify)  # fine-tuning keeps its model
+    elif cfg.engine == "fast":
         engines.load_kernels(notify=notify)
     events = training.train(cfg, text.vocab, text.ids, out, corpus_name=text.name,
                             corpus_record=record, resume=ckpt, stop=stop,
@@ -202,6 +199,45 @@ def _resumed(resume, out, config_file, assignments, settings, notify, warn):
     return ckpt, cfg, _recorded_corpus(ckpt), out, own / "metrics.csv" if carried else None
 
 
+def choose(corpus=None, *, config_file=None, assignments=(), time=None, globs=(),
+           check_memory=True, notify=_silent, **settings):
+    """What a new run on corpus would train with, without training it (rnnlm config
+    CORPUS): its Config, and the rule's choice in one line (None where the user set every
+    setting the rule chooses). start()'s arguments."""
+    began = clock.perf_counter()
+    settings = _limits(time, settings)
+    cfg = config.build(file=config_file, assignments=assignments, **settings)
+    text, _, _ = _read_corpus(_paths(corpus), globs, cfg, None, None, notify, finetuning=False)
+    return _for_text(cfg, _given(config_file, assignments, settings), text, began,
+                     check_memory, notify)
+
+
+def _limits(time, settings):
+    """settings without the ones not given (None), time as max_seconds; a limit given in
+    one unit only lifts the other."""
+    settings = {k: v for k, v in settings.items() if v is not None}
+    if time is not None:
+        settings["max_seconds"] = config.parse_duration(str(time))
+    if ("max_steps" in settings) != ("max_seconds" in settings):
+        settings.setdefault("max_steps", 0)
+        settings.setdefault("max_seconds", 0)
+    return settings
+
+
+def _for_text(cfg, given, text, began, check_memory, notify):
+    """A new run's settings for its text: fewer streams where it is short, and the model
+    the rule chooses (sized), each unless `given`. Returns the Config and the choice."""
+    if not {"batch_size", "seq_len"} & given:
+        cfg = _fitted(cfg, len(text.ids), notify)
+    if cfg.engine == "fast":
+        engines.load_kernels(notify=notify)
+    if set(config.SIZED) <= given:
+        return cfg, None
+    cfg, why = sized(cfg, given, text, began, check_memory)
+    notify(why)
+    return cfg, why
+
+
 def train(corpus=None, out=None, **options):
     """Run a whole training run (start()'s arguments) and return the run directory."""
     run = start(corpus, out, **options)
@@ -210,12 +246,52 @@ def train(corpus=None, out=None, **options):
     return run.out
 
 
-def _chosen(keys, config_file, assignments):
-    """Whether the user set any of keys (in the config file, or with --set)."""
-    named = {config.parse_assignment(a)[0] for a in assignments}
+def _given(config_file, assignments, settings):
+    """The settings the user set: in the config file, with --set, or as arguments."""
+    named = {config.parse_assignment(a)[0] for a in assignments} | set(settings)
     if config_file is not None:
         named |= set(config.read_yaml(config_file))
-    return bool(named & set(keys))
+    return named
+
+
+def sized(cfg, given, text, began=None, check_memory=True):
+    """A new run's model chosen for its text, its budget and this machine (config.sized,
+    the rule), every setting in `given` kept: each candidate's speed is measured here
+    (training.speeds), unless the budget is in updates only. Returns the Config and the
+    choice in one line."""
+    began = clock.perf_counter() if began is None else began
+    train_chars = len(data.split(text.ids, cfg.val_fraction)[0])
+    window = cfg.batch_size * cfg.seq_len
+    candidates = config.candidates(cfg, given)
+    if check_memory and memory.available() is not None:  # none that training would refuse
+        fitting = [c for c in candidates if sum(memory.estimate(
+            c, Spec(c.cell, text.vocab.size, c.hidden, c.layers)).values()) <= memory.available()]
+        candidates = fitting or candidates[:1]
+    by_steps = cfg.max_steps * window if cfg.max_steps else float("inf")
+    passes = {}
+    for candidate in candidates:  # narrowest first: where one reads too little, wider
+        chars = by_steps           # ones (slower) would too, and are not measured
+        if cfg.max_seconds > 0:
+            seconds = cfg.max_seconds * (1 - training.EVAL_SHARE) - (clock.perf_counter() - began)
+            rate = training.speed(candidate, text.vocab.size)
+            chars = min(chars, rate * max(seconds, 0.0))
+        passes[candidate.hidden] = chars / max(train_chars, 1)
+        if passes[candidate.hidden] < config.MIN_PASSES:
+            break
+    budget = f"{_duration(cfg.max_seconds)} here" if cfg.max_seconds else f"{cfg.max_steps:,} updates"
+    cfg, words, read = config.sized(cfg, given, passes)
+    return cfg, (f"{_size(train_chars)} to train on, about {read:.1f} passes in {budget}: "
+                 f"{words} (settings you give win: rnnlm config)")
+
+
+def _size(chars):
+    return f"{chars / 1e6:.3g}M characters" if chars >= 1e6 else f"{chars / 1e3:.3g}K characters"
+
+
+def _duration(seconds):
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
 
 
 def _fitted(cfg, characters, notify):

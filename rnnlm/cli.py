@@ -468,20 +468,35 @@ def info(target, as_json):
 
 
 @cli.command(name="config")
+@click.argument("paths", nargs=-1, metavar="[CORPUS]...", type=click.Path(path_type=Path))
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="YAML file of settings, resolved over the defaults.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Override one setting; repeatable.")
-def config_(config_file, assignments):
+@click.option("--glob", "globs", multiple=True, metavar="PATTERN",
+              help="In directories, read only the files that match; repeatable.")
+@click.option("--time", "duration", metavar="DURATION", help="The budget, as for train.")
+@click.option("--max-steps", type=int, help="The budget in updates, as for train.")
+@threads_option
+def config_(paths, config_file, assignments, globs, duration, max_steps):
     """Every setting: its value (resolved from the defaults, --config and --set), its
-    default where they differ, and its meaning.
+    default where they differ, and its meaning. With a CORPUS (or --time), the settings a
+    new run on it would train with: the model the rule chooses for the text and the
+    budget on this machine (measured), and why, in one line.
 
     \b
     Examples:
       rnnlm config
+      rnnlm config notes.txt --time 3m
       rnnlm config --config configs/shakespeare.yaml --set hidden=512
     """
-    cfg = config.build(file=config_file, assignments=assignments)
+    if paths or duration or max_steps:
+        cfg, why = api.choose(paths or None, config_file=config_file, assignments=assignments,
+                              time=duration, globs=globs, max_steps=max_steps, notify=log)
+        if why is None:
+            log("every setting the rule chooses is given: the run trains them as they are")
+    else:
+        cfg = config.build(file=config_file, assignments=assignments)
     for key, default, meaning in config.described():
         value = getattr(cfg, key)
         changed = "" if value == default else f" (default {default!r})"

@@ -273,6 +273,62 @@ def _number(digits, text):
                          f"got {text!r}") from None
 
 
+# --- A model sized to the text, the budget and the machine (issue 21) ------------------
+#
+# A new run gets the settings below that its user did not set from two numbers: the
+# characters it trains on, and how many times the budget lets each candidate model read
+# them on this machine ("passes", from the speed measured at the start: api.start). The
+# table comes from benchmarks/sweep.py --passes (benchmarks/passes.csv; README, "The
+# rule"): passes are the axis that carries over between machines.
+SIZED = ("cell", "hidden", "layers", "dropout", "dropout_mode", "weight_drop", "lr")
+HIDDEN_SIZES = (128, 192, 256, 384, 512)  # the candidates, GRU 2 x H
+MIN_PASSES = 6.0  # the largest model that reads its text at least this often wins
+# passes at least -> (dropout, dropout_mode, weight_drop): the sweep's best level
+REGULARISATION = ((0.0, (0.0, "step", 0.0)),
+                  (2.5, (0.2, "locked", 0.2)),
+                  (8.0, (0.35, "locked", 0.3)))
+
+
+def regularisation(passes):
+    """(dropout, dropout_mode, weight_drop) for a model that reads its text `passes` times."""
+    return [level for at_least, level in REGULARISATION if passes >= at_least][-1]
+
+
+def candidates(cfg, given):
+    """The models the rule chooses among, as Configs: cfg's cell and layers where given,
+    else a GRU of 2 layers; each width of HIDDEN_SIZES, or cfg's where given."""
+    shape = {k: v for k, v in (("cell", "gru"), ("layers", 2)) if k not in given}
+    base = dataclasses.replace(cfg, **shape)
+    hiddens = [cfg.hidden] if "hidden" in given else HIDDEN_SIZES
+    return [dataclasses.replace(base, hidden=h) for h in hiddens]
+
+
+def sized(cfg, given, passes):
+    """The rule. passes: {hidden: how many times the budget lets that candidate (of
+    candidates()) read the training text}. Returns the Config, every SIZED setting not in
+    `given` chosen, its model in words, and its passes."""
+    fits = [h for h in passes if passes[h] >= MIN_PASSES]
+    hidden = max(fits) if fits else min(passes)
+    chosen = dataclasses.asdict(candidates(cfg, given)[0])
+    chosen["hidden"] = hidden
+    chosen["dropout"], chosen["dropout_mode"], chosen["weight_drop"] = regularisation(passes[hidden])
+    chosen["lr"] = 6e-3 if hidden <= 256 else 4e-3
+    cfg = dataclasses.replace(cfg, **{k: chosen[k] for k in SIZED if k not in given})
+    return cfg, f"{_model_words(cfg)}, lr {cfg.lr:g}", passes[hidden]
+
+
+def _model_words(cfg):
+    """'GRU 2 x 192, locked dropout 0.3, weight drop 0.2'"""
+    words = [f"{cfg.cell.upper()} {cfg.layers} x {cfg.hidden}"]
+    if cfg.dropout > 0:
+        words.append(f"{'locked ' if cfg.dropout_mode == 'locked' else ''}dropout {cfg.dropout:g}")
+    if cfg.weight_drop > 0:
+        words.append(f"weight drop {cfg.weight_drop:g}")
+    if cfg.dropout == 0 and cfg.weight_drop == 0:
+        words.append("no dropout")
+    return ", ".join(words)
+
+
 # What a resumed run cannot change: the model's shape, the data layout and the optimizer.
 FROZEN_ON_RESUME = ("cell", "hidden", "layers", "batch_size", "seq_len", "val_fraction",
                     "optimizer", "seed")

@@ -23,11 +23,16 @@ def params_of(path):
     return checkpoint.load(path).params
 
 
-@pytest.mark.parametrize("cell,layers", [("rnn", 1), ("lstm", 2), ("gru", 1)])
+@pytest.mark.parametrize("cell,layers,regularisers", [
+    ("rnn", 1, ()), ("lstm", 2, ()), ("gru", 1, ()),
+    ("gru", 2, ("dropout_mode=locked", "weight_drop=0.3")),
+    ("lstm", 1, ("dropout_mode=locked", "weight_drop=0.3"))])
 def test_resume_is_bit_identical_to_an_uninterrupted_run(runner, corpus, tmp_path, cell, layers,
-                                                         kernel_path):
+                                                         regularisers, kernel_path):
     common = ["--config", TINY, "--set", f"cell={cell}", "--set", f"layers={layers}",
               "--set", "dropout=0.2", "-q"]
+    for setting in regularisers:  # locked dropout and weight drop draw from the run's RNG too
+        common += ["--set", setting]
     whole, split = tmp_path / "whole", tmp_path / "split"
     # 40 updates pass the end of the 1,620-character training text twice: streams wrap,
     # state resets and the RNG draws dropout masks throughout

@@ -41,14 +41,15 @@ def run(command, cwd=ROOT, timeout=120):
                           timeout=timeout)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_n_workers_follow_the_trajectory_of_one_in_float64(tmp_path, cell):
+@pytest.mark.parametrize("cell,mode", [("lstm", "step"), ("gru", "locked")])
+def test_n_workers_follow_the_trajectory_of_one_in_float64(tmp_path, cell, mode):
+    """With dropout a mask each step (lstm), and locked dropout with weight drop (gru)."""
     script = str(ROOT / "tests" / "mpi_trajectory.py")
     results = {}
     for n in (1, 2, 4):
         out = tmp_path / f"{n}.npz"
         command = [sys.executable, script] if n == 1 else mpiexec(n, script)
-        done = run(command + [str(out), cell])
+        done = run(command + [str(out), cell, mode])
         assert done.returncode == 0, done.stderr
         results[n] = np.load(out)
     one = results[1]
