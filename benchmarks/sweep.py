@@ -124,7 +124,8 @@ FIELDS = ("text", "kb", "hidden", "regularisation", "passes", "seed", "updates",
 def passes_jobs():
     """(text, kb, hidden, regularisation, passes) in the order they are worth running:
     for each slice, the 2 x 256 GRU at every level first, then the smaller and larger
-    models at the budgets where their size matters; then the whole texts at one pass."""
+    models at the budgets where their size matters; then the whole texts at one pass, and
+    8 passes."""
     jobs = []
     for kb in (100, 300):
         for passes in (1, 4, 16):
@@ -135,6 +136,9 @@ def passes_jobs():
         for passes in ((4, 16) if kb == 100 else (4,)):
             jobs += [(text, kb, 384, "high", passes) for text in TEXTS]
     jobs += [(text, 1100, 256, reg, 1) for reg in ("none", "mid") for text in TEXTS]
+    for kb in (100, 300):  # between 4 and 16 passes, where the levels cross
+        jobs += [(text, kb, 256, reg, 8) for reg in REGULARISATION for text in TEXTS]
+        jobs += [(text, kb, 384, "high", 8) for text in TEXTS]
     return jobs
 
 

@@ -389,7 +389,8 @@ def _gradients(run, streams):
     # N workers follow the trajectory of one.
     masks = dropout_masks(run.spec, cfg.batch_size, cfg.seq_len, cfg.dropout, run.rng,
                           locked=cfg.dropout_mode == "locked")
-    weight_masks = weight_drop_masks(run.spec, cfg.weight_drop, run.rng)  # one for all
+    weight_masks = weight_drop_masks(run.spec, cfg.weight_drop, run.rng,  # one for all
+                                     run.params["out.weight"].dtype)
     if run.group.size > 1:
         x, y = x[run.rows], y[run.rows]
         if masks is not None:

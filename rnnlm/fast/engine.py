@@ -133,7 +133,8 @@ def loss_and_grads(params, spec, x, y, state, masks=None, weight_masks=None):
         params = dict(params)
         for layer, m in enumerate(weight_masks):
             w_hh = layer_keys(layer)[1]
-            params[w_hh] = np.multiply(params[w_hh], m, out=scratch(f"dropped{layer}", m.shape, m.dtype))
+            params[w_hh] = np.multiply(params[w_hh], m, out=scratch(f"dropped{layer}", m.shape,
+                                                                     params[w_hh].dtype))
     layers, new_state, top, h_cols = _forward_layers(cell, params, spec, x.T, state, masks)
     loss, grads, dtop = _output_layer(params, spec, top, y.T.reshape(-1))
     _backward_layers(cell, params, spec, layers, dtop, h_cols, masks, grads)

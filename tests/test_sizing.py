@@ -1,0 +1,95 @@
+"""A new run's model, sized to its text, its budget and the machine (config.sized, the
+rule; api.sized, which measures the machine): what it chooses, that the user's settings
+win, that more compute never buys a smaller or less regularised model."""
+import dataclasses
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from rnnlm import api, config
+from rnnlm.cli import cli
+
+from conftest import CONFIGS
+
+
+def passes_at(scale):
+    """Passes per candidate width on a machine `scale` times this made-up one, where each
+    width costs as its H^2 does."""
+    return {h: scale * (256 / h) ** 2 for h in config.HIDDEN_SIZES}
+
+
+def test_the_rule_takes_the_widest_model_that_reads_its_text_often_enough():
+    cfg, words, passes = config.sized(config.Config(), set(), passes_at(config.MIN_PASSES))
+    assert cfg.hidden == 256 and passes == config.MIN_PASSES  # 384 would read it too rarely
+    assert (cfg.cell, cfg.layers) == ("gru", 2)
+    assert (cfg.dropout, cfg.dropout_mode, cfg.weight_drop) == config.regularisation(passes)
+    assert words.startswith("GRU 2 x 256")
+    slow, _, _ = config.sized(config.Config(), set(), passes_at(0.01))
+    assert slow.hidden == min(config.HIDDEN_SIZES)  # none fits: the narrowest
+    assert (slow.dropout, slow.weight_drop) == (0.0, 0.0)  # a text read once is not overfitted
+
+
+def test_the_users_settings_win():
+    mine = dataclasses.replace(config.Config(), hidden=100, dropout=0.1, cell="lstm")
+    cfg, words, passes = config.sized(mine, {"hidden", "dropout", "cell"}, {100: 50.0})
+    assert (cfg.cell, cfg.hidden, cfg.dropout) == ("lstm", 100, 0.1)
+    assert cfg.weight_drop == config.regularisation(50.0)[2]  # what was not given is chosen
+    assert "LSTM 2 x 100" in words
+    assert [c.hidden for c in config.candidates(mine, {"hidden"})] == [100]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0.01, 1000), st.floats(1.0, 16.0))
+def test_a_faster_machine_never_gets_a_smaller_or_less_regularised_model(scale, faster):
+    slow, _, _ = config.sized(config.Config(), set(), passes_at(scale))
+    fast, _, _ = config.sized(config.Config(), set(), passes_at(scale * faster))
+    assert fast.hidden >= slow.hidden
+    if fast.hidden == slow.hidden:
+        assert (fast.dropout, fast.weight_drop) >= (slow.dropout, slow.weight_drop)
+
+
+def test_a_budget_in_updates_is_counted_in_passes_without_measuring(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox\n" for i in range(2000)))
+    heard = []
+    cfg, why = api.choose(text, max_steps=2000, notify=heard.append)
+    train_chars = int(len(text.read_text()) * 0.9)
+    passes = 2000 * 32 * 64 / train_chars
+    assert why in heard
+    assert f"about {passes:.1f} passes in 2,000 updates" in why
+    expected, _, _ = config.sized(config.Config(), set(), {h: passes for h in config.HIDDEN_SIZES})
+    assert cfg.hidden == expected.hidden == max(config.HIDDEN_SIZES)
+    assert why.split(": ", 1)[1].startswith(f"GRU 2 x {cfg.hidden}, locked dropout {cfg.dropout:g}")
+
+
+def test_a_time_budget_measures_the_machine_and_says_what_it_chose(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox\n" for i in range(2000)))
+    cfg, why = api.choose(text, time="20s")
+    assert "passes in 20 s here: GRU 2 x " in why
+    assert cfg.hidden in config.HIDDEN_SIZES
+
+
+def test_train_says_the_choice_and_a_full_config_skips_it(runner, corpus, tmp_path):
+    chosen = runner.invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "a"),
+                                 "--max-steps", "3", "--set", "batch_size=4",
+                                 "--set", "seq_len=8", "--set", "hidden=16"])
+    assert chosen.exit_code == 0, chosen.output
+    assert "passes in 3 updates: GRU 2 x 16, no dropout" in chosen.stderr
+    assert "hidden: 16" in (tmp_path / "a" / "config.yaml").read_text()
+    full = runner.invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "b"),
+                               "--config", str(CONFIGS / "tiny.yaml"), "--max-steps", "3"])
+    assert full.exit_code == 0, full.output
+    assert "passes in" not in full.stderr
+
+
+def test_config_command_shows_the_choice_for_a_corpus_and_budget(runner, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox\n" for i in range(2000)))
+    result = runner.invoke(cli, ["config", str(text), "--max-steps", "100"])
+    assert result.exit_code == 0, result.output
+    assert "passes in 100 updates" in result.stderr
+    chosen, _ = api.choose(text, max_steps=100)
+    assert f"hidden         {chosen.hidden}" in result.stdout
+    plain = runner.invoke(cli, ["config"])
+    assert "passes" not in plain.output and "hidden         256" in plain.stdout
