@@ -138,7 +138,8 @@ def passes_jobs():
     jobs += [(text, 1100, 256, reg, 1) for reg in ("none", "mid") for text in TEXTS]
     for kb in (100, 300):  # between 4 and 16 passes, where the levels cross
         jobs += [(text, kb, 256, reg, 8) for reg in REGULARISATION for text in TEXTS]
-        jobs += [(text, kb, 384, "high", 8) for text in TEXTS]
+        jobs += [(text, kb, 384, reg, 8) for reg in ("mid", "high") for text in TEXTS]
+    jobs += [(text, 100, 384, "mid", 16) for text in TEXTS]  # high underfits there
     return jobs
 
 

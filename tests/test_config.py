@@ -57,6 +57,8 @@ def test_every_shipped_config_loads():
     ("val_fraction: 1\n", r"val_fraction must be in \[0, 1\), got 1.0"),
     ("seq_len: 0\n", "seq_len must be >= 1, got 0"),
     ("dropout: 1.0\n", r"dropout must be in \[0, 1\)"),
+    ("weight_drop: 1\n", r"weight_drop must be in \[0, 1\), got 1.0"),
+    ("dropout_mode: variational\n", "dropout_mode must be one of step, locked, got 'variational'"),
     ("hidden: [\n", "invalid YAML at line 2"),
     ("- a\n- b\n", "must hold a mapping of key: value, not a list"),
     ("1: 2\n", "key 1 is not a string"),

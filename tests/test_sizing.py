@@ -93,3 +93,17 @@ def test_config_command_shows_the_choice_for_a_corpus_and_budget(runner, tmp_pat
     assert f"hidden         {chosen.hidden}" in result.stdout
     plain = runner.invoke(cli, ["config"])
     assert "passes" not in plain.output and "hidden         256" in plain.stdout
+
+
+def test_the_rule_only_considers_models_that_fit_in_memory(tmp_path, monkeypatch):
+    from rnnlm import memory
+    from rnnlm.params import Spec
+    text = tmp_path / "notes.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox\n" for i in range(2000)))
+    wide, _ = api.choose(text, max_steps=5000)
+    assert wide.hidden == 512
+    need = sum(memory.estimate(dataclasses.replace(wide, hidden=256),
+                               Spec("gru", 40, 256, 2)).values())
+    monkeypatch.setattr(memory, "available", lambda: need * 1.05)  # room for 256, not 384
+    narrow, why = api.choose(text, max_steps=5000)
+    assert narrow.hidden == 256 and "GRU 2 x 256" in why
