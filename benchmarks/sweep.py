@@ -140,6 +140,7 @@ def passes_jobs():
         jobs += [(text, kb, 256, reg, 8) for reg in REGULARISATION for text in TEXTS]
         jobs += [(text, kb, 384, reg, 8) for reg in ("mid", "high") for text in TEXTS]
     jobs += [(text, 100, 384, "mid", 16) for text in TEXTS]  # high underfits there
+    jobs += [(text, kb, 384, "none", 4) for kb in (100, 300) for text in TEXTS]  # as 256
     return jobs
 
 
