@@ -257,7 +257,7 @@ def _given(config_file, assignments, settings):
 def sized(cfg, given, text, began=None, check_memory=True):
     """A new run's model chosen for its text, its budget and this machine (config.sized,
     the rule), every setting in `given` kept: each candidate's speed is measured here
-    (training.speeds), unless the budget is in updates only. Returns the Config and the
+    (training.speed), unless the budget is in updates only. Returns the Config and the
     choice in one line."""
     began = clock.perf_counter() if began is None else began
     train_chars = len(data.split(text.ids, cfg.val_fraction)[0])
@@ -267,21 +267,21 @@ def sized(cfg, given, text, began=None, check_memory=True):
         fitting = [c for c in candidates if sum(memory.estimate(
             c, Spec(c.cell, text.vocab.size, c.hidden, c.layers)).values()) <= memory.available()]
         candidates = fitting or candidates[:1]
-    by_steps = cfg.max_steps * window if cfg.max_steps else float("inf")
-    passes = {}
-    for candidate in candidates:  # narrowest first: where one reads too little, wider
-        chars = by_steps           # ones (slower) would too, and are not measured
+    updates = {}
+    for candidate in candidates:  # narrowest first: where one makes too few updates,
+        made = cfg.max_steps or float("inf")  # wider ones (slower) would too: not measured
         if cfg.max_seconds > 0:
             seconds = cfg.max_seconds * (1 - training.EVAL_SHARE) - (clock.perf_counter() - began)
             rate = training.speed(candidate, text.vocab.size)
-            chars = min(chars, rate * max(seconds, 0.0))
-        passes[candidate.hidden] = chars / max(train_chars, 1)
-        if passes[candidate.hidden] < config.MIN_PASSES:
+            made = min(made, rate * max(seconds, 0.0) / window)
+        updates[candidate.hidden] = made
+        if made < config.MIN_UPDATES:
             break
     budget = f"{_duration(cfg.max_seconds)} here" if cfg.max_seconds else f"{cfg.max_steps:,} updates"
-    cfg, words, read = config.sized(cfg, given, passes)
-    return cfg, (f"{_size(train_chars)} to train on, about {read:.1f} passes in {budget}: "
-                 f"{words} (settings you give win: rnnlm config)")
+    cfg, words, passes = config.sized(cfg, given, updates, train_chars)
+    made = f" ({updates[cfg.hidden]:,.0f} updates)" if cfg.max_seconds else ""
+    return cfg, (f"{_size(train_chars)} to train on, about {passes:.1f} passes{made} in "
+                 f"{budget}: {words} (settings you give win: rnnlm config)")
 
 
 def _size(chars):

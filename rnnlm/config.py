@@ -275,18 +275,21 @@ def _number(digits, text):
 
 # --- A model sized to the text, the budget and the machine (issue 21) ------------------
 #
-# A new run gets the settings below that its user did not set from two numbers: the
-# characters it trains on, and how many times the budget lets each candidate model read
-# them on this machine ("passes", from the speed measured at the start: api.start). The
-# table comes from benchmarks/sweep.py --passes (benchmarks/passes.csv; README, "The
-# rule"): passes are the axis that carries over between machines.
+# A new run gets the settings below that its user did not set from what its budget buys:
+# how many updates each candidate width would make on this machine (from its speed,
+# measured at the start: api.sized), and how many times ("passes") that reads the training
+# text. The widest candidate that still makes MIN_UPDATES updates wins (a wider model that
+# makes fewer has not learned enough by the end); its passes set its regularisation (a
+# text read more often is learned by heart sooner). Fitted on benchmarks/sweep.py --passes
+# (benchmarks/passes.csv; README, "A model sized to the text, the budget and the
+# machine"): passes and updates, not seconds, carry over between machines.
 SIZED = ("cell", "hidden", "layers", "dropout", "dropout_mode", "weight_drop", "lr")
 HIDDEN_SIZES = (128, 192, 256, 384, 512)  # the candidates, GRU 2 x H
-MIN_PASSES = 6.0  # the largest model that reads its text at least this often wins
-# passes at least -> (dropout, dropout_mode, weight_drop): the sweep's best level
-REGULARISATION = ((0.0, (0.0, "step", 0.0)),
-                  (2.5, (0.2, "locked", 0.2)),
-                  (8.0, (0.35, "locked", 0.3)))
+MIN_UPDATES = 1000
+# (passes at least, (dropout, dropout_mode, weight_drop)): the sweep's best level
+REGULARISATION = ((0, (0.0, "step", 0.0)),
+                  (10, (0.2, "locked", 0.2)),
+                  (40, (0.35, "locked", 0.3)))
 
 
 def regularisation(passes):
@@ -295,26 +298,27 @@ def regularisation(passes):
 
 
 def candidates(cfg, given):
-    """The models the rule chooses among, as Configs: cfg's cell and layers where given,
-    else a GRU of 2 layers; each width of HIDDEN_SIZES, or cfg's where given."""
+    """The models the rule chooses among, narrowest first, as Configs: cfg's cell and
+    layers where given, else a GRU of 2 layers; each width of HIDDEN_SIZES, or cfg's."""
     shape = {k: v for k, v in (("cell", "gru"), ("layers", 2)) if k not in given}
     base = dataclasses.replace(cfg, **shape)
     hiddens = [cfg.hidden] if "hidden" in given else HIDDEN_SIZES
     return [dataclasses.replace(base, hidden=h) for h in hiddens]
 
 
-def sized(cfg, given, passes):
-    """The rule. passes: {hidden: how many times the budget lets that candidate (of
-    candidates()) read the training text}. Returns the Config, every SIZED setting not in
-    `given` chosen, its model in words, and its passes."""
-    fits = [h for h in passes if passes[h] >= MIN_PASSES]
-    hidden = max(fits) if fits else min(passes)
+def sized(cfg, given, updates, train_chars):
+    """The rule. updates: {hidden: the updates the budget buys that candidate (of
+    candidates())}; train_chars: the characters of the training text. Returns the Config,
+    every SIZED setting not in `given` chosen, its model in words, and its passes."""
+    fits = [h for h in updates if updates[h] >= MIN_UPDATES]
+    hidden = max(fits) if fits else min(updates)
+    passes = updates[hidden] * cfg.batch_size * cfg.seq_len / max(train_chars, 1)
     chosen = dataclasses.asdict(candidates(cfg, given)[0])
     chosen["hidden"] = hidden
-    chosen["dropout"], chosen["dropout_mode"], chosen["weight_drop"] = regularisation(passes[hidden])
+    chosen["dropout"], chosen["dropout_mode"], chosen["weight_drop"] = regularisation(passes)
     chosen["lr"] = 6e-3 if hidden <= 256 else 4e-3
     cfg = dataclasses.replace(cfg, **{k: chosen[k] for k in SIZED if k not in given})
-    return cfg, f"{_model_words(cfg)}, lr {cfg.lr:g}", passes[hidden]
+    return cfg, f"{_model_words(cfg)}, lr {cfg.lr:g}", passes
 
 
 def _model_words(cfg):

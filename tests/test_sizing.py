@@ -2,6 +2,7 @@
 rule; api.sized, which measures the machine): what it chooses, that the user's settings
 win, that more compute never buys a smaller or less regularised model."""
 import dataclasses
+import re
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -11,38 +12,52 @@ from rnnlm.cli import cli
 
 from conftest import CONFIGS
 
+WINDOW = 32 * 64  # characters per update with the default streams
+TEXT = 100_000  # training characters
 
-def passes_at(scale):
-    """Passes per candidate width on a machine `scale` times this made-up one, where each
+
+def updates_at(scale):
+    """Updates per candidate width on a machine `scale` times this made-up one, where each
     width costs as its H^2 does."""
     return {h: scale * (256 / h) ** 2 for h in config.HIDDEN_SIZES}
 
 
-def test_the_rule_takes_the_widest_model_that_reads_its_text_often_enough():
-    cfg, words, passes = config.sized(config.Config(), set(), passes_at(config.MIN_PASSES))
-    assert cfg.hidden == 256 and passes == config.MIN_PASSES  # 384 would read it too rarely
+def passes(updates):
+    return updates * WINDOW / TEXT
+
+
+def test_the_rule_takes_the_widest_model_that_makes_enough_updates():
+    cfg, words, read = config.sized(config.Config(), set(), updates_at(config.MIN_UPDATES), TEXT)
+    assert cfg.hidden == 256 and read == passes(config.MIN_UPDATES)  # 384 makes too few
     assert (cfg.cell, cfg.layers) == ("gru", 2)
-    assert (cfg.dropout, cfg.dropout_mode, cfg.weight_drop) == config.regularisation(passes)
+    assert (cfg.dropout, cfg.dropout_mode, cfg.weight_drop) == config.regularisation(read)
     assert words.startswith("GRU 2 x 256")
-    slow, _, _ = config.sized(config.Config(), set(), passes_at(0.01))
-    assert slow.hidden == min(config.HIDDEN_SIZES)  # none fits: the narrowest
+    slow, _, _ = config.sized(config.Config(), set(), updates_at(1.0), TEXT)
+    assert slow.hidden == min(config.HIDDEN_SIZES)  # none makes enough: the narrowest
     assert (slow.dropout, slow.weight_drop) == (0.0, 0.0)  # a text read once is not overfitted
+
+
+def test_regularisation_grows_with_the_passes():
+    levels = [config.regularisation(p) for p in (0.5, 4, 12, 30, 100)]
+    assert levels[0] == (0.0, "step", 0.0)
+    assert levels == sorted(levels, key=lambda lv: (lv[0], lv[2]))
+    assert levels[-1][1] == "locked" and levels[-1][0] > 0 and levels[-1][2] > 0
 
 
 def test_the_users_settings_win():
     mine = dataclasses.replace(config.Config(), hidden=100, dropout=0.1, cell="lstm")
-    cfg, words, passes = config.sized(mine, {"hidden", "dropout", "cell"}, {100: 50.0})
+    cfg, words, read = config.sized(mine, {"hidden", "dropout", "cell"}, {100: 5000.0}, TEXT)
     assert (cfg.cell, cfg.hidden, cfg.dropout) == ("lstm", 100, 0.1)
-    assert cfg.weight_drop == config.regularisation(50.0)[2]  # what was not given is chosen
+    assert cfg.weight_drop == config.regularisation(read)[2]  # what was not given is chosen
     assert "LSTM 2 x 100" in words
     assert [c.hidden for c in config.candidates(mine, {"hidden"})] == [100]
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.floats(0.01, 1000), st.floats(1.0, 16.0))
+@given(st.floats(1.0, 100_000), st.floats(1.0, 16.0))
 def test_a_faster_machine_never_gets_a_smaller_or_less_regularised_model(scale, faster):
-    slow, _, _ = config.sized(config.Config(), set(), passes_at(scale))
-    fast, _, _ = config.sized(config.Config(), set(), passes_at(scale * faster))
+    slow, _, _ = config.sized(config.Config(), set(), updates_at(scale), TEXT)
+    fast, _, _ = config.sized(config.Config(), set(), updates_at(scale * faster), TEXT)
     assert fast.hidden >= slow.hidden
     if fast.hidden == slow.hidden:
         assert (fast.dropout, fast.weight_drop) >= (slow.dropout, slow.weight_drop)
@@ -54,11 +69,11 @@ def test_a_budget_in_updates_is_counted_in_passes_without_measuring(tmp_path):
     heard = []
     cfg, why = api.choose(text, max_steps=2000, notify=heard.append)
     train_chars = int(len(text.read_text()) * 0.9)
-    passes = 2000 * 32 * 64 / train_chars
+    read = 2000 * WINDOW / train_chars
     assert why in heard
-    assert f"about {passes:.1f} passes in 2,000 updates" in why
-    expected, _, _ = config.sized(config.Config(), set(), {h: passes for h in config.HIDDEN_SIZES})
-    assert cfg.hidden == expected.hidden == max(config.HIDDEN_SIZES)
+    assert f"about {read:.1f} passes in 2,000 updates" in why
+    assert cfg.hidden == max(config.HIDDEN_SIZES)  # every width makes the 2,000
+    assert (cfg.dropout, cfg.dropout_mode, cfg.weight_drop) == config.regularisation(read)
     assert why.split(": ", 1)[1].startswith(f"GRU 2 x {cfg.hidden}, locked dropout {cfg.dropout:g}")
 
 
@@ -66,7 +81,7 @@ def test_a_time_budget_measures_the_machine_and_says_what_it_chose(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("".join(f"line {i}: the quick brown fox\n" for i in range(2000)))
     cfg, why = api.choose(text, time="20s")
-    assert "passes in 20 s here: GRU 2 x " in why
+    assert re.search(r"about [\d.]+ passes \([\d,]+ updates\) in 20 s here: GRU 2 x \d+", why)
     assert cfg.hidden in config.HIDDEN_SIZES
 
 
