@@ -4,7 +4,6 @@ win, that more compute never buys a smaller or less regularised model."""
 import dataclasses
 import re
 
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from rnnlm import api, config
