@@ -221,6 +221,9 @@ def passes_table(path):
         key = (r["text"], int(r["kb"]), int(r["passes"]), int(r["hidden"]), r["lr"])
         groups.setdefault(key, {}).setdefault(r["regularisation"], []).append(float(r["best"]))
     levels = list(REGULARISATION)
+    print("Best validation loss in nats/char, the mean of the seeds ± half their spread, at "
+          "each regularisation level (" + "; ".join(f"{k}: {v}" for k, v in REGULARISATION.items())
+          + "); updates of 32 streams of 64.\n")
     print("| text | KB | passes | GRU 2 x | lr | updates | " + " | ".join(levels) + " |")
     print("|---|---|---|---|---|---|" + "---|" * len(levels))
     updates = {(r["text"], int(r["kb"]), int(r["passes"])): int(r["updates"]) for r in rows}

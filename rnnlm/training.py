@@ -185,9 +185,9 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
     run = Run(cfg, spec, vocab, params, rng, corpus_record, began)
     if init_from is not None:
         run.init_from = {"path": init_from.path, "step": init_from.meta.get("step")}
-    if resume is not None:
+    if resume is not None:  # a new run whose set-up spent its budget makes one update
         _restore(run, resume, streams, corpus_name)
-    _check_work_left(run)
+        _check_work_left(run)
     out_dir = Path(out_dir)
     writer = run.group.rank == 0  # worker 0 alone holds the directory and writes into it
     with rundir.Claim(out_dir, fresh=resume is None) if writer else contextlib.nullcontext():

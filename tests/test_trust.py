@@ -171,3 +171,14 @@ def test_a_sample_too_long_for_a_log_is_refused(runner, corpus, tmp_path):
                                               str(tmp_path / "r"), "--set",
                                               "sample_length=1000000000"]),
                           "sample_length", "from 0 to 100000")
+
+
+def test_a_new_run_whose_set_up_spends_its_budget_still_makes_a_model(runner, corpus, tmp_path):
+    """Reading the corpus, loading the kernels and sizing the model count against a time
+    budget; where they spend all of it, the run makes one update and saves it, and says
+    so, instead of refusing a checkpoint it never had."""
+    result = runner.invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "run"),
+                                 "--config", str(CONFIGS / "tiny.yaml"), "--time", "0.001s"])
+    assert result.exit_code == 0, result.output
+    assert "only 1 updates fitted in the time budget" in result.stderr
+    assert checkpoint.load(tmp_path / "run" / "last.npz").meta["step"] == 1
