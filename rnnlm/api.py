@@ -263,6 +263,8 @@ def sized(cfg, given, text, began=None, check_memory=True):
     train_chars = len(data.split(text.ids, cfg.val_fraction)[0])
     window = cfg.batch_size * cfg.seq_len
     candidates = config.candidates(cfg, given)
+    if not cfg.max_seconds:  # updates alone say nothing of the machine: cfg's width
+        candidates = [c for c in candidates if c.hidden == cfg.hidden]
     if check_memory and memory.available() is not None:  # none that training would refuse
         fitting = [c for c in candidates if sum(memory.estimate(
             c, Spec(c.cell, text.vocab.size, c.hidden, c.layers)).values()) <= memory.available()]
@@ -272,7 +274,7 @@ def sized(cfg, given, text, began=None, check_memory=True):
         made = cfg.max_steps or float("inf")  # wider ones (slower) would too: not measured
         if cfg.max_seconds > 0:
             seconds = cfg.max_seconds * (1 - training.EVAL_SHARE) - (clock.perf_counter() - began)
-            rate = training.speed(candidate, text.vocab.size)
+            rate = training.speed(candidate, text.ids, text.vocab.size)
             made = min(made, rate * max(seconds, 0.0) / window)
         updates[candidate.hidden] = made
         if made < config.MIN_UPDATES:

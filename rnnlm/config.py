@@ -285,7 +285,7 @@ def _number(digits, text):
 # machine"): passes and updates, not seconds, carry over between machines.
 SIZED = ("cell", "hidden", "layers", "dropout", "dropout_mode", "weight_drop", "lr")
 HIDDEN_SIZES = (128, 192, 256, 384, 512)  # the candidates, GRU 2 x H
-MIN_UPDATES = 1000
+MIN_UPDATES = 2500
 # (passes at least, (dropout, dropout_mode, weight_drop)): the sweep's best level
 REGULARISATION = ((0, (0.0, "step", 0.0)),
                   (10, (0.2, "locked", 0.2)),
