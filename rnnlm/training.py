@@ -198,30 +198,33 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
         yield from _loop(run, streams, val_ids, out_dir, stop)
 
 
-def speed(cfg, ids, vocab_size, windows=3):
+def speed(cfg, ids, vocab_size, most=12):
     """Characters per second of training updates of cfg's model on this machine and these
-    workers: each worker times `windows` windows of its share of the streams (after one
-    to warm up), the reduction included, and worker 0's fastest is everyone's, so that
-    every worker sizes a run alike (api.sized). The fastest, because a window slowed by
-    another process is the exception. The first characters of ids, the text's (in its
-    dtype, which the kernels are compiled for), and random weights."""
+    workers, for sizing a run (api.sized): each worker times windows of its share of the
+    streams, the reduction included, until two in a row agree within 15% (or `most`
+    windows), and worker 0's fastest is everyone's, so that every worker sizes the run
+    alike. Until then the machine is not yet showing its speed: the first run on a machine
+    compiles the kernels for the text's dtype, measured here to take several windows, and
+    another process may take a core for a moment. The first characters of ids, the text's
+    (its dtype, which the kernels are compiled for), and random weights."""
     group, rng = workers.group(), np.random.default_rng(0)
     rows = workers.rows(cfg.batch_size, group.rank, group.size)
     spec = Spec(cfg.cell, vocab_size, cfg.hidden, cfg.layers)
     params = init_params(spec, rng, np.float32, cfg.init, cfg.forget_bias)
     x = np.resize(ids, (rows.stop - rows.start, cfg.seq_len))
     state, flat = zero_state(spec, x.shape[0], np.float32), np.zeros(count(spec), np.float32)
-    engine, seconds = engines.get(cfg.engine), np.full(1, np.inf)
-    for window in range(windows + 1):
+    engine, times, steady = engines.get(cfg.engine), [], np.zeros(1)
+    while not steady[0]:
         began = time.perf_counter()
         engine.loss_and_grads(params, spec, x, x, state)
         group.allreduce(flat)
-        if window:
-            seconds[0] = min(seconds[0], time.perf_counter() - began)
-    if group.rank > 0:
-        seconds[:] = 0
-    group.allreduce(seconds)
-    return cfg.batch_size * cfg.seq_len / float(seconds[0])
+        times.append(time.perf_counter() - began)
+        steady[0] = len(times) >= most or (len(times) >= 3 and  # the first one warms up
+                                           abs(times[-1] - times[-2]) <= 0.15 * times[-2])
+        group.allreduce(steady)  # every worker stops with the others
+    fastest = np.array([min(times[1:])]) if group.rank == 0 else np.zeros(1)
+    group.allreduce(fastest)
+    return cfg.batch_size * cfg.seq_len / float(fastest[0])
 
 
 def _check_lengths(cfg, ids, train_ids, val_ids, corpus_name):

@@ -110,14 +110,19 @@ def test_config_command_shows_the_choice_for_a_corpus_and_budget(runner, tmp_pat
 
 
 def test_the_rule_only_considers_models_that_fit_in_memory(tmp_path, monkeypatch):
-    from rnnlm import memory
+    from rnnlm import data, memory
     from rnnlm.params import Spec
     text = tmp_path / "notes.txt"
     text.write_text("".join(f"line {i}: the quick brown fox\n" for i in range(2000)))
     wide, _ = api.choose(text, time="10h")
     assert wide.hidden == 512  # 10 hours of a text of 55K characters: on any machine
-    need = sum(memory.estimate(dataclasses.replace(wide, hidden=256),
-                               Spec("gru", 40, 256, 2)).values())
-    monkeypatch.setattr(memory, "available", lambda: need * 1.05)  # room for 256, not 384
+    vocab = data.text_corpus(text.read_text())[0]
+
+    def need(hidden):
+        return sum(memory.estimate(dataclasses.replace(wide, hidden=hidden),
+                                   Spec("gru", vocab.size, hidden, 2)).values())
+
+    room = (need(256) + need(384)) / 2  # room for 256, not 384 (the process's use included)
+    monkeypatch.setattr(memory, "available", lambda: room)
     narrow, why = api.choose(text, time="10h")
     assert narrow.hidden == 256 and "GRU 2 x 256" in why
