@@ -147,7 +147,9 @@ def run_torch(corpus, cfg, seconds, seed):
             eval_seconds = max(eval_seconds, time.perf_counter() - t_eval)
         if last:
             return dict(best=best, steps=step, epochs=epoch + window / streams.windows,
-                        elapsed=elapsed(), wall=elapsed(), model=describe(cfg))
+                        elapsed=elapsed(), wall=elapsed(),
+                        model=f"nn.{cell.__name__} {L}x{H}, plain dropout {cfg.dropout:g}, "
+                              f"lr {cfg.lr:g}")
 
 
 def main():

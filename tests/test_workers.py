@@ -133,6 +133,20 @@ def test_a_time_budget_sets_one_learning_rate_for_every_worker(text):
     assert lrs[-1] < lrs[0] / 10  # annealed over the budget
 
 
+def test_workers_size_a_run_alike(text):
+    """A run that leaves its model to the rule: the workers measure the machine together
+    and worker 0's speed decides for all, so they train one model (the checksum at every
+    evaluation), the one the log names."""
+    done = run(rnnlm("train", "corpus.txt", "--out", "run", "--time", "8s", "--set",
+                     "batch_size=4", "--set", "seq_len=8", "--workers", "2"), cwd=text)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "passes" in line]
+    assert len(said) == 1 and "in 8 s here: GRU 2 x " in said[0]  # worker 0 alone says it
+    hidden = int(said[0].split("GRU 2 x ")[1].split(",")[0])
+    assert f"hidden: {hidden}\n" in (text / "run" / "config.yaml").read_text()
+    assert checkpoint.load(text / "run" / "last.npz").spec.hidden == hidden
+
+
 def children(pid):
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(p) for p in f.read().split()]
