@@ -66,10 +66,12 @@ INIT_SETTINGS = {
 }
 
 
-def run(out, overrides, limit, seed):
-    """One `rnnlm train`; limit is ["--time", "5m"] or ["--max-steps", "2000"]."""
-    cmd = [sys.executable, "-m", "rnnlm", "train", str(CORPUS), "--config", str(BASE),
-           "--out", str(out), "-q", "--seed", str(seed), *limit]
+def run(out, overrides, limit, seed, corpus=CORPUS, base=BASE, extra=()):
+    """One `rnnlm train` on corpus, from the config file base (None: none); limit is
+    ["--time", "5m"] or ["--max-steps", "2000"]; extra, more arguments."""
+    cmd = [sys.executable, "-m", "rnnlm", "train", str(corpus), "--out", str(out), "-q",
+           "--seed", str(seed), *limit, *extra]
+    cmd += ["--config", str(base)] if base else []
     for kv in overrides.split():
         cmd += ["--set", kv]
     subprocess.run(cmd, check=True, cwd=ROOT)
@@ -78,7 +80,8 @@ def run(out, overrides, limit, seed):
     vals = [(float(r["val_loss"]), int(r["step"])) for r in rows if r["val_loss"]]
     best, at = min(vals)
     return dict(best=best, at=at, steps=int(rows[-1]["step"]), epochs=float(rows[-1]["epoch"]),
-                seconds=float(rows[-1]["elapsed_s"]), val=dict((s, v) for v, s in vals))
+                seconds=float(rows[-1]["elapsed_s"]), val=dict((s, v) for v, s in vals),
+                train_loss=float(rows[-1]["train_loss"]))
 
 
 def budget_sweep(args, root):
@@ -173,21 +176,12 @@ def passes_run(job, seed, folder):
     chars = len(corpus.read_text(encoding="utf-8"))
     steps = max(8, math.ceil(passes * chars * 0.9 / (32 * 64)))
     out = Path(folder) / f"{text}-{kb}-{hidden}-{reg}-{passes}-{seed}"
-    cmd = [sys.executable, "-m", "rnnlm", "train", str(corpus), "--out", str(out), "-q",
-           "--threads", "1", "--seed", str(seed), "--max-steps", str(steps),
-           "--set", "cell=gru", "--set", "layers=2", "--set", f"hidden={hidden}",
-           "--set", f"lr={rate(hidden):g}", "--set", "batch_size=32", "--set", "seq_len=64",
-           "--set", f"eval_every={max(1, steps // 8)}"]
-    for kv in REGULARISATION[reg].split():
-        cmd += ["--set", kv]
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    with open(out / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    vals = [(float(r["val_loss"]), int(r["step"])) for r in rows if r["val_loss"]]
-    best, at = min(vals)
+    overrides = (f"cell=gru layers=2 hidden={hidden} lr={rate(hidden):g} batch_size=32 "
+                 f"seq_len=64 eval_every={max(1, steps // 8)} {REGULARISATION[reg]}")
+    r = run(out, overrides, ["--max-steps", str(steps)], seed, corpus, None, ["--threads", "1"])
     return dict(text=text, kb=kb, hidden=hidden, regularisation=reg, passes=passes,
-                seed=seed, lr=f"{rate(hidden):g}", updates=steps, best=f"{best:.4f}", at=at,
-                train_loss=f"{float(rows[-1]['train_loss']):.4f}")
+                seed=seed, lr=f"{rate(hidden):g}", updates=steps, best=f"{r['best']:.4f}",
+                at=r["at"], train_loss=f"{r['train_loss']:.4f}")
 
 
 def passes_study(args, root):

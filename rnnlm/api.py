@@ -265,9 +265,10 @@ def sized(cfg, given, text, began=None, check_memory=True):
     candidates = config.candidates(cfg, given)
     if not cfg.max_seconds:  # updates alone say nothing of the machine: cfg's width
         candidates = [c for c in candidates if c.hidden == cfg.hidden]
-    if check_memory and memory.available() is not None:  # none that training would refuse
+    has = memory.available() if check_memory else None
+    if has is not None:  # none that training would refuse
         fitting = [c for c in candidates if sum(memory.estimate(
-            c, Spec(c.cell, text.vocab.size, c.hidden, c.layers)).values()) <= memory.available()]
+            c, Spec(c.cell, text.vocab.size, c.hidden, c.layers)).values()) <= has]
         candidates = fitting or candidates[:1]
     updates = {}
     for candidate in candidates:  # narrowest first: where one makes too few updates,
