@@ -67,7 +67,7 @@ def corpus(vocab_size):
     """(characters, ids): tiny Shakespeare for V=65, else Zipf-distributed text over
     vocab_size CJK characters (a Chinese corpus's shape)."""
     if vocab_size == 65 and SHAKESPEARE.exists():
-        from rnnlm import corpus as corpus_lib
+        from rnnlm.io import corpus as corpus_lib
         text = corpus_lib.read([SHAKESPEARE])
         return text.vocab.chars, text.ids
     rng = np.random.default_rng(0)
@@ -105,10 +105,10 @@ def rss_mb():
 
 def worker_rnnlm(name, steps, sample_chars, engine="fast"):
     from rnnlm.config import Config
-    from rnnlm.data import Vocab
+    from rnnlm.io.data import Vocab
     from rnnlm.sample import generate
     try:
-        from rnnlm.training import Step, train
+        from rnnlm.run.training import Step, train
     except ImportError:  # a --versus checkout from before train.py was named training.py
         from rnnlm.train import Step, train
 
@@ -154,7 +154,7 @@ def worker_torch(name, steps, sample_chars):
     import torch
     import torch.nn.functional as F
 
-    from rnnlm.data import Streams
+    from rnnlm.io.data import Streams
 
     s = settings(name)
     chars, ids = corpus(s["vocab"])

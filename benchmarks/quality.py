@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 sys.path.insert(0, str(ROOT))
 
-from rnnlm import config as config_lib  # noqa: E402
-from rnnlm import corpus as corpus_lib  # noqa: E402
-from rnnlm.data import Streams, eval_windows, split  # noqa: E402
-from rnnlm.optim import learning_rate  # noqa: E402
+from rnnlm import config as config_lib
+from rnnlm.io import corpus as corpus_lib
+from rnnlm.io.data import Streams, eval_windows, split  # noqa: E402
+from rnnlm.run.optim import learning_rate  # noqa: E402
 
 
 def run_rnnlm(corpus, cfg_file, seconds, seed, overrides, keep, name):

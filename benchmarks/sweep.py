@@ -161,7 +161,7 @@ def slice_of(text, kb, folder):
             whole = CORPUS.read_text(encoding="utf-8")
         else:
             sys.path.insert(0, str(ROOT))
-            from rnnlm import data
+            from rnnlm.io import data
             whole = data.builtin_text()
         path.write_text(whole.encode("utf-8")[:kb * 1000].decode("utf-8", "ignore"),
                         encoding="utf-8")

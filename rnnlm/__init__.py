@@ -5,15 +5,14 @@
     print(model.sample("ROMEO:", 200, seed=7))
     run_dir = rnnlm.train("notes.txt", time="2m")
 
-The API lives in rnnlm/api.py; it is imported on first use, so that `import rnnlm` (and
-the command line's start-up, which sets NumPy's threads first) loads nothing heavy.
+This file only hands names on: no module of rnnlm imports it. The API lives in
+rnnlm/api.py; it is imported on first use, so that `import rnnlm` (and the command line's
+start-up, which sets NumPy's threads first) loads nothing heavy.
 """
+from rnnlm.errors import RnnlmError
+from rnnlm.version import __version__
 
-__version__ = "0.1.0"
-
-
-class RnnlmError(Exception):
-    """An error the user can act on; the CLI prints its message on one line."""
+__all__ = ["RnnlmError", "__version__", "load", "train", "Model"]
 
 
 def __getattr__(name):  # rnnlm.load, rnnlm.train, rnnlm.Model: the API, loaded when asked for

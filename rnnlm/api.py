@@ -17,10 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlm import RnnlmError
-from rnnlm import checkpoint, config, data, engines, evaluate, memory, rundir, sample as sampling
-from rnnlm import corpus as corpus_lib, workers
-from rnnlm import training
+from rnnlm.errors import RnnlmError
+from rnnlm.io import checkpoint, data, rundir
+from rnnlm import config, engines, evaluate, sample as sampling
+from rnnlm.run import memory
+from rnnlm.io import corpus as corpus_lib
+from rnnlm.run import workers
+from rnnlm.run import training
 from rnnlm.params import Spec
 
 
@@ -126,7 +129,7 @@ def streams(characters, batch_size):
 @dataclass
 class Training:
     """A run set up and about to start: where it writes, its settings, and its events
-    (training.Begin first, then Step, Eval, RolledBack, Stopped: rnnlm/training.py)."""
+    (training.Begin first, then Step, Eval, RolledBack, Stopped: rnnlm/run/training.py)."""
     out: Path
     config: config.Config
     events: object  # a generator

@@ -18,12 +18,13 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from rnnlm import RnnlmError, __version__
+from rnnlm.errors import RnnlmError
+from rnnlm.version import __version__
 from rnnlm import api, config, engines, export as export_lib, gradcheck as gradcheck_lib
 from rnnlm import gradflow as gradflow_lib, inspection, plots, sample as sample_lib
-from rnnlm import workers as workers_lib
+from rnnlm.run import workers as workers_lib
 from rnnlm.params import CELLS
-from rnnlm.training import Eval, RolledBack, Step, Stopped
+from rnnlm.run.training import Eval, RolledBack, Step, Stopped
 
 
 class Group(click.Group):

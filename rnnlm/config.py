@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from rnnlm import RnnlmError
+from rnnlm.errors import RnnlmError
 from rnnlm.params import CELLS
 
 # The choices of the settings that name one; optim.OPTIMIZERS and engines.ENGINES have

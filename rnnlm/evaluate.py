@@ -1,8 +1,9 @@
 """The loss of a model on a text: what `train` validates with and `eval` reports."""
 import numpy as np
 
-from rnnlm import RnnlmError, engines
-from rnnlm.data import eval_windows
+from rnnlm.errors import RnnlmError
+from rnnlm import engines
+from rnnlm.io.data import eval_windows
 from rnnlm.params import zero_state
 
 # A window's logits, as float32 from the engine, float64 here and a temporary or two: about

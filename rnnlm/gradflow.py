@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlm import RnnlmError, textbook
+from rnnlm.errors import RnnlmError
+from rnnlm import textbook
 from rnnlm.params import layer_keys
 
 
@@ -143,7 +144,8 @@ def compare(text_path=None, checkpoints=(), cells=(), hidden=256, layers=2, dist
     on the text at text_path (default: the built-in corpus). Checkpoints keep their own
     seq_len and clip_norm; fresh models take seq_len (default: the configured default) and
     the default clip_norm. Returns a list of Flow, checkpoints first."""
-    from rnnlm import checkpoint, config, corpus, data, rundir
+    from rnnlm.io import checkpoint, corpus, data, rundir
+    from rnnlm import config
     from rnnlm.params import Spec, init_params
 
     if activation != "tanh" and (checkpoints or any(c != "rnn" for c in cells)):

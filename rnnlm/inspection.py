@@ -21,8 +21,9 @@ import numpy as np
 
 from pathlib import Path
 
-from rnnlm import engines, outputs
-from rnnlm.data import encode_file
+from rnnlm import engines
+from rnnlm.io import outputs
+from rnnlm.io.data import encode_file
 from rnnlm.evaluate import per_character
 
 CLASSES = {  # the kinds of character the summary breaks the loss down by

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnlm import RnnlmError
+from rnnlm.errors import RnnlmError
 
 # --- The cells' structural facts: one table ---------------------------------------------
 #

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlm import RnnlmError, outputs, rundir
+from rnnlm.errors import RnnlmError
+from rnnlm.io import outputs, rundir
 from rnnlm.params import CELLS
 
 SMOOTHING = 0.6  # exponential smoothing of the training loss rows (one per log_every)

@@ -3,8 +3,9 @@ import math
 
 import numpy as np
 
-from rnnlm import RnnlmError, engines
-from rnnlm.data import describe_chars
+from rnnlm.errors import RnnlmError
+from rnnlm import engines
+from rnnlm.io.data import describe_chars
 
 
 def pick(logits, rng, temperature=1.0, top_k=0, argmax=False, top_p=1.0):

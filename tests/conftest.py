@@ -12,7 +12,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 def read_corpus(path, encoding="utf-8"):
     """(vocabulary, ids) of one text file, as `rnnlm train` reads it."""
-    from rnnlm import corpus
+    from rnnlm.io import corpus
     text = corpus.read([path], encoding)
     return text.vocab, text.ids
 

@@ -3,7 +3,7 @@
     python tests/killpoint.py PHASE N rnnlm-arguments...
 
 At the N-th time the child reaches PHASE it writes "AT PHASE N" on stderr and sleeps until
-it is killed. Phases of a checkpoint save (rnnlm/checkpoint.py): "open" (the temporary
+it is killed. Phases of a checkpoint save (rnnlm/io/checkpoint.py): "open" (the temporary
 file is created, nothing written), "written" (np.savez has returned: the data is in the
 temporary file, not fsynced), "rename" (fsynced, about to replace the target), "renamed"
 (replaced, the directory not yet fsynced); and "update" (between two training updates,
@@ -13,7 +13,8 @@ import os
 import sys
 import time
 
-from rnnlm import checkpoint, optim
+from rnnlm.io import checkpoint
+from rnnlm.run import optim
 from rnnlm.cli import main
 
 phase, target = sys.argv[1], int(sys.argv[2])

@@ -13,9 +13,9 @@ import sys
 
 import numpy as np
 
-from rnnlm import training
+from rnnlm.run import training
 from rnnlm.config import Config
-from rnnlm.data import Streams, split, text_corpus
+from rnnlm.io.data import Streams, split, text_corpus
 from rnnlm.params import Spec, init_params
 
 out, cell = sys.argv[1], sys.argv[2]

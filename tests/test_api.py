@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import rnnlm
-from rnnlm import RnnlmError, checkpoint
+from rnnlm import RnnlmError
+from rnnlm.io import checkpoint
 from rnnlm.cli import cli
 from rnnlm.fast import engine
 from rnnlm.params import zero_state

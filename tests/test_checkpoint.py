@@ -6,9 +6,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from rnnlm import RnnlmError, checkpoint
+from rnnlm import RnnlmError
+from rnnlm.io import checkpoint
 from rnnlm.config import Config
-from rnnlm.data import Vocab
+from rnnlm.io.data import Vocab
 from rnnlm.params import Spec, init_params, param_shapes, zero_state
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rnnlm.fast import cells
-from rnnlm import checkpoint
+from rnnlm.io import checkpoint
 from rnnlm.cli import cli
 
 from conftest import CONFIGS

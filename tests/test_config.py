@@ -103,7 +103,8 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
 
 
 def test_named_choices_match_what_implements_them():
-    from rnnlm import engines, optim, params
+    from rnnlm import engines, params
+    from rnnlm.run import optim
     assert tuple(optim.OPTIMIZERS) == config.OPTIMIZERS
     assert tuple(engines.ENGINES) == config.ENGINES
     from rnnlm.fast.cells import STEPS

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from rnnlm import checkpoint, corpus, params as params_lib
+from rnnlm.io import checkpoint, corpus
+from rnnlm import params as params_lib
 from rnnlm.cli import cli
 
 from conftest import CONFIGS

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from rnnlm import RnnlmError, data
+from rnnlm import RnnlmError
+from rnnlm.io import data
 
 from conftest import read_corpus
 

@@ -3,8 +3,9 @@ textbook engine, the specification."""
 import numpy as np
 import pytest
 
-from rnnlm import gradcheck, optim, textbook
-from rnnlm.data import text_corpus
+from rnnlm import gradcheck, textbook
+from rnnlm.run import optim
+from rnnlm.io.data import text_corpus
 from rnnlm.fast import cells, engine
 from rnnlm.params import (CELLS, Spec, dropout_masks, init_params, param_shapes,
                           weight_drop_masks, zero_state)

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from rnnlm import checkpoint
+from rnnlm.io import checkpoint
 from rnnlm.cli import cli
 
 from conftest import CONFIGS
@@ -269,7 +269,7 @@ def test_sizes_in_meta_are_checked_against_the_arrays_before_allocating(runner, 
 
 def test_a_run_too_large_for_the_machine_is_refused_before_allocating(runner, corpus, tmp_path,
                                                                       monkeypatch):
-    from rnnlm import memory
+    from rnnlm.run import memory
     started = time.perf_counter()
     huge = runner.invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "a"),
                                "--set", "hidden=200000"] + TINY)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from rnnlm import optim
+from rnnlm.run import optim
 from rnnlm.config import Config
 
 

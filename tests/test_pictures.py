@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from rnnlm import checkpoint, inspection, plots
+from rnnlm.io import checkpoint
+from rnnlm import inspection, plots
 from rnnlm.cli import cli
 
 from conftest import CONFIGS, chromium_page

@@ -5,7 +5,8 @@ import numpy as np
 import yaml
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from rnnlm import RnnlmError, config, data
+from rnnlm import RnnlmError, config
+from rnnlm.io import data
 
 from conftest import read_corpus
 

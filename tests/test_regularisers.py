@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rnnlm import api, evaluate, textbook
-from rnnlm.data import split
+from rnnlm.io.data import split
 from rnnlm.fast import engine
 from rnnlm.params import (CELLS, Spec, dropout_masks, init_params, layer_keys,
                           weight_drop_masks, zero_state)

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlm import checkpoint, training as train_mod
+from rnnlm.io import checkpoint
+from rnnlm.run import training as train_mod
 from rnnlm.fast import engine as fast_engine
 from rnnlm.cli import cli
 
@@ -157,7 +158,8 @@ def test_divergence_stops_without_saving_nan(runner, corpus, tmp_path):
 
 
 def test_rollback_reloads_the_last_checkpoint_and_halves_the_rate(corpus, tmp_path, monkeypatch):
-    from rnnlm import config, data
+    from rnnlm import config
+    from rnnlm.io import data
 
     real = fast_engine.loss_and_grads
     calls = {"n": 0}

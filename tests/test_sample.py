@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from rnnlm import RnnlmError, evaluate, sample, textbook
-from rnnlm.data import text_corpus
+from rnnlm.io.data import text_corpus
 from rnnlm.fast import engine
 from rnnlm.params import Spec, init_params, zero_state
 

@@ -110,7 +110,8 @@ def test_config_command_shows_the_choice_for_a_corpus_and_budget(runner, tmp_pat
 
 
 def test_the_rule_only_considers_models_that_fit_in_memory(tmp_path, monkeypatch):
-    from rnnlm import data, memory
+    from rnnlm.io import data
+    from rnnlm.run import memory
     from rnnlm.params import Spec
     text = tmp_path / "notes.txt"
     text.write_text("".join(f"line {i}: the quick brown fox\n" for i in range(2000)))

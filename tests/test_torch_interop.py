@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
-from rnnlm import checkpoint, engines
+from rnnlm.io import checkpoint
+from rnnlm import engines
 from rnnlm.config import Config
-from rnnlm.data import Vocab
+from rnnlm.io.data import Vocab
 from rnnlm.params import Spec, init_params, zero_state
 
 torch = pytest.importorskip("torch")

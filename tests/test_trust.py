@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from rnnlm import checkpoint, plots
+from rnnlm.io import checkpoint
+from rnnlm import plots
 from rnnlm.cli import cli
 from rnnlm.config import parse_duration
 

@@ -1,4 +1,4 @@
-"""Many workers, one model (rnnlm/workers.py): real MPI jobs, mpiexec -n 2 and -n 4
+"""Many workers, one model (rnnlm/run/workers.py): real MPI jobs, mpiexec -n 2 and -n 4
 oversubscribed, and rnnlm train --workers N, which starts them itself. N workers follow
 the trajectory of one; a checkpoint of N resumes with M; a signal stops them together
 and saves once; a killed worker ends the job with one line, its checkpoints intact."""
@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from rnnlm import checkpoint
+from rnnlm.io import checkpoint
 from rnnlm.cli import cli
 
 from conftest import CONFIGS, ROOT

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from rnnlm import RnnlmError
+from rnnlm.errors import RnnlmError
 
 IMPLEMENTATIONS = ("numpy", "numba")
 

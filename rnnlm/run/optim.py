@@ -8,7 +8,8 @@ import math
 
 import numpy as np
 
-from rnnlm import RnnlmError, engines
+from rnnlm.errors import RnnlmError
+from rnnlm import engines
 
 
 class Optimizer:

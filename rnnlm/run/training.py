@@ -15,12 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlm import RnnlmError, engines, memory, rundir, workers
-from rnnlm import checkpoint as ckpt_io
+from rnnlm.errors import RnnlmError
+from rnnlm import engines
+from rnnlm.run import memory, workers
+from rnnlm.io import rundir
+from rnnlm.io import checkpoint as ckpt_io
 from rnnlm.config import to_yaml
-from rnnlm.data import Streams, min_corpus_length, split
+from rnnlm.io.data import Streams, min_corpus_length, split
 from rnnlm.evaluate import Interrupted, loss_sums
-from rnnlm.optim import clip_gradients, learning_rate, make_optimizer
+from rnnlm.run.optim import clip_gradients, learning_rate, make_optimizer
 from rnnlm.params import (Spec, carry_over, count, dropout_masks, init_params,
                           weight_drop_masks, zero_state)
 from rnnlm.sample import generate

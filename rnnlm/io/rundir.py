@@ -11,8 +11,8 @@ import json
 import os
 from pathlib import Path
 
-from rnnlm import RnnlmError
-from rnnlm.checkpoint import read_meta
+from rnnlm.errors import RnnlmError
+from rnnlm.io.checkpoint import read_meta
 
 MARKER = ".rnnlm-run"  # JSON {"format": "rnnlm-run", "version": 1}
 LOCK = ".rnnlm-lock"  # holds the writer's process id; locked while it runs

@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from rnnlm import RnnlmError
+from rnnlm.errors import RnnlmError
 
 # Set by the launchers in each process they start: Open MPI, MPICH's Hydra (and Intel
 # MPI), Slurm's srun.

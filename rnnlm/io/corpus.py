@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlm import RnnlmError, data
-from rnnlm.data import Vocab
+from rnnlm.errors import RnnlmError
+from rnnlm.io import data
+from rnnlm.io.data import Vocab
 
 SEPARATOR = "\n\n"  # between two documents of a corpus
 

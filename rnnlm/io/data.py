@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlm import RnnlmError
+from rnnlm.errors import RnnlmError
 
 CHUNK_BYTES = 1 << 20  # bytes decoded at a time: bounds the transient memory of reading
 

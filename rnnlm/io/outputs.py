@@ -8,7 +8,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from rnnlm import RnnlmError
+from rnnlm.errors import RnnlmError
 
 
 def check_target(path, what, is_ours, inputs=()):

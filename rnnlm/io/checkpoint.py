@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlm import RnnlmError, __version__, outputs
-from rnnlm.data import Vocab
+from rnnlm.errors import RnnlmError
+from rnnlm.version import __version__
+from rnnlm.io import outputs
+from rnnlm.io.data import Vocab
 from rnnlm.params import CELLS, Spec, check_params, param_shapes
 
 FORMAT = "rnnlm-checkpoint"

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlm import RnnlmError, __version__, outputs
+from rnnlm.errors import RnnlmError
+from rnnlm.version import __version__
+from rnnlm.io import outputs
 from rnnlm.params import layer_keys
 
 FORMATS = ("onnx", "safetensors", "html")

@@ -1,0 +1,3 @@
+"""rnnlm's version, once (pyproject.toml reads it from here)."""
+
+__version__ = "0.1.0"
