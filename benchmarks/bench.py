@@ -136,7 +136,7 @@ def worker_rnnlm(name, steps, sample_chars, engine="fast"):
     result = dict(train_cps=train_cps, peak_mb=peak, base_mb=base, gemm=gemm_rate())
     if sample_chars:
         from rnnlm.params import Spec, init_params
-        spec = Spec(cfg.cell, vocab.size, cfg.hidden, cfg.layers)
+        spec = Spec.of(cfg, vocab.size)
         params = init_params(spec, np.random.default_rng(0))
         rng = np.random.default_rng(0)
         gen = generate(params, spec, vocab, rng, prime=chars[0], length=sample_chars + 100,

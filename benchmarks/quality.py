@@ -9,7 +9,7 @@ Each side trains on ../shared/data/tinyshakespeare.txt (or its first --kb KB) fo
 budget, one after the other on this machine, and the table gives each run's best
 validation loss in nats/char on the same 10% tail, measured the same way. The sides:
 - rnnlm: `rnnlm train` with --config, or, by default, none: the model the rule chooses
-  for the text, the budget and this machine (config.sized);
+  for the text, the budget and this machine (sizing.rule);
 - defaults: `rnnlm train --config configs/shakespeare.yaml`, the fixed defaults every run
   had before the rule (GRU 2 x 256, no dropout, Adam 6e-3 annealed over the budget);
 - torch: what a user writes in PyTorch 2.13 (CPU): the model rnnlm trained (its cell,

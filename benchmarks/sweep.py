@@ -125,7 +125,7 @@ FIELDS = ("text", "kb", "hidden", "regularisation", "passes", "seed", "lr", "upd
 
 
 def rate(hidden):
-    """The rule's learning rate for the width (config.sized)."""
+    """The rule's learning rate for the width (sizing.rule)."""
     return 6e-3 if hidden <= 256 else 4e-3
 
 

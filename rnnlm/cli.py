@@ -6,10 +6,8 @@ import contextlib
 import json
 import math
 import os
-import re
 import shlex
 import signal
-import subprocess
 import sys
 import time
 import unicodedata
@@ -18,13 +16,14 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from rnnlm.errors import RnnlmError
-from rnnlm.version import __version__
-from rnnlm import api, config, engines, export as export_lib, gradcheck as gradcheck_lib
+from rnnlm import api, config, export as export_lib, gradcheck as gradcheck_lib
 from rnnlm import gradflow as gradflow_lib, inspection, plots, sample as sample_lib
-from rnnlm.run import workers as workers_lib
+from rnnlm.errors import RnnlmError
+from rnnlm.io import rundir
 from rnnlm.params import CELLS
+from rnnlm.run import training, workers as workers_lib
 from rnnlm.run.training import Eval, RolledBack, Step, Stopped
+from rnnlm.version import __version__
 
 
 class Group(click.Group):
@@ -46,9 +45,6 @@ class Group(click.Group):
         except KeyboardInterrupt:
             log("interrupted")
             sys.exit(130)
-
-
-SAMPLE_CHARS_FOR_NUMBA = 10_000  # where the 2-layer LSTM repays Numba's 0.5 s load
 
 
 def _threads(ctx, param, value):
@@ -73,6 +69,12 @@ threads_option = click.option(
 
 def log(message):
     click.echo(message, err=True)
+
+
+def _write_log(text):
+    """Pass text through to stderr as it comes (the workers' progress bars)."""
+    sys.stderr.write(text)
+    sys.stderr.flush()
 
 
 def bits(nats):
@@ -138,7 +140,7 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
     began = time.perf_counter()  # a time budget counts from here: reading the corpus too
     launched = workers_lib.launched_size()
     if workers > 1 and launched == 1:  # start the workers, which run this same command
-        sys.exit(_run_workers(workers, sys.argv[1:]))
+        sys.exit(workers_lib.run_locally(workers, sys.argv[1:], _write_log, log))
     if workers > 1 and workers != launched:
         raise RnnlmError(f"--workers {workers} inside an MPI job of {launched} processes: "
                          f"the job's processes are the workers; leave --workers out")
@@ -159,25 +161,21 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
     with _stop_on_signals(signals):
         stopped, best, steps = _show_progress(events, cfg, begin, quiet)
     if signals:  # the run stopped early, or had just finished and saved anyway
-        saved = stopped.saved if stopped else out / "last.npz"
+        saved = stopped.saved if stopped else out / rundir.LAST
         if group.rank == 0:
-            said = "stopped" if _relayed(signals[0]) else signal.Signals(signals[0]).name
+            said = ("stopped" if workers_lib.relayed(signals[0])
+                    else signal.Signals(signals[0]).name)
             log(f"{said}: saved {saved}; continue with: rnnlm train --resume "
                 f"{shlex.quote(str(out))}")
         sys.exit(128 + signals[0])
     if not quiet:
         where = f"best val {best.val_loss:.4f} nats/char at step {best.step}; " if best else ""
         log(f"done: {where}checkpoints in {out}")
-        if cfg.max_steps == 0 and steps - begin.start_step < FEW_UPDATES:
-            log(f"warning: only {steps - begin.start_step} updates fitted in the time budget: "
-                f"the model has barely begun to learn; give it more --time")
-        sample_from = out / ("best.npz" if best else "last.npz")
+        few = training.too_few(cfg, steps - begin.start_step)
+        if few:
+            log(few)
+        sample_from = rundir.checkpoint_of(out)
         log(f"sample from it: rnnlm sample --ckpt {shlex.quote(str(sample_from))} -n 500")
-
-
-# What stops a run, saving: Ctrl-C, SIGTERM, a closed terminal (SIGHUP), and SIGUSR1, the
-# one that Open MPI's mpiexec forwards to the workers (it ends the job on the others).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 
 
 @contextlib.contextmanager
@@ -188,24 +186,16 @@ def _stop_on_signals(signals):
         if signals:
             raise KeyboardInterrupt
         signals.append(signum)
-        if workers_lib.group().rank == 0 and not _relayed(signum):
+        if workers_lib.group().rank == 0 and not workers_lib.relayed(signum):
             log(f"\n{signal.Signals(signum).name}: saving at the end of this step "
                 f"(again to quit without saving)")
 
-    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    previous = {s: signal.signal(s, handler) for s in workers_lib.STOP_SIGNALS}
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def _relayed(signum):
-    """Whether signum is the stop that `rnnlm train --workers` relays (and says) itself."""
-    return signum == signal.SIGUSR1 and bool(os.environ.get(RELAYED))
-
-
-RELAYED = "RNNLM_WORKERS_LAUNCHED"  # set in the workers that --workers starts
 
 
 def _printable(text):
@@ -214,94 +204,6 @@ def _printable(text):
     return "".join(ch.encode("unicode_escape").decode("ascii")
                    if unicodedata.category(ch)[0] == "C" and ch not in "\n\t" else ch
                    for ch in text)
-
-
-def _run_workers(n, argv):
-    """Run this command as n MPI workers on this machine and return its exit status. The
-    workers' output passes through; mpiexec's own reports become one line. A first
-    Ctrl-C, SIGTERM or SIGHUP reaches the workers as SIGUSR1 (which mpiexec forwards:
-    they save and stop together); a second ends the job at once."""
-    command, env = workers_lib.local_command(n, argv)
-    env[RELAYED] = "1"
-    job = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True)
-    signals = []
-
-    def forward(signum, frame):
-        signals.append(signum)
-        if len(signals) == 1:
-            log(f"\n{signal.Signals(signum).name}: the workers save at the end of this step "
-                f"(again to quit without saving)")
-        job.send_signal(signal.SIGUSR1 if len(signals) == 1 else signal.SIGTERM)
-
-    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS[:3]}
-    try:
-        relay = _WorkerOutput()
-        for chunk in iter(lambda: os.read(job.stderr.fileno(), 65536), b""):
-            relay.feed(chunk.decode("utf-8", "replace"))
-        code = job.wait()
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-    relay.close()
-    if signals:
-        return 128 + signals[0]
-    if code == 0:
-        return 0
-    raise RnnlmError(relay.failure(n) or f"the workers' MPI job failed (mpiexec exit {code})")
-
-
-class _WorkerOutput:
-    """Passes the workers' stderr through as it comes (progress bars included), keeping
-    back Open MPI's reports (blocks between lines of dashes, PMIx's lines) and the
-    workers' error lines, which failure() turns into one."""
-
-    DIED = re.compile(r"rank (\d+).*?exited on signal (\d+)(?: \(([^)]*)\))?", re.S)
-
-    def __init__(self):
-        self.pending, self.in_report, self.report, self.errors = "", False, [], {}
-        self.mid_line = False  # the last thing passed through did not end its line
-
-    def feed(self, text):
-        self.pending += text.replace("\0", "")  # prterun ends its output with a NUL
-        while "\n" in self.pending:
-            line, self.pending = self.pending.split("\n", 1)
-            self._line(line)
-        if self.pending and not self.in_report and not self.pending.startswith(("-", "[", "E")):
-            sys.stderr.write(self.pending)  # a progress bar's update, as it comes
-            sys.stderr.flush()
-            self.pending, self.mid_line = "", True
-
-    def _line(self, line):
-        error = re.match(r"Error: worker (\d+) of \d+: (.*)", line)
-        if line.startswith("-----"):
-            self.in_report = not self.in_report
-        elif self.in_report or "PMIX ERROR" in line or line.startswith("[") and "prte" in line:
-            self.report.append(line)
-        elif error:
-            self.errors.setdefault(error.group(2), []).append(int(error.group(1)))
-        else:
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
-            self.mid_line = False
-
-    def close(self):
-        if self.pending:
-            self._line(self.pending)
-            self.pending = ""
-        if self.mid_line:  # what is said next starts a line of its own
-            sys.stderr.write("\n")
-
-    def failure(self, n):
-        """The job's failure as one line: the workers' error, or the worker that died."""
-        if self.errors:
-            message, ranks = next(iter(self.errors.items()))
-            return message if len(ranks) == n or 0 in ranks else f"worker {ranks[0]}: {message}"
-        died = self.DIED.search(" ".join(self.report))
-        if died:
-            rank, number, name = died.groups()
-            return (f"worker {rank} died (signal {number}{', ' + name if name else ''}), and "
-                    f"the job with it; the checkpoints on disk are intact")
-        return None
 
 
 def _show_progress(events, cfg, begin, quiet):
@@ -314,7 +216,6 @@ def _show_progress(events, cfg, begin, quiet):
                bar_format=("{l_bar}{bar}| {n_fmt}/{total_fmt} s of the budget "
                            "[{elapsed}<{remaining}{postfix}]") if by_time else None)
     smoothed, last_val, best, shown_part, step = None, None, None, False, None
-    draw = plots.available()
 
     def postfix(speed):  # the step, the smoothed loss, the last validation loss, the speed
         bar.set_postfix_str(f"step {step.step} loss {smoothed:.3f}"
@@ -334,13 +235,8 @@ def _show_progress(events, cfg, begin, quiet):
                 best = event if event.best else best
                 if step is not None:  # the new validation loss shows at once
                     postfix(step.chars_per_sec)
-                if draw:  # curves.png, where Matplotlib is installed; nothing said otherwise
-                    run_dir = event.saved[0].parent
-                    try:
-                        plots.curves([run_dir], run_dir / "curves.png")
-                    except RnnlmError as e:  # a picture is not worth a run
-                        draw = False
-                        bar.write(f"not drawing curves.png: {e}", file=sys.stderr)
+                if event.warning:  # drawing curves.png failed: said once
+                    bar.write(event.warning, file=sys.stderr)
                 if not quiet:
                     part = ("" if event.val_chars >= event.val_total or shown_part else
                             f" on the first {event.val_chars:,} of {event.val_total:,} "
@@ -364,7 +260,6 @@ def _show_progress(events, cfg, begin, quiet):
 
 
 SAMPLES_SEPARATOR = "-" * 40 + "\n"  # between the samples of --num-samples
-FEW_UPDATES = 100  # a budget that allows fewer has trained no model worth the name
 
 
 @cli.command()
@@ -403,13 +298,9 @@ def sample(ckpt, prime, prime_file, length, num_samples, temperature, top_k, top
     if prime is not None and prime_file is not None:
         raise RnnlmError("give --prime or --prime-file, not both")
     if prime_file is not None:
-        prime = _read_prime(prime_file)
+        prime = sample_lib.read_prime(prime_file)
     prime = prime or ""
-    model = api.load(ckpt, engine, notify=log)
-    if engine == "fast":  # Numba's load (0.5 s) is repaid only by long samples: README
-        total = length * num_samples
-        engines.load_kernels(notify=log,
-                             prefer="numpy" if total < SAMPLE_CHARS_FOR_NUMBA else None)
+    model = api.load(ckpt, engine, notify=log).ready(length * num_samples)
     out = sys.stdout
     try:
         for k in range(num_samples):
@@ -425,22 +316,6 @@ def sample(ckpt, prime, prime_file, length, num_samples, temperature, top_k, top
             out.flush()
     except BrokenPipeError:  # e.g. `rnnlm sample ... | head`: the reader has had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-PRIME_FILE_BYTES = 1 << 20  # a prime longer than this is not a prime
-
-
-def _read_prime(path):
-    """--prime-file's text: a regular file of UTF-8 text, at most PRIME_FILE_BYTES."""
-    try:
-        if not path.is_file():
-            raise RnnlmError(f"--prime-file {path}: not a regular file")
-        if path.stat().st_size > PRIME_FILE_BYTES:
-            raise RnnlmError(f"--prime-file {path}: larger than {PRIME_FILE_BYTES >> 20} MB")
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = getattr(e, "strerror", None) or "not UTF-8 text"
-        raise RnnlmError(f"--prime-file {path}: {reason}") from None
 
 
 @cli.command()
@@ -524,8 +399,6 @@ def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, engine):
       rnnlm eval --ckpt runs/shk/best.npz heldout.txt
     """
     model = api.load(ckpt, engine, notify=log)
-    if engine == "fast":
-        engines.load_kernels(notify=log)
     nats, characters, skipped, streams = model.loss_of_file(textfile, encoding, batch_size,
                                                             skip_unknown)
     click.echo(f"{textfile}: {characters:,} characters, {nats:.4f} nats/char, "
@@ -551,9 +424,7 @@ def plot(run_dirs, out_path, log_x):
     Example:
       rnnlm plot runs/shk runs/shk-gru -o compare.png
     """
-    if out_path is None:
-        out_path = (run_dirs[0] / "curves.png" if len(run_dirs) == 1 else
-                    Path("curves-" + "-vs-".join(p.resolve().name for p in run_dirs) + ".png"))
+    out_path = out_path or plots.default_target(run_dirs)
     plots.curves(run_dirs, out_path, log_x=log_x)
     log(f"wrote {out_path}")
 
@@ -581,8 +452,7 @@ def inspect(ckpt, textfile, out_path, chars, units, skip_unknown, encoding):
     Example:
       rnnlm inspect --ckpt runs/shk heldout.txt -o shk.html --chars 3000
     """
-    model = api.load(ckpt, notify=log)
-    engines.load_kernels(notify=log)
+    model = api.load(ckpt, notify=log).ready()
     out_path = out_path or Path(textfile.stem + ".html")
     found, skipped = inspection.write_page(model, textfile, out_path, chars, units, encoding,
                                            skip_unknown)
@@ -616,9 +486,7 @@ def export(target, fmt, out_path, float16):
     """
     export_lib.check_format(fmt, float16)
     model = api.load(target, notify=log)
-    if out_path is None:
-        name = Path(model.checkpoint.path).resolve().parent.name or "model"
-        out_path = Path(name + export_lib.SUFFIXES.get(fmt, ""))
+    out_path = out_path or export_lib.default_target(model, fmt)
     written, size = export_lib.export(model, fmt, out_path, float16)
     log(f"wrote {written} ({size / 2 ** 20:.2f} MB, {fmt})")
 

@@ -217,7 +217,14 @@ def read_yaml(path):
 def build(base=None, file=None, assignments=(), **overrides):
     """Resolve a Config: base (defaults if None) < file < assignments < overrides.
     `overrides` holds command-line flags; None means the flag was not given."""
+    return resolve(base, file, assignments, **overrides)[0]
+
+
+def resolve(base=None, file=None, assignments=(), **overrides):
+    """build(), and the keys the user gave (in the file, with --set, or as overrides):
+    (Config, set of keys)."""
     values = dataclasses.asdict(base) if base is not None else dataclasses.asdict(Config())
+    given = set()
     if file is not None:
         for key, value in read_yaml(file).items():
             if not isinstance(key, str):
@@ -225,18 +232,26 @@ def build(base=None, file=None, assignments=(), **overrides):
             if key == "corpus":  # a run's record of its corpus (to_yaml): not a setting
                 continue
             values[key] = coerce(key, value, f"config file {file}: ")
+            given.add(key)
     for text in assignments:
         key, value = parse_assignment(text)
         values[key] = coerce(key, value, "--set: ")
+        given.add(key)
     for key, value in overrides.items():
         if value is not None:
             values[key] = coerce(key, value)
+            given.add(key)
+    _check_end(values)
+    return Config(**values), given
+
+
+def _check_end(values):
+    """RnnlmError for a run that would never end, or never reach its rate."""
     if values["max_steps"] == 0 and values["max_seconds"] == 0:
         raise RnnlmError("a run needs an end: max_steps or max_seconds (--time), or both")
     if 0 < values["max_steps"] <= values["warmup_steps"]:
         raise RnnlmError(f"warmup_steps={values['warmup_steps']} is as long as the run "
                          f"(max_steps={values['max_steps']}): the rate would never reach lr")
-    return Config(**values)
 
 
 def parse_duration(text):
@@ -271,66 +286,6 @@ def _number(digits, text):
     except ValueError:
         raise RnnlmError(f"--time expects a duration such as 90s, 5m or 1h30m, "
                          f"got {text!r}") from None
-
-
-# --- A model sized to the text, the budget and the machine (issue 21) ------------------
-#
-# A new run gets the settings below that its user did not set from what its budget buys:
-# how many updates each candidate width would make on this machine (from its speed,
-# measured at the start: api.sized), and how many times ("passes") that reads the training
-# text. The widest candidate that still makes MIN_UPDATES updates wins (a wider model that
-# makes fewer has not learned enough by the end); its passes set its regularisation (a
-# text read more often is learned by heart sooner). Fitted on benchmarks/sweep.py --passes
-# (benchmarks/passes.csv; README, "A model sized to the text, the budget and the
-# machine"): passes and updates, not seconds, carry over between machines.
-SIZED = ("cell", "hidden", "layers", "dropout", "dropout_mode", "weight_drop", "lr")
-HIDDEN_SIZES = (128, 192, 256, 384, 512)  # the candidates, GRU 2 x H
-MIN_UPDATES = 2500
-# (passes at least, (dropout, dropout_mode, weight_drop)): the sweep's best level
-REGULARISATION = ((0, (0.0, "step", 0.0)),
-                  (10, (0.2, "locked", 0.2)),
-                  (40, (0.35, "locked", 0.3)))
-
-
-def regularisation(passes):
-    """(dropout, dropout_mode, weight_drop) for a model that reads its text `passes` times."""
-    return [level for at_least, level in REGULARISATION if passes >= at_least][-1]
-
-
-def candidates(cfg, given):
-    """The models the rule chooses among, narrowest first, as Configs: cfg's cell and
-    layers where given, else a GRU of 2 layers; each width of HIDDEN_SIZES, or cfg's."""
-    shape = {k: v for k, v in (("cell", "gru"), ("layers", 2)) if k not in given}
-    base = dataclasses.replace(cfg, **shape)
-    hiddens = [cfg.hidden] if "hidden" in given else HIDDEN_SIZES
-    return [dataclasses.replace(base, hidden=h) for h in hiddens]
-
-
-def sized(cfg, given, updates, train_chars):
-    """The rule. updates: {hidden: the updates the budget buys that candidate (of
-    candidates())}; train_chars: the characters of the training text. Returns the Config,
-    every SIZED setting not in `given` chosen, its model in words, and its passes."""
-    fits = [h for h in updates if updates[h] >= MIN_UPDATES]
-    hidden = max(fits) if fits else min(updates)
-    passes = updates[hidden] * cfg.batch_size * cfg.seq_len / max(train_chars, 1)
-    chosen = dataclasses.asdict(candidates(cfg, given)[0])
-    chosen["hidden"] = hidden
-    chosen["dropout"], chosen["dropout_mode"], chosen["weight_drop"] = regularisation(passes)
-    chosen["lr"] = 6e-3 if hidden <= 256 else 4e-3
-    cfg = dataclasses.replace(cfg, **{k: chosen[k] for k in SIZED if k not in given})
-    return cfg, f"{_model_words(cfg)}, lr {cfg.lr:g}", passes
-
-
-def _model_words(cfg):
-    """'GRU 2 x 192, locked dropout 0.3, weight drop 0.2'"""
-    words = [f"{cfg.cell.upper()} {cfg.layers} x {cfg.hidden}"]
-    if cfg.dropout > 0:
-        words.append(f"{'locked ' if cfg.dropout_mode == 'locked' else ''}dropout {cfg.dropout:g}")
-    if cfg.weight_drop > 0:
-        words.append(f"weight drop {cfg.weight_drop:g}")
-    if cfg.dropout == 0 and cfg.weight_drop == 0:
-        words.append("no dropout")
-    return ", ".join(words)
 
 
 # What a resumed run cannot change: the model's shape, the data layout and the optimizer.

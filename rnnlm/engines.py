@@ -13,8 +13,11 @@ engine that wrote it. "textbook" is the specification (rnnlm/textbook.py), "fast
 same mathematics arranged for the machine (rnnlm/fast/). The fast engine's compiled
 kernels also serve the optimizer's update; no module but this one imports rnnlm.fast.
 """
+import numpy as np
+
 from rnnlm import textbook
 from rnnlm.fast import engine as fast, kernels
+from rnnlm.params import layer_keys
 
 ENGINES = {"fast": fast, "textbook": textbook}
 
@@ -22,6 +25,22 @@ ENGINES = {"fast": fast, "textbook": textbook}
 def get(name="fast"):
     """The engine module called name."""
     return ENGINES[name]
+
+
+def loss_and_grads(name, params, spec, x, y, state, masks=None, weight_masks=None):
+    """The named engine's loss_and_grads over one window, with weight drop where
+    weight_masks (params.weight_drop_masks) are given: DropConnect on each layer's W_hh,
+    applied here, once for both engines. The window runs on W~ = W_hh * M, so
+    dL/dW_hh = dL/dW~ * M: a dropped entry gets no gradient."""
+    if weight_masks is not None:
+        params = dict(params)
+        for layer, m in enumerate(weight_masks):
+            w_hh = layer_keys(layer)[1]
+            params[w_hh] = np.multiply(params[w_hh], m, dtype=params[w_hh].dtype)
+    loss, grads, new_state = get(name).loss_and_grads(params, spec, x, y, state, masks)
+    for layer, m in enumerate(weight_masks if weight_masks is not None else ()):
+        grads[layer_keys(layer)[1]] *= m
+    return loss, grads, new_state
 
 
 def describe(name="fast"):

@@ -43,7 +43,6 @@ def check(cell="rnn", layers=1, regulariser="none", hidden=5, vocab=7, seq_len=6
           seed=0, engine="fast", eps=EPS):
     """Check every parameter of one configuration with one engine ("fast" or
     "textbook") and one of REGULARISERS. Returns one Row per tensor."""
-    loss_and_grads = engines.get(engine).loss_and_grads
     rng = np.random.default_rng(seed)
     spec = Spec(cell, vocab, hidden, layers)
     params = init_params(spec, rng, np.float64)
@@ -59,9 +58,9 @@ def check(cell="rnn", layers=1, regulariser="none", hidden=5, vocab=7, seq_len=6
     weight_masks = weight_drop_masks(spec, weight_drop, rng, np.float64)
 
     def loss_at():
-        return loss_and_grads(params, spec, x, y, state, masks, weight_masks=weight_masks)[0]
+        return engines.loss_and_grads(engine, params, spec, x, y, state, masks, weight_masks)[0]
 
-    _, grads, _ = loss_and_grads(params, spec, x, y, state, masks, weight_masks=weight_masks)
+    _, grads, _ = engines.loss_and_grads(engine, params, spec, x, y, state, masks, weight_masks)
     case = (f"{cell} L{layers}" + ("" if regulariser == "none" else f" {regulariser}")
             + ("" if engine == "fast" else f" {engine}"))
     rows = []

@@ -166,8 +166,8 @@ def compare(text_path=None, checkpoints=(), cells=(), hidden=256, layers=2, dist
         if skipped:
             notify(f"{path}: {skipped:,} characters of the text are not in its vocabulary "
                    f"and were left out")
-        cfg = ckpt.meta["config"]
-        label = f"{path.resolve().parent.name} ({ckpt.spec.cell}, step {ckpt.meta.get('step')})"
+        cfg = ckpt.meta.config
+        label = f"{path.resolve().parent.name} ({ckpt.spec.cell}, step {ckpt.meta.step})"
         flows.append(measure(ckpt.params, ckpt.spec, ids, label,
                              seq_len=cfg.get("seq_len", defaults.seq_len),
                              clip_norm=cfg.get("clip_norm", defaults.clip_norm), trained=True,
@@ -181,7 +181,7 @@ def compare(text_path=None, checkpoints=(), cells=(), hidden=256, layers=2, dist
         for cell in cells:
             spec = Spec(cell, vocab.size, hidden, layers)
             params = init_params(spec, np.random.default_rng(seed), np.float64)
-            label = f"{cell} {layers} x {hidden}, initialised"
+            label = f"{spec.name}, initialised"
             flows.append(measure(params, spec, ids, label, seq_len=seq_len or defaults.seq_len,
                                  clip_norm=defaults.clip_norm, **common))
     return flows

@@ -138,7 +138,7 @@ def analyse(params, spec, vocab, ids, chars=5000, units=8, engine="fast", top=5)
                                   "acts": np.round(a[:, j] / (scale[j] or 1.0), 2).tolist()}
                                  for j, score, feature in best_units(a, feats, units)]})
     return {"text": shown, "predictions": predictions, "summary": summary, "groups": groups,
-            "model": f"{spec.cell}, {spec.layers} x {spec.hidden}, vocabulary {spec.vocab_size}"}
+            "model": f"{spec.name}, vocabulary {spec.vocab_size}"}
 
 
 def page(analysis, title="rnnlm inspect"):

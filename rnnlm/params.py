@@ -66,6 +66,16 @@ class Spec:
     hidden: int  # H
     layers: int  # L
 
+    @classmethod
+    def of(cls, cfg, vocab_size=0):
+        """The shape of cfg's model (a config.Config) over a vocabulary of vocab_size."""
+        return cls(cfg.cell, vocab_size, cfg.hidden, cfg.layers)
+
+    @property
+    def name(self):
+        """The model in words, as rnnlm says it everywhere: 'GRU 2 x 256'."""
+        return f"{self.cell.upper()} {self.layers} x {self.hidden}"
+
     @property
     def facts(self):
         """The cell's row of CELLS."""

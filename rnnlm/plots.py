@@ -28,6 +28,14 @@ def available():
     return True
 
 
+def default_target(run_dirs):
+    """Where `rnnlm plot` draws without -o: RUN_DIR/curves.png for one run,
+    curves-<names>.png here for several."""
+    if len(run_dirs) == 1:
+        return Path(run_dirs[0]) / rundir.CURVES
+    return Path("curves-" + "-vs-".join(Path(p).resolve().name for p in run_dirs) + ".png")
+
+
 def _pyplot():
     try:
         import matplotlib
@@ -40,12 +48,12 @@ def _pyplot():
 
 def read_metrics(run_dir):
     """A run's metrics.csv as columns: step, train, val (None where not measured), seconds."""
-    path = Path(run_dir) / "metrics.csv"
+    path = Path(run_dir) / rundir.METRICS
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
-        raise RnnlmError(f"{run_dir} has no metrics.csv; is it an rnnlm run directory?") from None
+        raise RnnlmError(f"{run_dir} has no {rundir.METRICS}; is it an rnnlm run directory?") from None
     except (OSError, csv.Error, UnicodeDecodeError) as e:
         raise RnnlmError(f"cannot read {path}: {e}") from None
     if not rows:
@@ -78,7 +86,7 @@ def is_curves_picture(path):
     """An earlier picture of `plot`, or a run directory's own curves.png."""
     path = Path(path)
     return (CURVES_MARK.encode() in outputs.head(path)
-            or (path.name == "curves.png" and rundir.is_run(path.parent)))
+            or (path.name == rundir.CURVES and rundir.is_run(path.parent)))
 
 
 def check_png_target(out_path, what, is_ours):

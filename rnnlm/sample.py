@@ -65,3 +65,19 @@ def generate(params, spec, vocab, rng, prime="", length=200, temperature=1.0, to
     for _ in range(length):
         current = pick(step(current), rng, temperature, top_k, argmax, top_p)
         yield vocab.chars[current]
+
+
+PRIME_FILE_BYTES = 1 << 20  # a prime longer than this is not a prime
+
+
+def read_prime(path):
+    """--prime-file's text: a regular file of UTF-8 text, at most PRIME_FILE_BYTES."""
+    try:
+        if not path.is_file():
+            raise RnnlmError(f"--prime-file {path}: not a regular file")
+        if path.stat().st_size > PRIME_FILE_BYTES:
+            raise RnnlmError(f"--prime-file {path}: larger than {PRIME_FILE_BYTES >> 20} MB")
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or "not UTF-8 text"
+        raise RnnlmError(f"--prime-file {path}: {reason}") from None

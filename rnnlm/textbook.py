@@ -246,21 +246,16 @@ def rnn_backward(ds, caches):
 
 # --- The language model ----------------------------------------------------------------------
 
-def loss_and_grads(params, spec, x, y, state, masks=None, activation="tanh",
-                   weight_masks=None):
+def loss_and_grads(params, spec, x, y, state, masks=None, activation="tanh"):
     """Forward and backward over one window, the same contract as the fast engine's.
 
     x, y: ids (B, T), y being x shifted by one; state: per-layer tuples of (B, H) arrays
     carried in; masks: per-layer dropout masks (T, H, B) or None (params.dropout_masks:
-    a mask per step, or one locked over the window); weight_masks: per-layer DropConnect
-    masks of W_hh's shape or None (params.weight_drop_masks). Returns the mean
+    a mask per step, or one locked over the window). Weight drop is applied around
+    this function, for both engines (engines.loss_and_grads). Returns the mean
     cross-entropy, checkpoint-named gradients (params' dtype), the state after the window.
     activation: the vanilla RNN's (tanh; identity for the linear RNN of gradient studies).
     """
-    if weight_masks is not None:  # weight drop: the window runs on W~ = W * M ...
-        params = dict(params)
-        for l, m in enumerate(weight_masks):
-            params[layer_keys(l)[1]] = params[layer_keys(l)[1]] * m
     layers, out = to_textbook(params, spec)
     (B, T), N = x.shape, x.size
     inputs = [np.eye(spec.vocab_size)[:, x[:, t]] for t in range(T)]  # one-hot x_t, (m, B)
@@ -293,9 +288,6 @@ def loss_and_grads(params, spec, x, y, state, masks=None, activation="tanh",
         ds, grads[l], _ = layer_backward(ds, caches[l])  # ds: now reaching the layer below
     dtype = params["out.weight"].dtype
     grads = {k: v.astype(dtype) for k, v in from_textbook(grads, dout, spec, True).items()}
-    if weight_masks is not None:  # ... so dL/dW = dL/dW~ * M: dropped entries get none
-        for l, m in enumerate(weight_masks):
-            grads[layer_keys(l)[1]] *= m
     return loss / N, grads, [tuple(a.T.astype(dtype) for a in s) for s in new_state]
 
 

@@ -27,8 +27,8 @@ def test_train_runs_a_whole_run_and_returns_where_it_wrote(run_dir, corpus):
     assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) >= [
         "best.npz", "config.yaml", "last.npz", "metrics.csv"]
     saved = checkpoint.load(run_dir / "last.npz")
-    assert saved.meta["step"] == 30 and saved.meta["config"]["cell"] == "gru"
-    assert saved.meta["corpus"]["paths"] == [str(corpus)]
+    assert saved.meta.step == 30 and saved.meta.config["cell"] == "gru"
+    assert saved.meta.corpus["paths"] == [str(corpus)]
 
 
 def test_train_takes_settings_as_keywords_and_names_a_bad_one(corpus, tmp_path):
@@ -37,7 +37,7 @@ def test_train_takes_settings_as_keywords_and_names_a_bad_one(corpus, tmp_path):
     with pytest.raises(RnnlmError, match="hidden"):
         rnnlm.train(corpus, tmp_path / "b", config_file=TINY, hidden="many")
     out = rnnlm.train(corpus, tmp_path / "c", config_file=TINY, time="2s")
-    assert checkpoint.load(out / "last.npz").meta["step"] > 20  # time alone lifts tiny's 20
+    assert checkpoint.load(out / "last.npz").meta.step > 20  # time alone lifts tiny's 20
 
 
 def test_the_api_samples_what_the_command_prints(runner, run_dir):
@@ -92,8 +92,8 @@ def test_info_is_what_rnnlm_info_prints(runner, run_dir):
     model = rnnlm.load(run_dir / "best.npz")
     result = runner.invoke(cli, ["info", str(run_dir / "best.npz"), "--json"])
     assert json.loads(result.stdout) == json.loads(json.dumps(model.info))
-    assert model.info["model"] == "gru, 1 layer(s) of 16"
-    assert repr(model).startswith("<rnnlm.Model gru, 1 layer(s) of 16")
+    assert model.info["model"] == "GRU 1 x 16"
+    assert repr(model).startswith("<rnnlm.Model GRU 1 x 16")
 
 
 def test_load_says_which_checkpoint_a_run_directory_means(run_dir):

@@ -20,7 +20,7 @@ def make(cell="lstm", layers=2):
     params = init_params(spec, np.random.default_rng(0))
     state = [tuple(np.full((3, 6), i + 0.5, np.float32) for _ in s)
              for i, s in enumerate(zero_state(spec, 3))]
-    meta = {"config": dataclasses.asdict(cfg), "step": 7, "best_val_loss": 1.25}
+    meta = checkpoint.Meta(config=dataclasses.asdict(cfg), step=7, best_val_loss=1.25)
     slots = {"m.out.bias": np.ones(vocab.size, np.float32), "t": np.array(7)}
     return checkpoint.Checkpoint(params, spec, vocab, meta, slots, state)
 
@@ -33,7 +33,7 @@ def test_round_trip(tmp_path, cell):
     loaded = checkpoint.load(path)
     assert loaded.spec == original.spec
     assert loaded.vocab == original.vocab
-    assert loaded.meta["step"] == 7 and loaded.meta["version"] == checkpoint.VERSION
+    assert loaded.meta.step == 7 and loaded.meta.version == checkpoint.VERSION
     for name, p in original.params.items():
         np.testing.assert_array_equal(loaded.params[name], p)
         assert loaded.params[name].dtype == np.float32

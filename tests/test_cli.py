@@ -130,8 +130,8 @@ def test_a_time_budget_ends_inside_it_evaluated_and_resume_keeps_its_clock(
     assert len(evaluated) == 3 and evaluated[-1] is rows[-1]  # spaced in it, the last at the end
     for name in ("last.npz", "best.npz"):  # the final evaluation's checkpoint, inside the budget
         saved = checkpoint.load(out / name).meta
-        assert saved["step"] == int(evaluated[-1]["step"]) or name == "best.npz"
-        assert saved["elapsed"] <= 3.0
+        assert saved.step == int(evaluated[-1]["step"]) or name == "best.npz"
+        assert saved.elapsed <= 3.0
 
     again = runner.invoke(cli, ["train", "--resume", str(out), "--time", "3s", "--quiet"])
     assert_one_line_error(again, "budget: nothing to do (raise --time)")

@@ -79,7 +79,7 @@ def test_train_on_a_source_tree_records_its_files_and_resume_checks_them(runner,
     result = runner.invoke(cli, ["train", str(src), "--glob", "*.py", "--out", str(out)] + TINY)
     assert result.exit_code == 0, result.output
     assert "2 files under" in result.stderr and "skipped 1 hidden file(s)" in result.stderr
-    recorded = checkpoint.load(out / "last.npz").meta["corpus"]
+    recorded = checkpoint.load(out / "last.npz").meta.corpus
     assert recorded["globs"] == ["*.py"] and len(recorded["files"]) == 2
     assert "sha256" in (out / "config.yaml").read_text()
     resumed = runner.invoke(cli, ["train", "--resume", str(out), "--max-steps", "25", "-q"])
@@ -139,7 +139,7 @@ def test_fine_tuning_trains_a_new_run_that_samples_new_characters_and_resumes_ex
             "--set", "schedule=constant", "-q", "--max-steps"]
     assert runner.invoke(cli, args + ["60", "--out", str(a)]).exit_code == 0
     tuned = checkpoint.load(a / "last.npz")
-    assert tuned.meta["init_from"]["path"] == str(shakespeare_run / "best.npz")
+    assert tuned.meta.init_from["path"] == str(shakespeare_run / "best.npz")
     assert set("THE:42!") <= set(tuned.vocab.chars) and set("abc") <= set(tuned.vocab.chars)
     sampled = runner.invoke(cli, ["sample", "--ckpt", str(a / "last.npz"), "-n", "300",
                                   "--seed", "1", "--prime", "THE"])
@@ -168,7 +168,7 @@ def test_info_describes_a_checkpoint(runner, trained):
     text = runner.invoke(cli, ["info", str(trained)])
     assert text.exit_code == 0, text.output
     assert f"using {trained / 'best.npz'}" in text.stderr
-    for fragment in ("model: rnn, 1 layer(s) of 16", "vocabulary_size: 29", "\\n",
+    for fragment in ("model: RNN 1 x 16", "vocabulary_size: 29", "\\n",
                      "step: 20", "nats_per_char", "config:", "hidden: 16", "corpus:"):
         assert fragment in text.stdout, fragment
     facts = json.loads(runner.invoke(cli, ["info", str(trained / "last.npz"), "--json"]).stdout)
@@ -249,7 +249,7 @@ def test_corpus_from_standard_input_via_the_console(tmp_path, corpus):
                            str(tmp_path / "r"), *TINY, "-q"], input=corpus.read_bytes(),
                           capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()
-    recorded = checkpoint.load(tmp_path / "r" / "last.npz").meta["corpus"]
+    recorded = checkpoint.load(tmp_path / "r" / "last.npz").meta.corpus
     assert recorded["paths"] == ["-"] and recorded["files"][0]["path"] == "-"
     again = subprocess.run([sys.executable, "-m", "rnnlm", "train", "--resume",
                             str(tmp_path / "r"), "--max-steps", "30"], capture_output=True,

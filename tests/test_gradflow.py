@@ -110,7 +110,7 @@ def test_the_command_prints_the_table_and_draws_it(runner, text, tmp_path):
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert "rnn 2 x 8, initialised" in lines[1] and "gru 2 x 8, initialised" in lines[1]
+    assert "RNN 2 x 8, initialised" in lines[1] and "GRU 2 x 8, initialised" in lines[1]
     assert [int(line.split()[0]) for line in lines[2:11]] == [0, 1, 2, 5, 10, 20, 50, 64, 70]
     assert lines[2].split()[1:] == ["1.000e+00", "1.000e+00"]
     assert "largest singular value of W_hh" in lines[11] and "(clip_norm 5: not clipped)" in lines[11]

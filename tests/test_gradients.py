@@ -3,7 +3,7 @@ textbook engine, the specification."""
 import numpy as np
 import pytest
 
-from rnnlm import gradcheck, textbook
+from rnnlm import engines, gradcheck, textbook
 from rnnlm.run import optim
 from rnnlm.io.data import text_corpus
 from rnnlm.fast import cells, engine
@@ -89,10 +89,10 @@ def random_case(cell, layers, regulariser, seed=5, V=11, H=9, B=4, T=13):
                          + [(c, 3, "locked") for c in CELLS] + [(c, 3, "weight drop") for c in CELLS])
 def test_fast_engine_equals_the_textbook(cell, layers, regulariser, kernel_path):
     params, spec, x, y, state, masks, weight_masks = random_case(cell, layers, regulariser)
-    loss, grads, new_state = engine.loss_and_grads(params, spec, x, y, state, masks,
-                                                   weight_masks=weight_masks)
-    ref_loss, ref_grads, ref_state = textbook.loss_and_grads(params, spec, x, y, state, masks,
-                                                             weight_masks=weight_masks)
+    loss, grads, new_state = engines.loss_and_grads("fast", params, spec, x, y, state, masks,
+                                                    weight_masks)
+    ref_loss, ref_grads, ref_state = engines.loss_and_grads("textbook", params, spec, x, y,
+                                                            state, masks, weight_masks)
     assert loss == pytest.approx(ref_loss, rel=1e-10, abs=0)
     assert grads.keys() == ref_grads.keys()
     for name in grads:

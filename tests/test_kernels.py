@@ -111,7 +111,7 @@ def test_the_first_run_compiles_once_and_says_so_later_runs_load_the_cache(corpu
     first = rnnlm(train + ["--out", "a"], tmp_path, RNNLM_CACHE_DIR=str(cache))
     assert first.returncode == 0, first.stderr
     assert first.stderr.count("compiling kernels, once") == 1
-    assert "rnn, 1 x 16" in first.stderr and "fast engine, numba kernels" in first.stderr
+    assert "RNN 1 x 16" in first.stderr and "fast engine, numba kernels" in first.stderr
     second = rnnlm(train + ["--out", "b"], tmp_path, RNNLM_CACHE_DIR=str(cache))
     assert second.returncode == 0 and "compiling" not in second.stderr
     assert "fast engine, numba kernels" in second.stderr

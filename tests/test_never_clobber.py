@@ -81,7 +81,7 @@ def test_resuming_from_an_older_checkpoint_continues_in_a_new_directory(runner, 
     derived = tmp_path / f"run-from-{best}"
     assert f"continuing in {derived}" in result.stderr
     assert (run / "last.npz").read_bytes() == last_before  # the newer checkpoint stays
-    assert checkpoint.load(derived / "last.npz").meta["step"] == best + 3
+    assert checkpoint.load(derived / "last.npz").meta.step == best + 3
     steps = [s for s, _ in steps_of(derived)]  # its history up to the checkpoint, then on
     assert steps == sorted(steps) and steps[-1] == best + 3 and steps[0] == 5
     # naming the old run as --out is refused: it holds the newer checkpoint
@@ -137,7 +137,7 @@ def test_two_trainings_cannot_write_one_directory(corpus, tmp_path):
     assert first.returncode == 143
     # the lock went with the process: the run resumes
     assert subprocess.run(rnnlm_cmd("train", "--resume", str(run), "--max-steps",
-                                    str(checkpoint.load(run / "last.npz").meta["step"] + 2),
+                                    str(checkpoint.load(run / "last.npz").meta.step + 2),
                                     "-q"), timeout=60).returncode == 0
 
 
@@ -148,7 +148,7 @@ def test_two_trainings_started_at_once_one_runs(corpus, tmp_path):
     results = sorted((p.wait(timeout=120), p.stderr.read()) for p in procs)
     assert [code for code, _ in results] == [0, 1], results
     assert "in use by another rnnlm" in results[1][1] or "already holds" in results[1][1]
-    assert checkpoint.load(run / "last.npz").meta["step"] == 40
+    assert checkpoint.load(run / "last.npz").meta.step == 40
 
 
 def test_a_killed_writer_leaves_no_lock_behind(corpus, tmp_path):
@@ -159,7 +159,7 @@ def test_a_killed_writer_leaves_no_lock_behind(corpus, tmp_path):
     wait_for_rows(run / "metrics.csv", 3)
     proc.kill()
     proc.wait()
-    step = checkpoint.load(run / "last.npz").meta["step"]
+    step = checkpoint.load(run / "last.npz").meta.step
     done = subprocess.run(rnnlm_cmd("train", "--resume", str(run), "--max-steps", str(step + 3),
                                     "-q"), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -351,7 +351,7 @@ def test_resuming_a_checkpoint_outside_any_run_never_adopts_its_folder(runner, c
     assert result.exit_code == 0, result.output
     new = tmp_path / "u-from-10"
     assert f"is not in an rnnlm run directory: continuing in {new}" in result.stderr
-    assert checkpoint.load(new / "last.npz").meta["step"] == 13
+    assert checkpoint.load(new / "last.npz").meta.step == 13
     for name, content in mine.items():  # nothing of the user's written over
         raw = content if isinstance(content, bytes) else content.encode()
         assert (folder / name).read_bytes() == raw, name

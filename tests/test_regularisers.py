@@ -3,7 +3,7 @@ in both engines, and that training alone draws them."""
 import numpy as np
 import pytest
 
-from rnnlm import api, evaluate, textbook
+from rnnlm import api, engines, evaluate, textbook
 from rnnlm.io.data import split
 from rnnlm.fast import engine
 from rnnlm.params import (CELLS, Spec, dropout_masks, init_params, layer_keys,
@@ -54,7 +54,7 @@ def test_weight_drop_runs_the_window_on_the_dropped_weights(name, cell, kernel_p
     """The definition: the loss is the loss of W_hh * M, and dL/dW_hh = dL/d(W_hh * M) * M,
     so a dropped entry gets no gradient at all and a kept one its scaled share."""
     spec, params, x, y, state, masks = case(cell)
-    loss, grads, _ = ENGINES[name].loss_and_grads(params, spec, x, y, state, weight_masks=masks)
+    loss, grads, _ = engines.loss_and_grads(name, params, spec, x, y, state, weight_masks=masks)
     dropped = dict(params)
     for layer, m in enumerate(masks):
         dropped[layer_keys(layer)[1]] = params[layer_keys(layer)[1]] * m
@@ -79,8 +79,8 @@ def test_a_run_with_the_regularisers_evaluates_and_samples_without_them(tmp_path
                                  "weight_drop=0.4", "eval_every=20"))
     model = api.load(out / "best.npz")
     text = corpus.read_text(encoding="utf-8")
-    _, val_ids = split(model.vocab.encode(text)[0], model.checkpoint.meta["config"]["val_fraction"])
-    recorded = model.checkpoint.meta["best_val_loss"]
+    _, val_ids = split(model.vocab.encode(text)[0], model.checkpoint.meta.config["val_fraction"])
+    recorded = model.checkpoint.meta.best_val_loss
     again = evaluate.evaluate(model.params, model.spec, val_ids, 4)
     assert again == pytest.approx(recorded, rel=1e-6)
     assert model.sample("t", 50, seed=3) == model.sample("t", 50, seed=3)

@@ -44,7 +44,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(runner, corpus, tmp_pat
     resumed = runner.invoke(cli, ["train", "--resume", str(split), "--max-steps", "40"] + common)
     assert resumed.exit_code == 0, resumed.output
     a, b = checkpoint.load(whole / "last.npz"), checkpoint.load(split / "last.npz")
-    assert a.meta["step"] == b.meta["step"] == 40
+    assert a.meta.step == b.meta.step == 40
     for name in a.params:
         assert np.array_equal(a.params[name], b.params[name]), name
     for name in a.slots:
@@ -52,7 +52,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(runner, corpus, tmp_pat
     for sa, sb in zip(a.state, b.state):
         for u, v in zip(sa, sb):
             assert np.array_equal(u, v)
-    assert a.meta["rng"] == b.meta["rng"]
+    assert a.meta.rng == b.meta.rng
     steps = [int(line.split(",")[0]) for line in (split / "metrics.csv").read_text().split()[1:]]
     assert steps == sorted(steps) and steps[-1] == 40  # metrics.csv appended, not restarted
 
@@ -80,8 +80,8 @@ def test_resume_finds_the_corpus_and_keeps_the_config(runner, trained):
     assert result.exit_code == 0, result.output
     assert "resuming at step 20" in result.stderr
     ckpt = checkpoint.load(trained / "last.npz")
-    assert ckpt.meta["step"] == 25
-    assert ckpt.meta["config"]["hidden"] == 16 and ckpt.meta["config"]["lr"] == 0.005
+    assert ckpt.meta.step == 25
+    assert ckpt.meta.config["hidden"] == 16 and ckpt.meta.config["lr"] == 0.005
 
 
 def rnnlm_cmd(*args):
@@ -113,7 +113,7 @@ def test_sigkill_inside_a_save_never_corrupts_a_checkpoint(corpus, tmp_path):
             assert list(out.glob(".*.tmp"))
         ckpt = checkpoint.load(out / "last.npz")  # must load, whatever the moment
         assert all(np.isfinite(p).all() for p in ckpt.params.values())
-        steps_seen.append(ckpt.meta["step"])
+        steps_seen.append(ckpt.meta.step)
         if (out / "best.npz").exists():
             checkpoint.load(out / "best.npz")
     assert steps_seen == sorted(steps_seen) and steps_seen[-1] > steps_seen[0]
@@ -139,7 +139,7 @@ def test_interrupt_saves_and_exits(corpus, tmp_path, signum, code):
     assert proc.returncode == code, err
     assert "Traceback" not in err
     assert f"saved {out / 'last.npz'}" in err and "rnnlm train --resume" in err
-    assert checkpoint.load(out / "last.npz").meta["step"] >= 10
+    assert checkpoint.load(out / "last.npz").meta.step >= 10
 
 
 def test_divergence_stops_without_saving_nan(runner, corpus, tmp_path):
@@ -177,7 +177,7 @@ def test_rollback_reloads_the_last_checkpoint_and_halves_the_rate(corpus, tmp_pa
     assert len(rolled) == 1 and rolled[0].step == 13 and rolled[0].to_step == 10
     assert rolled[0].lr_scale == 0.5
     final = checkpoint.load(tmp_path / "run" / "last.npz")
-    assert final.meta["step"] == 20 and final.meta["lr_scale"] == 0.5
+    assert final.meta.step == 20 and final.meta.lr_scale == 0.5
 
 
 def test_full_disk_keeps_the_previous_checkpoint(trained):
@@ -214,7 +214,7 @@ def test_a_run_trained_by_one_engine_resumes_evaluates_and_samples_with_the_othe
     resumed = runner.invoke(cli, ["train", "--resume", str(out), "--max-steps", "20",
                                   "--engine", "fast"] + common)
     assert resumed.exit_code == 0, resumed.output
-    assert checkpoint.load(out / "last.npz").meta["step"] == 20
+    assert checkpoint.load(out / "last.npz").meta.step == 20
     evals = [runner.invoke(cli, ["eval", "--ckpt", str(out / "last.npz"), str(corpus),
                                  "--engine", e]).stdout for e in ("fast", "textbook")]
     nats = [float(line.split(", ")[1].split()[0]) for line in evals]

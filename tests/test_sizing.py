@@ -1,5 +1,5 @@
-"""A new run's model, sized to its text, its budget and the machine (config.sized, the
-rule; api.sized, which measures the machine): what it chooses, that the user's settings
+"""A new run's model, sized to its text, its budget and the machine (run/sizing.py: the
+rule, and the measurement of the machine it reads): what it chooses, that the user's settings
 win, that more compute never buys a smaller or less regularised model."""
 import dataclasses
 import re
@@ -7,6 +7,7 @@ import re
 from hypothesis import given, settings, strategies as st
 
 from rnnlm import api, config
+from rnnlm.run import sizing
 from rnnlm.cli import cli
 
 from conftest import CONFIGS
@@ -18,7 +19,7 @@ TEXT = 100_000  # training characters
 def updates_at(scale):
     """Updates per candidate width on a machine `scale` times this made-up one, where each
     width costs as its H^2 does."""
-    return {h: scale * (256 / h) ** 2 for h in config.HIDDEN_SIZES}
+    return {h: scale * (256 / h) ** 2 for h in sizing.HIDDEN_SIZES}
 
 
 def passes(updates):
@@ -26,18 +27,18 @@ def passes(updates):
 
 
 def test_the_rule_takes_the_widest_model_that_makes_enough_updates():
-    cfg, words, read = config.sized(config.Config(), set(), updates_at(config.MIN_UPDATES), TEXT)
-    assert cfg.hidden == 256 and read == passes(config.MIN_UPDATES)  # 384 makes too few
+    cfg, words, read = sizing.rule(config.Config(), set(), updates_at(sizing.MIN_UPDATES), TEXT)
+    assert cfg.hidden == 256 and read == passes(sizing.MIN_UPDATES)  # 384 makes too few
     assert (cfg.cell, cfg.layers) == ("gru", 2)
-    assert (cfg.dropout, cfg.dropout_mode, cfg.weight_drop) == config.regularisation(read)
+    assert (cfg.dropout, cfg.dropout_mode, cfg.weight_drop) == sizing.regularisation(read)
     assert words.startswith("GRU 2 x 256")
-    slow, _, _ = config.sized(config.Config(), set(), updates_at(1.0), TEXT)
-    assert slow.hidden == min(config.HIDDEN_SIZES)  # none makes enough: the narrowest
+    slow, _, _ = sizing.rule(config.Config(), set(), updates_at(1.0), TEXT)
+    assert slow.hidden == min(sizing.HIDDEN_SIZES)  # none makes enough: the narrowest
     assert (slow.dropout, slow.weight_drop) == (0.0, 0.0)  # a text read once is not overfitted
 
 
 def test_regularisation_grows_with_the_passes():
-    levels = [config.regularisation(p) for p in (0.5, 4, 12, 30, 100)]
+    levels = [sizing.regularisation(p) for p in (0.5, 4, 12, 30, 100)]
     assert levels[0] == (0.0, "step", 0.0)
     assert levels == sorted(levels, key=lambda lv: (lv[0], lv[2]))
     assert levels[-1][1] == "locked" and levels[-1][0] > 0 and levels[-1][2] > 0
@@ -45,18 +46,18 @@ def test_regularisation_grows_with_the_passes():
 
 def test_the_users_settings_win():
     mine = dataclasses.replace(config.Config(), hidden=100, dropout=0.1, cell="lstm")
-    cfg, words, read = config.sized(mine, {"hidden", "dropout", "cell"}, {100: 5000.0}, TEXT)
+    cfg, words, read = sizing.rule(mine, {"hidden", "dropout", "cell"}, {100: 5000.0}, TEXT)
     assert (cfg.cell, cfg.hidden, cfg.dropout) == ("lstm", 100, 0.1)
-    assert cfg.weight_drop == config.regularisation(read)[2]  # what was not given is chosen
+    assert cfg.weight_drop == sizing.regularisation(read)[2]  # what was not given is chosen
     assert "LSTM 2 x 100" in words
-    assert [c.hidden for c in config.candidates(mine, {"hidden"})] == [100]
+    assert [c.hidden for c in sizing.candidates(mine, {"hidden"})] == [100]
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.floats(1.0, 100_000), st.floats(1.0, 16.0))
 def test_a_faster_machine_never_gets_a_smaller_or_less_regularised_model(scale, faster):
-    slow, _, _ = config.sized(config.Config(), set(), updates_at(scale), TEXT)
-    fast, _, _ = config.sized(config.Config(), set(), updates_at(scale * faster), TEXT)
+    slow, _, _ = sizing.rule(config.Config(), set(), updates_at(scale), TEXT)
+    fast, _, _ = sizing.rule(config.Config(), set(), updates_at(scale * faster), TEXT)
     assert fast.hidden >= slow.hidden
     if fast.hidden == slow.hidden:
         assert (fast.dropout, fast.weight_drop) >= (slow.dropout, slow.weight_drop)
@@ -72,7 +73,7 @@ def test_a_budget_in_updates_is_counted_in_passes_without_measuring(tmp_path):
     assert why in heard
     assert f"about {read:.1f} passes in 2,000 updates" in why
     assert cfg.hidden == config.Config().hidden  # every width makes them: the default's
-    assert (cfg.dropout, cfg.dropout_mode, cfg.weight_drop) == config.regularisation(read)
+    assert (cfg.dropout, cfg.dropout_mode, cfg.weight_drop) == sizing.regularisation(read)
     assert why.split(": ", 1)[1].startswith(f"GRU 2 x {cfg.hidden}, locked dropout {cfg.dropout:g}")
 
 
@@ -81,7 +82,7 @@ def test_a_time_budget_measures_the_machine_and_says_what_it_chose(tmp_path):
     text.write_text("".join(f"line {i}: the quick brown fox\n" for i in range(2000)))
     cfg, why = api.choose(text, time="20s")
     assert re.search(r"about [\d.]+ passes \([\d,]+ updates\) in 20 s here: GRU 2 x \d+", why)
-    assert cfg.hidden in config.HIDDEN_SIZES
+    assert cfg.hidden in sizing.HIDDEN_SIZES
 
 
 def test_train_says_the_choice_and_a_full_config_skips_it(runner, corpus, tmp_path):

@@ -108,7 +108,7 @@ def test_the_shipped_chinese_poems_train_with_the_defaults(runner, tmp_path):
     assert result.exit_code == 0, result.output
     assert "the text is short (203 characters) for 32 streams of 64: training 2 of 64" \
         in result.stderr
-    assert checkpoint.load(tmp_path / "poems" / "last.npz").meta["config"]["batch_size"] == 2
+    assert checkpoint.load(tmp_path / "poems" / "last.npz").meta.config["batch_size"] == 2
 
 
 def test_samples_in_the_log_never_send_control_characters_to_the_terminal():
@@ -136,7 +136,7 @@ def test_a_run_killed_before_its_first_checkpoint_leaves_a_directory_to_train_in
     assert not (out / "last.npz").exists()
     again = subprocess.run(command + ["-q"], capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr  # not "in use by another rnnlm"
-    assert checkpoint.load(out / "last.npz").meta["step"] == 20
+    assert checkpoint.load(out / "last.npz").meta.step == 20
 
 
 def test_a_signal_during_an_evaluation_is_acted_on_at_once(corpus, tmp_path):
@@ -164,7 +164,7 @@ def test_a_signal_during_an_evaluation_is_acted_on_at_once(corpus, tmp_path):
     _, err = job.communicate(timeout=60)
     assert time.monotonic() - signalled < 2.0, err
     assert job.returncode == 128 + signal.SIGTERM, err
-    assert checkpoint.load(out / "last.npz").meta["step"] == 10
+    assert checkpoint.load(out / "last.npz").meta.step == 10
 
 
 def test_a_sample_too_long_for_a_log_is_refused(runner, corpus, tmp_path):
@@ -182,4 +182,4 @@ def test_a_new_run_whose_set_up_spends_its_budget_still_makes_a_model(runner, co
                                  "--config", str(CONFIGS / "tiny.yaml"), "--time", "0.001s"])
     assert result.exit_code == 0, result.output
     assert "only 1 updates fitted in the time budget" in result.stderr
-    assert checkpoint.load(tmp_path / "run" / "last.npz").meta["step"] == 1
+    assert checkpoint.load(tmp_path / "run" / "last.npz").meta.step == 1

@@ -48,7 +48,7 @@ def test_the_backward_passes_agree_with_finite_differences(printed):
 
 def test_training_sampling_and_the_gradient_picture(printed):
     text, nb = printed
-    assert "<rnnlm.Model gru, 1 layer(s) of 64" in text
+    assert "<rnnlm.Model GRU 1 x 64" in text
     ratio, power = re.search(r"ratio at k = 10: (\S+)\s+0.9\*\*10 = (\S+)", text).groups()
     assert float(ratio) == pytest.approx(float(power), rel=1e-12)
     reach = dict(re.findall(r"^(\S+ .*?)\s+falls below 1e-3 of its start at k = (\S+)", text, re.M))

@@ -88,12 +88,12 @@ def test_mpiexec_and_workers_train_the_model_one_process_trains(text, runner):
         done = run(command, cwd=text)
         assert done.returncode == 0, done.stderr
         many = checkpoint.load(text / name / "last.npz")
-        assert many.meta["step"] == 20
+        assert many.meta.step == 20
         assert_same_model(one.params, many.params)
         for s, t in zip(one.state, many.state):  # every stream's state, gathered
             for a, b in zip(s, t):
                 np.testing.assert_allclose(a, b, atol=1e-5)
-        assert many.meta["best_val_loss"] == pytest.approx(one.meta["best_val_loss"], abs=1e-5)
+        assert many.meta.best_val_loss == pytest.approx(one.meta.best_val_loss, abs=1e-5)
         files = sorted(p.name for p in (text / name).iterdir())  # one writer, no strays
         assert files == sorted(p.name for p in (text / "one").iterdir())
         rows = (text / name / "metrics.csv").read_text().splitlines()

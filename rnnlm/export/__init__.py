@@ -39,6 +39,12 @@ def export(model, fmt, out_path, float16=False):
     return out_path, out_path.stat().st_size
 
 
+def default_target(model, fmt):
+    """Where an export goes without -o: the run's name with the format's suffix, here."""
+    name = Path(model.checkpoint.path).resolve().parent.name or "model"
+    return Path(name + SUFFIXES.get(fmt, ""))
+
+
 def check_format(fmt, float16=False):
     """Raise RnnlmError unless fmt can be written here, as asked (before a model loads)."""
     if fmt not in FORMATS:
@@ -211,9 +217,8 @@ def html_page(model, dtype=np.float32):
         tensors[name] = [offset, list(p.shape)]
         offset += p.size
     s, info = model.spec, model.checkpoint.meta
-    best = info.get("best_val_loss")
-    about = (f"{s.cell.upper()}, {s.layers} layer(s) of {s.hidden} units, {s.vocab_size} "
-             f"characters; {info.get('step', 0):,} updates"
+    best = info.best_val_loss
+    about = (f"{s.name}, {s.vocab_size} characters; {info.step or 0:,} updates"
              + (f", validation loss {best:.4f} nats/char" if best is not None else ""))
     facts = {"spec": {"cell": s.cell, "hidden": s.hidden, "layers": s.layers},
              "vocab": model.vocab.chars, "dtype": np.dtype(dtype).name, "tensors": tensors,

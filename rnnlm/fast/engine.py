@@ -118,29 +118,20 @@ def _final_state(cell, buf):
     return tuple(buf[name][-1].T.copy() for name in cell.state_names)  # (B, H) each
 
 
-def loss_and_grads(params, spec, x, y, state, masks=None, weight_masks=None):
+def loss_and_grads(params, spec, x, y, state, masks=None):
     """Forward and backward over one window.
 
     Inputs: x, y integer ids (B, T), y being x shifted by one; state, a list of per-layer
     tuples of (B, H) arrays carried in from the previous window; masks, dropout masks from
-    params.dropout_masks() or None; weight_masks, DropConnect masks of each W_hh from
-    params.weight_drop_masks() or None. Returns (loss, grads, new_state): the mean
+    params.dropout_masks() or None (weight drop is applied around it, for both engines:
+    engines.loss_and_grads). Returns (loss, grads, new_state): the mean
     cross-entropy per character, a dict of gradients with the keys of params, and the
     state after the window.
     """
     cell = STEPS[spec.cell]
-    if weight_masks is not None:  # the window runs on W_hh * M (textbook.loss_and_grads)
-        params = dict(params)
-        for layer, m in enumerate(weight_masks):
-            w_hh = layer_keys(layer)[1]
-            params[w_hh] = np.multiply(params[w_hh], m, out=scratch(f"dropped{layer}", m.shape,
-                                                                     params[w_hh].dtype))
     layers, new_state, top, h_cols = _forward_layers(cell, params, spec, x.T, state, masks)
     loss, grads, dtop = _output_layer(params, spec, top, y.T.reshape(-1))
     _backward_layers(cell, params, spec, layers, dtop, h_cols, masks, grads)
-    if weight_masks is not None:
-        for layer, m in enumerate(weight_masks):
-            grads[layer_keys(layer)[1]] *= m
     return loss, grads, new_state
 
 

@@ -16,6 +16,7 @@ import math
 import os
 import re
 import zipfile
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,11 +34,55 @@ MAX_ENTRIES = 10_000
 
 
 @dataclass
+class Meta:
+    """What a checkpoint says beside its arrays (JSON in its `meta` entry, with the format,
+    its version and the vocabulary): written, checked, upgraded and read here alone."""
+
+    config: dict  # the resolved settings (config.Config) as a plain dict
+    corpus: object = None  # what it was trained on: corpus.Corpus.record(), None for the built-in
+    step: int = None  # updates done
+    epoch: int = None  # passes completed
+    window: int = None  # the next window within the pass
+    best_val_loss: float = None  # nats/char, None without a validation split
+    lr_scale: float = 1.0  # halved at each roll-back after a divergence
+    rng: dict = None  # the run's generator's state
+    elapsed: float = 0.0  # seconds of training, every process of the run together
+    init_from: dict = None  # {"path", "step"} of the model a fine-tuned run started from
+    budget_spent: float = 0.0  # the time budget (s) the run ended by having spent
+    written_by: str = None  # the rnnlm version that wrote it
+    version: int = None  # its format's version
+
+    @classmethod
+    def from_json(cls, meta):
+        """A Meta from a checked meta dict, upgraded: a corpus recorded as one path (the
+        first checkpoints) becomes a record; keys this rnnlm does not know are dropped."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"written_by"}
+        values = {k: v for k, v in meta.items() if k in known}
+        corpus = values.get("corpus")
+        if corpus is not None and not isinstance(corpus, dict):
+            values["corpus"] = {"paths": [str(corpus)], "globs": [], "files": []}
+        for key in ("lr_scale", "elapsed", "budget_spent"):  # absent from older ones
+            if values.get(key) is None:
+                values.pop(key, None)
+        return cls(**values, written_by=meta.get("rnnlm"))
+
+    def to_json(self, vocab):
+        meta = dataclasses.asdict(self)
+        del meta["written_by"], meta["version"]
+        return dict(meta, format=FORMAT, version=VERSION, rnnlm=__version__, vocab=vocab.chars)
+
+    def training_state(self):
+        """(step, epoch, window, rng) for an exact resume, or None where one is missing."""
+        state = (self.step, self.epoch, self.window, self.rng)
+        return None if any(v is None for v in state) else state
+
+
+@dataclass
 class Checkpoint:
     params: dict
     spec: Spec
     vocab: Vocab
-    meta: dict  # meta["config"] is the resolved config as a plain dict
+    meta: Meta
     slots: dict = field(default_factory=dict)  # optimizer state
     state: list = None  # per-layer tuples of (B, H) arrays, or None
     notes: list = field(default_factory=list)  # what loading changed, for the user
@@ -51,9 +96,7 @@ def save(path, ckpt):
     arrays.update({f"optim/{k}": v for k, v in ckpt.slots.items()})
     for layer, tensors in enumerate(ckpt.state or ()):
         arrays.update({f"state/l{layer}/{i}": a for i, a in enumerate(tensors)})
-    meta = dict(ckpt.meta, format=FORMAT, version=VERSION, rnnlm=__version__,
-                vocab=ckpt.vocab.chars)
-    arrays["meta"] = np.array(json.dumps(meta))
+    arrays["meta"] = np.array(json.dumps(ckpt.meta.to_json(ckpt.vocab)))
     with outputs.replacing(path, "checkpoint") as f:
         np.savez(f, **arrays)
 
@@ -136,11 +179,12 @@ def load(path):
     if state is not None and any(a.shape[0] != batch for s in state for a in s):
         raise RnnlmError(f"checkpoint {path}: its carried state is not of the "
                          f"batch_size={batch!r} its meta says")
-    return Checkpoint(params, spec, Vocab(meta["vocab"]), meta, slots, state, notes, str(path))
+    return Checkpoint(params, spec, Vocab(meta["vocab"]), Meta.from_json(meta), slots, state,
+                      notes, str(path))
 
 
 def read_meta(path):
-    """A checkpoint's meta alone, without reading its arrays."""
+    """A checkpoint's Meta alone, without reading its arrays."""
     if Path(path).exists() and not Path(path).is_file():
         raise RnnlmError(f"checkpoint {path} is not a regular file")
     try:
@@ -150,7 +194,7 @@ def read_meta(path):
                 raw = np.lib.format.read_array(f, allow_pickle=False)
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         raise RnnlmError(f"checkpoint {path} is unreadable or not an rnnlm checkpoint") from None
-    return _read_meta(path, raw)
+    return Meta.from_json(_read_meta(path, raw))
 
 
 def _read_meta(path, raw):
@@ -249,22 +293,21 @@ def shown(chars):
 def summary(ckpt):
     """What a checkpoint holds, as a plain dict (rnnlm info)."""
     meta, spec = ckpt.meta, ckpt.spec
-    best = meta.get("best_val_loss")
+    best = meta.best_val_loss
     return {
         "file": ckpt.path,
         "size_bytes": os.path.getsize(ckpt.path) if ckpt.path else None,
-        "format": f"{meta.get('format')} version {meta.get('version')}, written by rnnlm "
-                  f"{meta.get('rnnlm')}",
-        "model": f"{spec.cell}, {spec.layers} layer(s) of {spec.hidden}",
+        "format": f"{FORMAT} version {meta.version}, written by rnnlm {meta.written_by}",
+        "model": spec.name,
         "parameters": sum(int(p.size) for p in ckpt.params.values()),
         "vocabulary_size": spec.vocab_size,
         "vocabulary": shown(ckpt.vocab.chars),
-        "step": meta.get("step"),
-        "epoch": meta.get("epoch"),
+        "step": meta.step,
+        "epoch": meta.epoch,
         "best_val_loss": None if best is None else {
             "nats_per_char": round(best, 4), "bits_per_char": round(best / math.log(2), 4)},
-        "training_seconds": round(meta.get("elapsed", 0.0), 1),
-        "init_from": meta.get("init_from"),
-        "corpus": meta.get("corpus"),
-        "config": meta.get("config"),
+        "training_seconds": round(meta.elapsed, 1),
+        "init_from": meta.init_from,
+        "corpus": meta.corpus,
+        "config": meta.config,
     }

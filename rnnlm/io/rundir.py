@@ -14,9 +14,15 @@ from pathlib import Path
 from rnnlm.errors import RnnlmError
 from rnnlm.io.checkpoint import read_meta
 
+# A run's files, named here alone.
+LAST = "last.npz"  # the newest checkpoint: --resume continues from it
+BEST = "best.npz"  # the checkpoint of the lowest validation loss: what a run directory means
+CONFIG = "config.yaml"  # the resolved settings, and the corpus (works as a --config)
+METRICS = "metrics.csv"  # a row per log_every updates and per evaluation
+CURVES = "curves.png"  # metrics.csv drawn at each evaluation, where Matplotlib is installed
 MARKER = ".rnnlm-run"  # JSON {"format": "rnnlm-run", "version": 1}
 LOCK = ".rnnlm-lock"  # holds the writer's process id; locked while it runs
-CHECKPOINTS = ("last.npz", "best.npz")
+CHECKPOINTS = (LAST, BEST)
 
 try:
     import fcntl
@@ -40,8 +46,8 @@ def checkpoint_of(target):
     target = Path(target)
     if not target.is_dir():
         return target
-    best = target / "best.npz"
-    return best if best.exists() or not (target / "last.npz").exists() else target / "last.npz"
+    best = target / BEST
+    return best if best.exists() or not (target / LAST).exists() else target / LAST
 
 
 def checkpoints(path):
@@ -155,7 +161,8 @@ def _same(a, b):
 def _step_of(path):
     """The step a checkpoint was saved at, read from its meta alone; -1 if unreadable."""
     try:
-        return int(read_meta(path).get("step", -1))
+        step = read_meta(path).step
+        return -1 if step is None else int(step)
     except (RnnlmError, TypeError, ValueError):
         return -1
 

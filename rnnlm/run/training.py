@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnlm import engines, plots
 from rnnlm.errors import RnnlmError
-from rnnlm import engines
+from rnnlm.io import checkpoint as ckpt_io, rundir
+from rnnlm.io.rundir import BEST, CONFIG, CURVES, LAST, METRICS
 from rnnlm.run import memory, workers
-from rnnlm.io import rundir
-from rnnlm.io import checkpoint as ckpt_io
 from rnnlm.config import to_yaml
 from rnnlm.io.data import Streams, min_corpus_length, split
 from rnnlm.evaluate import Interrupted, loss_sums
@@ -28,7 +28,7 @@ from rnnlm.params import (Spec, carry_over, count, dropout_masks, init_params,
                           weight_drop_masks, zero_state)
 from rnnlm.sample import generate
 
-METRICS = ("step", "epoch", "train_loss", "val_loss", "grad_norm", "lr", "chars_per_sec",
+COLUMNS = ("step", "epoch", "train_loss", "val_loss", "grad_norm", "lr", "chars_per_sec",
            "elapsed_s")
 
 
@@ -58,6 +58,7 @@ class Eval:
     best: bool  # val_loss is the lowest so far
     val_chars: int = 0  # validation characters read: all of them, or a time budget's share
     val_total: int = 0  # validation characters there are
+    warning: str = None  # what went wrong beside the run (drawing curves.png), to be said
 
 
 @dataclass
@@ -91,7 +92,9 @@ class Run:
         self.group = workers.group()  # with one worker, Solo: every collective a no-op
         self.rows = workers.rows(cfg.batch_size, self.group.rank, self.group.size)
         self.state = self.zero_state()  # of this worker's streams
-        self.flat = None  # the reduction's buffer, made at the first update (workers only)
+        # Every worker's share of each update summed, in one Allreduce (workers.Reduction)
+        self.reduce = workers.Reduction(self.group, (self.rows.stop - self.rows.start)
+                                        / cfg.batch_size)
         self.best_val = None
         self.lr_scale = 1.0  # halved at each roll-back after a divergence
         self.began = time.perf_counter() if began is None else began  # this process's start
@@ -101,6 +104,7 @@ class Run:
         self.val_total = 0  # how much there is
         self.init_from = None  # the checkpoint a fine-tuned run started from
         self.budget_spent = 0.0  # the time budget (s) this run ended by having spent
+        self.drawing = self.group.rank == 0 and plots.available()  # curves.png at evaluations
 
     def zero_state(self):
         return zero_state(self.spec, self.rows.stop - self.rows.start)
@@ -117,28 +121,27 @@ class Run:
             return None
         state = [tuple(np.concatenate([p[layer][i] for p in parts])
                        for i in range(len(self.state[layer]))) for layer in range(len(self.state))]
-        meta = {"config": dataclasses.asdict(self.cfg), "corpus": self.corpus,
-                "step": self.step, "epoch": self.epoch, "window": self.window,
-                "best_val_loss": self.best_val, "lr_scale": self.lr_scale,
-                "rng": self.rng.bit_generator.state, "elapsed": self.elapsed(),
-                "init_from": self.init_from, "budget_spent": self.budget_spent}
+        meta = ckpt_io.Meta(config=dataclasses.asdict(self.cfg), corpus=self.corpus,
+                            step=self.step, epoch=self.epoch, window=self.window,
+                            best_val_loss=self.best_val, lr_scale=self.lr_scale,
+                            rng=self.rng.bit_generator.state, elapsed=self.elapsed(),
+                            init_from=self.init_from, budget_spent=self.budget_spent)
         return ckpt_io.Checkpoint(self.params, self.spec, self.vocab, meta,
                                   dict(self.optimizer.slots), state)
 
     def restore(self, ckpt, where):
         """Take every piece of training state from a checkpoint (exact resume)."""
-        meta = ckpt.meta
+        meta, lacks = ckpt.meta, RnnlmError(f"{where} lacks the training state needed to "
+                                            f"resume (step, epoch, window, RNG)")
+        if meta.training_state() is None:
+            raise lacks
         try:
-            self.step, self.epoch, self.window = (int(meta[k]) for k in ("step", "epoch", "window"))
-            self.best_val = None if meta["best_val_loss"] is None else float(meta["best_val_loss"])
-            self.lr_scale = float(meta.get("lr_scale", 1.0))
-            self.rng.bit_generator.state = meta["rng"]
-            self.started = self.began - float(meta.get("elapsed", 0.0))
-            self.init_from = meta.get("init_from")
-            self.budget_spent = float(meta.get("budget_spent") or 0.0)
+            self.step, self.epoch, self.window, self.rng.bit_generator.state = meta.training_state()
         except (KeyError, TypeError, ValueError):
-            raise RnnlmError(f"{where} lacks the training state needed to resume "
-                             f"(step, epoch, window, best val loss, RNG)") from None
+            raise lacks from None
+        self.best_val, self.lr_scale = meta.best_val_loss, meta.lr_scale
+        self.started = self.began - meta.elapsed
+        self.init_from, self.budget_spent = meta.init_from, meta.budget_spent
         for name, p in self.params.items():
             p[...] = ckpt.params[name]
         self.optimizer.load_slots(ckpt.slots)
@@ -173,7 +176,7 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
     train_ids, val_ids = split(ids, cfg.val_fraction)
     _check_lengths(cfg, ids, train_ids, val_ids, corpus_name)
     streams = Streams(train_ids, cfg.batch_size, cfg.seq_len)
-    spec = Spec(cfg.cell, vocab.size, cfg.hidden, cfg.layers)
+    spec = Spec.of(cfg, vocab.size)
     needs = memory.estimate(cfg, spec)
     has = memory.available()
     if check_memory and has is not None and sum(needs.values()) > has:
@@ -187,7 +190,7 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
         carry_over(params, init_from.params, init_from.vocab.chars, vocab.chars)
     run = Run(cfg, spec, vocab, params, rng, corpus_record, began)
     if init_from is not None:
-        run.init_from = {"path": init_from.path, "step": init_from.meta.get("step")}
+        run.init_from = {"path": init_from.path, "step": init_from.meta.step}
     if resume is not None:  # a new run whose set-up spent its budget makes one update
         _restore(run, resume, streams, corpus_name)
         _check_work_left(run)
@@ -199,35 +202,6 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
                      corpus_record)
         yield _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume, needs)
         yield from _loop(run, streams, val_ids, out_dir, stop)
-
-
-def speed(cfg, ids, vocab_size, most=12):
-    """Characters per second of training updates of cfg's model on this machine and these
-    workers, for sizing a run (api.sized): each worker times windows of its share of the
-    streams, the reduction included, until two in a row agree within 15% (or `most`
-    windows), and worker 0's fastest is everyone's, so that every worker sizes the run
-    alike. Until then the machine is not yet showing its speed: the first run on a machine
-    compiles the kernels for the text's dtype, measured here to take several windows, and
-    another process may take a core for a moment. The first characters of ids, the text's
-    (its dtype, which the kernels are compiled for), and random weights."""
-    group, rng = workers.group(), np.random.default_rng(0)
-    rows = workers.rows(cfg.batch_size, group.rank, group.size)
-    spec = Spec(cfg.cell, vocab_size, cfg.hidden, cfg.layers)
-    params = init_params(spec, rng, np.float32, cfg.init, cfg.forget_bias)
-    x = np.resize(ids, (rows.stop - rows.start, cfg.seq_len))
-    state, flat = zero_state(spec, x.shape[0], np.float32), np.zeros(count(spec), np.float32)
-    engine, times, steady = engines.get(cfg.engine), [], np.zeros(1)
-    while not steady[0]:
-        began = time.perf_counter()
-        engine.loss_and_grads(params, spec, x, x, state)
-        group.allreduce(flat)
-        times.append(time.perf_counter() - began)
-        steady[0] = len(times) >= most or (len(times) >= 3 and  # the first one warms up
-                                           abs(times[-1] - times[-2]) <= 0.15 * times[-2])
-        group.allreduce(steady)  # every worker stops with the others
-    fastest = np.array([min(times[1:])]) if group.rank == 0 else np.zeros(1)
-    group.allreduce(fastest)
-    return cfg.batch_size * cfg.seq_len / float(fastest[0])
 
 
 def _check_lengths(cfg, ids, train_ids, val_ids, corpus_name):
@@ -276,7 +250,7 @@ def _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume, 
     return Begin(([warning] if warning else []) + [
         f"corpus: {corpus_name}, {len(ids):,} characters, vocabulary {vocab.size}",
         f"split: {len(train_ids):,} train, {len(val_ids):,} validation",
-        f"model: {cfg.cell}, {cfg.layers} x {cfg.hidden}, {count(spec):,} parameters; "
+        f"model: {spec.name}, {count(spec):,} parameters; "
         f"{engines.describe(cfg.engine)}",
         memory.describe(needs),
         f"epoch: {streams.windows:,} windows of {cfg.batch_size} x {cfg.seq_len}; "
@@ -297,17 +271,17 @@ def _prepare(out_dir, cfg, resumed_step, metrics_from, corpus_record):
     try:
         for stale in out_dir.glob(".*.npz.*.tmp"):
             stale.unlink()
-        (out_dir / "config.yaml").write_text(to_yaml(cfg, corpus_record), encoding="utf-8")
-        metrics = out_dir / "metrics.csv"
+        (out_dir / CONFIG).write_text(to_yaml(cfg, corpus_record), encoding="utf-8")
+        metrics = out_dir / METRICS
         source = Path(metrics_from) if metrics_from else metrics
         rows = []
         if resumed_step is not None and source.exists():
             with open(source, newline="") as f:
                 rows = [r for r in csv.reader(f) if r and r[0].isdigit()
                         and int(r[0]) <= resumed_step]
-        tmp = metrics.with_name(".metrics.csv.tmp")
+        tmp = metrics.with_name(f".{METRICS}.tmp")
         with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([METRICS] + rows)
+            csv.writer(f).writerows([COLUMNS] + rows)
         os.replace(tmp, metrics)
     except OSError as e:
         raise RnnlmError(f"cannot write to output directory {out_dir}: "
@@ -315,7 +289,7 @@ def _prepare(out_dir, cfg, resumed_step, metrics_from, corpus_record):
 
 
 def _last_good(out_dir):
-    last = out_dir / "last.npz"
+    last = out_dir / LAST
     return (f"{last} holds the last good weights" if last.exists() else
             "no checkpoint had been saved yet")
 
@@ -336,7 +310,7 @@ def _ceiling(run):
 
 def _roll_back(run, why, out_dir, rollbacks):
     """Reload the last checkpoint and halve the learning rate; or give up, saying why."""
-    last = out_dir / "last.npz"
+    last = out_dir / LAST
     if run.cfg.on_divergence != "rollback" or rollbacks >= MAX_ROLLBACKS or not last.exists():
         advice = (", or --set on_divergence=rollback" if run.cfg.on_divergence == "stop"
                   else "")
@@ -363,8 +337,8 @@ def _update(run, streams, smoothed, evaluated, clock, decide):
     it diverged or None, the decisions every worker takes, worker 0's clock)."""
     cfg = run.cfg
     loss, grads, state = _gradients(run, streams)
-    loss, grads, decisions, clock = _reduce(run, loss, grads, decide(),
-                                            (run.elapsed(),) + tuple(clock))
+    loss, grads, decisions, clock = run.reduce(loss, grads, decide(),
+                                               (run.elapsed(),) + tuple(clock))
     elapsed, reserve, _ = clock
     norm = clip_gradients(grads, cfg.clip_norm, cfg.clip_value)
     if not (math.isfinite(loss) and math.isfinite(norm)):
@@ -403,38 +377,8 @@ def _gradients(run, streams):
         x, y = x[run.rows], y[run.rows]
         if masks is not None:
             masks = [np.ascontiguousarray(m[:, :, run.rows]) for m in masks]
-    return run.engine.loss_and_grads(run.params, run.spec, x, y, run.state, masks,
-                                     weight_masks=weight_masks)
-
-
-DECISIONS = ("stop", "last", "evaluate")  # any worker's, every worker's: carried in the sum
-
-
-def _reduce(run, loss, grads, decisions, clock):
-    """Every worker's share of the loss and gradients summed, their decisions joined (any
-    worker's is everyone's), and worker 0's clock (training time, the final evaluation's
-    reserve) given to all, so that a schedule over time sets one learning rate, in one
-    Allreduce of one flat buffer. Returns the loss, the gradients (views of the buffer,
-    until the next update), the decisions and the clock."""
-    if run.group.size == 1:
-        return loss, grads, decisions, clock
-    share = (run.rows.stop - run.rows.start) / run.cfg.batch_size  # of the global mean
-    n = sum(g.size for g in grads.values())
-    extra = 1 + len(DECISIONS) + len(clock)
-    if run.flat is None or run.flat.size != n + extra:
-        run.flat = np.empty(n + extra, next(iter(grads.values())).dtype)
-    flat, offset, views = run.flat, 0, {}
-    for name, g in grads.items():
-        views[name] = flat[offset:offset + g.size].reshape(g.shape)
-        np.multiply(g, share, out=views[name])
-        offset += g.size
-    flat[offset] = loss * share
-    flat[offset + 1:offset + 1 + len(DECISIONS)] = [float(bool(d)) for d in decisions]
-    flat[offset + 1 + len(DECISIONS):] = clock if run.group.rank == 0 else 0.0
-    run.group.allreduce(flat)
-    decided = tuple(bool(v > 0) for v in flat[offset + 1:offset + 1 + len(DECISIONS)])
-    return (float(flat[offset]), views, decided,
-            tuple(float(v) for v in flat[offset + 1 + len(DECISIONS):]))
+    return engines.loss_and_grads(cfg.engine, run.params, run.spec, x, y, run.state, masks,
+                                  weight_masks)
 
 
 def _steps(run, streams, val_ids, out_dir, stop):
@@ -495,6 +439,8 @@ def _steps(run, streams, val_ids, out_dir, stop):
             _log(run, out_dir, epoch, interval, event, norm, lr, speed)
             interval = {"loss": 0.0, "steps": 0, "time": 0.0}
         if event:
+            event.warning = _draw_curves(run, out_dir)
+        if event:
             yield event  # after its row of metrics.csv, which curves.png draws
         if last:
             return
@@ -511,7 +457,7 @@ def _sized(run, val_ids, train_rate, updates, due):
 
 def _stop(run, out_dir):
     """Save last.npz, for a signal; the Stopped event."""
-    path = out_dir / "last.npz"
+    path = out_dir / LAST
     _save(run, [path], out_dir)
     return Stopped(run.step, path)
 
@@ -532,6 +478,20 @@ def _evaluation(run, val_ids, out_dir, stop, smoothed):
     return event
 
 
+def _draw_curves(run, out_dir):
+    """curves.png from metrics.csv, where Matplotlib is installed (worker 0). A picture
+    is never worth a run: whatever stops it drawing is said once, and drawing stops.
+    Returns what to say, or None."""
+    if not run.drawing:
+        return None
+    try:
+        plots.curves([out_dir], out_dir / CURVES)
+    except Exception as e:  # noqa: BLE001 (Matplotlib's own errors included)
+        run.drawing = False
+        return f"not drawing {CURVES}: {e}"
+    return None
+
+
 def _log(run, out_dir, epoch, interval, event, norm, lr, speed):
     """A row of metrics.csv (worker 0's) for the updates since the last row."""
     if run.group.rank == 0:
@@ -540,6 +500,17 @@ def _log(run, out_dir, epoch, interval, event, norm, lr, speed):
             run.step, f"{epoch:.4f}", f"{interval['loss'] / interval['steps']:.5f}",
             "" if val_loss is None else f"{val_loss:.5f}", f"{norm:.4f}", f"{lr:.6g}",
             f"{speed:.0f}", f"{run.elapsed():.1f}"])
+
+
+FEW_UPDATES = 100  # a time budget that allows fewer has trained no model worth the name
+
+
+def too_few(cfg, updates):
+    """A warning where a run's time budget fitted too few updates to learn, else None."""
+    if cfg.max_steps == 0 and updates < FEW_UPDATES:
+        return (f"warning: only {updates} updates fitted in the time budget: the model has "
+                f"barely begun to learn; give it more --time")
+    return None
 
 
 WARM_UPDATES = 3  # updates before a time budget's end is judged from their speed
@@ -629,7 +600,7 @@ def _evaluate_and_save(run, val_ids, out_dir, stop=lambda: False, training_loss=
             sample += ch
             if run.group.size == 1 and len(sample) % 500 == 0 and stop():
                 raise Interrupted
-    saved = [out_dir / "last.npz"] + ([out_dir / "best.npz"] if best else [])
+    saved = [out_dir / LAST] + ([out_dir / BEST] if best else [])
     _save(run, saved, out_dir)
     return Eval(run.step, val_loss, sample, saved, best, len(val_ids), run.val_total)
 
@@ -662,7 +633,7 @@ def _check_in_step(run):
 
 def _append_metrics(out_dir, row):
     try:
-        with open(out_dir / "metrics.csv", "a", newline="") as f:
+        with open(out_dir / METRICS, "a", newline="") as f:
             csv.writer(f).writerow(row)
     except OSError as e:
-        raise RnnlmError(f"cannot write {out_dir}/metrics.csv: {e.strerror or e}") from None
+        raise RnnlmError(f"cannot write {out_dir / METRICS}: {e.strerror or e}") from None

@@ -15,7 +15,9 @@ With one worker (a process that MPI did not start) the group is `Solo`, where ev
 collective operation is the identity: the training loop reads the same either way.
 """
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -130,6 +132,40 @@ def decided(compute):
     return value
 
 
+class Reduction:
+    """What every worker adds to an update, summed in one Allreduce of one flat buffer:
+    the loss and gradients of its streams, each scaled by its share of the streams
+    (share = B_r / B) so that the sum is the global mean's; flags any worker raised
+    (decisions: any worker's is everyone's); and numbers worker 0 alone gives (its clock),
+    so that every worker acts on the same ones at the same update without a second round
+    trip. With one worker it hands everything back as it is."""
+
+    def __init__(self, group, share):
+        self.group, self.share, self.flat = group, share, None
+
+    def __call__(self, loss, grads, flags, numbers):
+        """(the loss, the gradients (views of the buffer, until the next call), the flags,
+        worker 0's numbers), summed over the workers."""
+        if self.group.size == 1:
+            return loss, grads, flags, numbers
+        n = sum(g.size for g in grads.values())
+        extra = 1 + len(flags) + len(numbers)
+        if self.flat is None or self.flat.size != n + extra:
+            self.flat = np.empty(n + extra, next(iter(grads.values())).dtype)
+        flat, offset, views = self.flat, 0, {}
+        for name, g in grads.items():
+            views[name] = flat[offset:offset + g.size].reshape(g.shape)
+            np.multiply(g, self.share, out=views[name])
+            offset += g.size
+        flat[offset] = loss * self.share
+        flat[offset + 1:offset + 1 + len(flags)] = [float(bool(f)) for f in flags]
+        flat[offset + 1 + len(flags):] = numbers if self.group.rank == 0 else 0.0
+        self.group.allreduce(flat)
+        raised = tuple(bool(v > 0) for v in flat[offset + 1:offset + 1 + len(flags)])
+        return (float(flat[offset]), views, raised,
+                tuple(float(v) for v in flat[offset + 1 + len(flags):]))
+
+
 def check_streams(batch, size):
     """RnnlmError unless batch streams split evenly over `size` workers."""
     if size <= 1:
@@ -181,3 +217,102 @@ def local_command(n, argv):
         env.update({name: threads for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")})
     return command + [sys.executable, "-m", "rnnlm", *argv], env
+
+
+# What stops a run, saving: Ctrl-C, SIGTERM, a closed terminal (SIGHUP), and SIGUSR1, the
+# one that Open MPI's mpiexec forwards to the workers (it ends the job on the others).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+RELAYED = "RNNLM_WORKERS_LAUNCHED"  # set in the workers that run_locally starts
+
+
+def relayed(signum):
+    """Whether signum is the stop that run_locally relays (and says) itself."""
+    return signum == signal.SIGUSR1 and bool(os.environ.get(RELAYED))
+
+
+def run_locally(n, argv, write, notify):
+    """Run `rnnlm argv` as n MPI workers on this machine and return its exit status. The
+    workers' output passes through to write(text); mpiexec's own reports become one line
+    (an RnnlmError where the job failed). A first Ctrl-C, SIGTERM or SIGHUP reaches the
+    workers as SIGUSR1 (which mpiexec forwards: they save and stop together), and
+    notify(message) says so; a second ends the job at once."""
+    command, env = local_command(n, argv)
+    env[RELAYED] = "1"
+    job = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    signals = []
+
+    def forward(signum, frame):
+        signals.append(signum)
+        if len(signals) == 1:
+            notify(f"\n{signal.Signals(signum).name}: the workers save at the end of this step "
+                f"(again to quit without saving)")
+        job.send_signal(signal.SIGUSR1 if len(signals) == 1 else signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS[:3]}
+    try:
+        relay = _WorkerOutput(write)
+        for chunk in iter(lambda: os.read(job.stderr.fileno(), 65536), b""):
+            relay.feed(chunk.decode("utf-8", "replace"))
+        code = job.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    relay.close()
+    if signals:
+        return 128 + signals[0]
+    if code == 0:
+        return 0
+    raise RnnlmError(relay.failure(n) or f"the workers' MPI job failed (mpiexec exit {code})")
+
+
+class _WorkerOutput:
+    """Passes the workers' stderr through as it comes (progress bars included), keeping
+    back Open MPI's reports (blocks between lines of dashes, PMIx's lines) and the
+    workers' error lines, which failure() turns into one."""
+
+    DIED = re.compile(r"rank (\d+).*?exited on signal (\d+)(?: \(([^)]*)\))?", re.S)
+
+    def __init__(self, write):
+        self.write = write
+        self.pending, self.in_report, self.report, self.errors = "", False, [], {}
+        self.mid_line = False  # the last thing passed through did not end its line
+
+    def feed(self, text):
+        self.pending += text.replace("\0", "")  # prterun ends its output with a NUL
+        while "\n" in self.pending:
+            line, self.pending = self.pending.split("\n", 1)
+            self._line(line)
+        if self.pending and not self.in_report and not self.pending.startswith(("-", "[", "E")):
+            self.write(self.pending)  # a progress bar's update, as it comes
+            self.pending, self.mid_line = "", True
+
+    def _line(self, line):
+        error = re.match(r"Error: worker (\d+) of \d+: (.*)", line)
+        if line.startswith("-----"):
+            self.in_report = not self.in_report
+        elif self.in_report or "PMIX ERROR" in line or line.startswith("[") and "prte" in line:
+            self.report.append(line)
+        elif error:
+            self.errors.setdefault(error.group(2), []).append(int(error.group(1)))
+        else:
+            self.write(line + "\n")
+            self.mid_line = False
+
+    def close(self):
+        if self.pending:
+            self._line(self.pending)
+            self.pending = ""
+        if self.mid_line:  # what is said next starts a line of its own
+            self.write("\n")
+
+    def failure(self, n):
+        """The job's failure as one line: the workers' error, or the worker that died."""
+        if self.errors:
+            message, ranks = next(iter(self.errors.items()))
+            return message if len(ranks) == n or 0 in ranks else f"worker {ranks[0]}: {message}"
+        died = self.DIED.search(" ".join(self.report))
+        if died:
+            rank, number, name = died.groups()
+            return (f"worker {rank} died (signal {number}{', ' + name if name else ''}), and "
+                    f"the job with it; the checkpoints on disk are intact")
+        return None
