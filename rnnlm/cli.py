@@ -10,7 +10,6 @@ import shlex
 import signal
 import sys
 import time
-import unicodedata
 from pathlib import Path
 
 import click
@@ -67,6 +66,38 @@ threads_option = click.option(
          "machine; fewer where other jobs keep cores busy: README].")
 
 
+def _options(*options):
+    """One decorator of several options, declared once for the commands that share them."""
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
+
+
+# Options several commands share.
+settings_options = _options(
+    click.option("--config", "config_file", type=click.Path(path_type=Path),
+                 help="YAML file of settings (see configs/), resolved over the defaults."),
+    click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+                 help="Override one setting; repeatable. Wins over --config. Every key: "
+                      "rnnlm config."),
+    click.option("--glob", "globs", multiple=True, metavar="PATTERN",
+                 help="In directories, read only the files that match (e.g. '*.py'); "
+                      "repeatable."))
+checkpoint_option = click.option(
+    "--ckpt", required=True, type=click.Path(path_type=Path),
+    help="Checkpoint (.npz), or a run directory (its best.npz).")
+engine_option = click.option(
+    "--engine", default="fast", show_default=True, type=click.Choice(config.ENGINES),
+    help="fast, or textbook: the same numbers, one readable step at a time.")
+text_options = _options(
+    click.option("--skip-unknown", is_flag=True,
+                 help="Skip characters outside the vocabulary (and count them) instead of "
+                      "failing."),
+    click.option("--encoding", default="utf-8", show_default=True, help="Of TEXTFILE."))
+
+
 def log(message):
     click.echo(message, err=True)
 
@@ -89,13 +120,7 @@ def cli():
 
 @cli.command()
 @click.argument("paths", nargs=-1, metavar="[CORPUS]...", type=click.Path(path_type=Path))
-@click.option("--config", "config_file", type=click.Path(path_type=Path),
-              help="YAML file of settings (see configs/).")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
-              help="Override one setting; repeatable. Wins over --config. Every key: "
-                   "rnnlm config.")
-@click.option("--glob", "globs", multiple=True, metavar="PATTERN",
-              help="In directories, read only the files that match (e.g. '*.py'); repeatable.")
+@settings_options
 @click.option("--out", type=click.Path(path_type=str),
               help="Run directory [default: runs/<corpus name>, numbered if taken; with "
                    "--resume, the checkpoint's directory].")
@@ -198,14 +223,6 @@ def _stop_on_signals(signals):
             signal.signal(s, h)
 
 
-def _printable(text):
-    """text with control characters other than newline and tab escaped (a sample drawn
-    from a model of a binary-ish text may hold ESC or BEL: not for the terminal)."""
-    return "".join(ch.encode("unicode_escape").decode("ascii")
-                   if unicodedata.category(ch)[0] == "C" and ch not in "\n\t" else ch
-                   for ch in text)
-
-
 def _show_progress(events, cfg, begin, quiet):
     """Drive the training loop, showing a progress bar and evaluations on stderr.
     Returns (the Stopped event or None, the best Eval or None)."""
@@ -248,7 +265,7 @@ def _show_progress(events, cfg, begin, quiet):
                            + (" (best)" if event.best else ""))
                     bar.write(f"step {event.step}: {val}; saved "
                               + ", ".join(p.name for p in event.saved), file=sys.stderr)
-                    bar.write("    " + _printable(event.sample).replace("\n", "\n    "),
+                    bar.write("    " + sample_lib.printable(event.sample).replace("\n", "\n    "),
                               file=sys.stderr)
             elif isinstance(event, RolledBack):
                 bar.write(f"step {event.step} diverged: rolled back to step {event.to_step}, "
@@ -263,8 +280,7 @@ SAMPLES_SEPARATOR = "-" * 40 + "\n"  # between the samples of --num-samples
 
 
 @cli.command()
-@click.option("--ckpt", required=True, type=click.Path(path_type=Path),
-              help="Checkpoint (.npz) to sample from, or a run directory (its best.npz).")
+@checkpoint_option
 @click.option("--prime", help="Text to start from; printed first.")
 @click.option("--prime-file", type=click.Path(path_type=Path),
               help="Start from this file's text (UTF-8) instead.")
@@ -282,8 +298,7 @@ SAMPLES_SEPARATOR = "-" * 40 + "\n"  # between the samples of --num-samples
                    "probabilities add up to P, after --temperature and --top-k (1: all).")
 @click.option("--argmax", is_flag=True, help="Always take the most likely character.")
 @click.option("--seed", type=click.IntRange(min=0), help="Same seed, same text [default: random].")
-@click.option("--engine", default="fast", show_default=True, type=click.Choice(config.ENGINES),
-              help="fast, or textbook: the same numbers, one readable step at a time.")
+@engine_option
 @threads_option
 def sample(ckpt, prime, prime_file, length, num_samples, temperature, top_k, top_p, argmax,
            seed, engine):
@@ -345,12 +360,7 @@ def info(target, as_json):
 
 @cli.command(name="config")
 @click.argument("paths", nargs=-1, metavar="[CORPUS]...", type=click.Path(path_type=Path))
-@click.option("--config", "config_file", type=click.Path(path_type=Path),
-              help="YAML file of settings, resolved over the defaults.")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
-              help="Override one setting; repeatable.")
-@click.option("--glob", "globs", multiple=True, metavar="PATTERN",
-              help="In directories, read only the files that match; repeatable.")
+@settings_options
 @click.option("--time", "duration", metavar="DURATION", help="The budget, as for train.")
 @click.option("--max-steps", type=int, help="The budget in updates, as for train.")
 @threads_option
@@ -380,16 +390,12 @@ def config_(paths, config_file, assignments, globs, duration, max_steps):
 
 
 @cli.command(name="eval")
-@click.option("--ckpt", required=True, type=click.Path(path_type=Path),
-              help="Checkpoint (.npz) to evaluate, or a run directory (its best.npz).")
+@checkpoint_option
 @click.argument("textfile", type=click.Path(path_type=Path))
-@click.option("--skip-unknown", is_flag=True,
-              help="Skip characters outside the vocabulary (and count them) instead of failing.")
-@click.option("--encoding", default="utf-8", show_default=True, help="Of TEXTFILE.")
+@text_options
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
               help="Contiguous streams the file is cut into.")
-@click.option("--engine", default="fast", show_default=True, type=click.Choice(config.ENGINES),
-              help="fast, or textbook: the same numbers, one readable step at a time.")
+@engine_option
 @threads_option
 def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, engine):
     """Loss of a checkpoint on TEXTFILE: nats/char, bits/char and perplexity.
@@ -430,8 +436,7 @@ def plot(run_dirs, out_path, log_x):
 
 
 @cli.command()
-@click.option("--ckpt", required=True, type=click.Path(path_type=Path),
-              help="Checkpoint (.npz), or a run directory (its best.npz).")
+@checkpoint_option
 @click.argument("textfile", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_path", type=click.Path(path_type=Path),
               help="HTML page to write [default: TEXTFILE's name with .html, here].")
@@ -439,9 +444,7 @@ def plot(run_dirs, out_path, log_x):
               help="Characters of the text shown on the page (the summary covers it all).")
 @click.option("--units", default=8, show_default=True, type=click.IntRange(min=1),
               help="Hidden units shown for each layer (and LSTM cell state).")
-@click.option("--skip-unknown", is_flag=True,
-              help="Skip characters outside the vocabulary (and count them) instead of failing.")
-@click.option("--encoding", default="utf-8", show_default=True, help="Of TEXTFILE.")
+@text_options
 @threads_option
 def inspect(ckpt, textfile, out_path, chars, units, skip_unknown, encoding):
     """A page that shows what the model sees in TEXTFILE: each character coloured by the
@@ -489,9 +492,6 @@ def export(target, fmt, out_path, float16):
     out_path = out_path or export_lib.default_target(model, fmt)
     written, size = export_lib.export(model, fmt, out_path, float16)
     log(f"wrote {written} ({size / 2 ** 20:.2f} MB, {fmt})")
-
-
-GRADFLOW_ROWS = (0, 1, 2, 5, 10, 20, 50, 100, 150, 200, 300, 500)  # and seq_len, and K
 
 
 @cli.command()
@@ -544,24 +544,14 @@ def gradflow(textfile, checkpoints, cells, hidden, layers, distance, positions, 
     flows = gradflow_lib.compare(textfile, checkpoints, cells, hidden, layers, distance,
                                  positions, seq_len, scale_whh,
                                  "identity" if linear else "tanh", seed, notify=log)
-    rows = sorted({k for k in GRADFLOW_ROWS if k <= distance}
-                  | {f.seq_len for f in flows if f.seq_len <= distance} | {distance})
     width = max(14, *(len(f.label) + 2 for f in flows))
     click.echo("|dL_t/ds_(t-k)| relative to k = 0 (the top layer), mean over "
                f"{positions} positions")
     click.echo(f"{'k':>5}" + "".join(f"{f.label:>{width}}" for f in flows))
-    for k in rows:
+    for k in gradflow_lib.rows(flows, distance):
         click.echo(f"{k:>5}" + "".join(f"{f.ratios[k, -1]:>{width}.3e}" for f in flows))
     for f in flows:
-        reach = f.reach()
-        click.echo(f"{f.label}: largest singular value of W_hh "
-                   + ", ".join(f"{s:.3f}" for s in f.sigma)
-                   + (f" (layers 1..{len(f.sigma)})" if len(f.sigma) > 1 else "") + "; below "
-                   + ("1e-3 of its start from k = " + str(reach) if reach is not None
-                      else f"1e-3 of its start nowhere up to k = {distance}")
-                   + f"; a training window's gradient norm {f.window_norm:.4g}"
-                   + (f", which clip_norm {f.clip_norm:g} would scale by {f.clip_scale:.3g}"
-                      if f.clip_scale < 1 else f" (clip_norm {f.clip_norm:g}: not clipped)"))
+        click.echo(f.summary(distance))
     if out_path is not None:
         plots.gradflow(flows, out_path)
         log(f"wrote {out_path}")

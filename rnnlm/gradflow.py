@@ -83,6 +83,18 @@ class Flow:
         below = np.flatnonzero(self.ratios[:, layer] < level)
         return int(below[0]) if below.size else None
 
+    def summary(self, distance):
+        """One line: W_hh's largest singular values, where the gradient fades, clipping."""
+        reach = self.reach()
+        layers = f" (layers 1..{len(self.sigma)})" if len(self.sigma) > 1 else ""
+        fades = (f"from k = {reach}" if reach is not None else f"nowhere up to k = {distance}")
+        clipped = (f", which clip_norm {self.clip_norm:g} would scale by {self.clip_scale:.3g}"
+                   if self.clip_scale < 1 else f" (clip_norm {self.clip_norm:g}: not clipped)")
+        return (f"{self.label}: largest singular value of W_hh "
+                + ", ".join(f"{s:.3f}" for s in self.sigma) + layers
+                + f"; below 1e-3 of its start {fades}"
+                + f"; a training window's gradient norm {self.window_norm:.4g}{clipped}")
+
     @property
     def clip_scale(self):
         """What clipping by clip_norm would multiply the window's gradient by (1: nothing)."""
@@ -134,6 +146,15 @@ def measure(params, spec, ids, label, distance=200, positions=32, seq_len=64, cl
 
 
 BUILTIN_CHARS = 300_000  # of the built-in corpus, where no text is given: plenty of positions
+
+
+ROWS = (0, 1, 2, 5, 10, 20, 50, 100, 150, 200, 300, 500)  # the table's, with seq_len and K
+
+
+def rows(flows, distance):
+    """The distances k the table shows: ROWS up to K, each flow's window, and K."""
+    return sorted({k for k in ROWS if k <= distance}
+                  | {f.seq_len for f in flows if f.seq_len <= distance} | {distance})
 
 
 def compare(text_path=None, checkpoints=(), cells=(), hidden=256, layers=2, distance=200,

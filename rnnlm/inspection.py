@@ -16,6 +16,7 @@ first `chars` characters, read by one stream, character by character.
 import html
 import json
 import math
+from importlib import resources
 
 import numpy as np
 
@@ -145,147 +146,10 @@ def page(analysis, title="rnnlm inspect"):
     """The analysis as one HTML page: inline CSS and JavaScript, nothing from the network."""
     data = json.dumps(analysis, ensure_ascii=False, separators=(",", ":"))
     data = data.replace("</", "<\\/")  # keeps a "</script>" in the text from ending the block
-    return PAGE.replace("%TITLE%", html.escape(title)).replace("%DATA%", data)
+    template = resources.files("rnnlm").joinpath("inspection.html").read_text(encoding="utf-8")
+    return (template.replace("%MARK%", MARK).replace("%TITLE%", html.escape(title))
+            .replace("%DATA%", data))
 
 
 MARK = '<meta name="generator" content="rnnlm inspect">'  # how rnnlm knows its own page
 
-PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-""" + MARK + """
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
-<title>%TITLE%</title>
-<style>
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
-h1 { font-size: 1.2em; margin: 0 0 .3em; } h2 { font-size: 1em; margin: 1.2em 0 .4em; }
-.text { font: 13px/1.5 ui-monospace, monospace; white-space: pre-wrap; border: 1px solid #ccc;
-        padding: .6em; max-height: 24em; overflow: auto; }
-.text span:focus { outline: 2px solid #1565c0; }
-#tip { position: fixed; display: none; background: #fffde7; border: 1px solid #999;
-       padding: .4em .6em; font: 12px ui-monospace, monospace; pointer-events: none;
-       box-shadow: 0 2px 6px rgba(0,0,0,.2); z-index: 10; }
-.legend { display: inline-block; width: 16em; height: .9em; vertical-align: middle;
-          border: 1px solid #aaa; }
-table { border-collapse: collapse; } td, th { padding: .15em .7em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-#units button { margin: .15em; font-size: 12px; }
-#units button[aria-pressed="true"] { background: #1565c0; color: white; }
-</style></head><body>
-<h1>%TITLE%</h1>
-<p id="model"></p>
-<h2>Surprisal: -log p of each character, in nats</h2>
-<p>0 <span class="legend" id="legend-s"></span> <span id="smax"></span> nats or more.
-Hover over a character, or focus it with Tab, to see the five characters the model found
-likeliest there.</p>
-<div class="text" id="surprisal"></div>
-<h2>Hidden units</h2>
-<p>Each unit is scored by the largest correlation, over the characters shown, between its
-activation after reading a character and a feature of that character's place (inside quotes
-or brackets, position in the line, start or end of a word, letter, space, newline, after
-punctuation). <label>Layer: <select id="group"></select></label></p>
-<div id="units"></div>
-<p>-1 <span class="legend" id="legend-u"></span> +1 (a unit of the cell state relative to its
-largest magnitude on the text shown)</p>
-<div class="text" id="activations"></div>
-<h2>Summary over the whole text</h2>
-<table id="summary"><tr><th>characters</th><th>count</th><th>nats/char</th><th>bits/char</th></tr></table>
-<div id="tip" role="tooltip"></div>
-<script type="application/json" id="data">%DATA%</script>
-<script>
-"use strict";
-const D = JSON.parse(document.getElementById("data").textContent);
-const SMAX = 8;
-function heat(x) {  // 0..1 -> white..red
-  const t = Math.max(0, Math.min(1, x));
-  return `rgb(255,${Math.round(255 - 190 * t)},${Math.round(255 - 215 * t)})`;
-}
-function diverging(a) {  // -1..1 -> blue..white..orange
-  const t = Math.max(-1, Math.min(1, a));
-  return t >= 0 ? `rgb(255,${Math.round(255 - 120 * t)},${Math.round(255 - 230 * t)})`
-                : `rgb(${Math.round(255 + 200 * t)},${Math.round(255 + 120 * t)},255)`;
-}
-function shown(c) { return c === "\\n" ? "\\\\n" : c === " " ? "\\u2423" : c === "\\t" ? "\\\\t" : c; }
-function spans(id) {
-  const box = document.getElementById(id), out = [];
-  for (const c of D.text) {
-    const s = document.createElement("span");
-    s.textContent = c;
-    box.appendChild(s);
-    out.push(s);
-  }
-  return out;
-}
-document.getElementById("model").textContent = D.model;
-document.getElementById("smax").textContent = SMAX;
-document.getElementById("legend-s").style.background = `linear-gradient(to right, ${heat(0)}, ${heat(1)})`;
-document.getElementById("legend-u").style.background = `linear-gradient(to right, ${diverging(-1)}, ${diverging(0)}, ${diverging(1)})`;
-const S = spans("surprisal"), tip = document.getElementById("tip");
-S.forEach((s, i) => {
-  s.tabIndex = 0;
-  s.dataset.i = i;
-  const p = D.predictions[i];
-  if (p) s.style.background = heat(p.nats / SMAX);
-  const show = () => {
-    const r = s.getBoundingClientRect();
-    tip.innerHTML = "";
-    const head = document.createElement("div");
-    head.textContent = p ? `actual ${shown(D.text[i])}: p ${p.p.toFixed(4)}, ${p.nats.toFixed(2)} nats`
-                         : "the first character: nothing predicts it";
-    tip.appendChild(head);
-    if (p) for (const [c, q] of p.top) {
-      const row = document.createElement("div");
-      row.className = "cand";
-      row.textContent = `${shown(c)}  ${q.toFixed(4)}`;
-      tip.appendChild(row);
-    }
-    tip.style.left = `${Math.min(r.left, window.innerWidth - 220)}px`;
-    tip.style.top = `${r.bottom + 4}px`;
-    tip.style.display = "block";
-  };
-  s.addEventListener("mouseenter", show);
-  s.addEventListener("focus", show);
-  s.addEventListener("mouseleave", () => { tip.style.display = "none"; });
-  s.addEventListener("blur", () => { tip.style.display = "none"; });
-});
-const A = spans("activations"), select = document.getElementById("group"),
-      units = document.getElementById("units");
-function shade(unit) {
-  A.forEach((s, i) => { s.style.background = diverging(unit.acts[i]); });
-}
-function showGroup(g) {
-  units.innerHTML = "";
-  D.groups[g].units.forEach((u, k) => {
-    const b = document.createElement("button");
-    b.textContent = `unit ${u.unit}: ${u.score.toFixed(2)} ${u.feature}`;
-    b.setAttribute("aria-pressed", "false");
-    b.addEventListener("click", () => {
-      units.querySelectorAll("button").forEach(x => x.setAttribute("aria-pressed", "false"));
-      b.setAttribute("aria-pressed", "true");
-      shade(u);
-    });
-    units.appendChild(b);
-    if (k === 0) b.click();
-  });
-}
-D.groups.forEach((g, k) => {
-  const o = document.createElement("option");
-  o.value = k;
-  o.textContent = g.name;
-  select.appendChild(o);
-});
-select.addEventListener("change", () => showGroup(+select.value));
-showGroup(0);
-const table = document.getElementById("summary");
-function row(name, count, nats) {
-  const tr = document.createElement("tr");
-  for (const v of [name, count.toLocaleString("en"), nats.toFixed(4), (nats / Math.LN2).toFixed(4)]) {
-    const td = document.createElement("td");
-    td.textContent = v;
-    tr.appendChild(td);
-  }
-  table.appendChild(tr);
-}
-row("all", D.summary.characters - 1, D.summary.nats_per_char);
-for (const [name, c] of Object.entries(D.summary.classes)) row(name, c.count, c.nats_per_char);
-</script></body></html>
-"""

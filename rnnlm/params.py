@@ -133,9 +133,10 @@ def init_params(spec, rng, dtype=np.float32, init="uniform", forget_bias=0.0):
             for g in range(spec.gates):
                 q, r = np.linalg.qr(rng.standard_normal((H, H)))
                 params[w_hh][g * H:(g + 1) * H] = q * np.sign(np.diag(r))
-        if spec.cell == "lstm":
-            params[b_ih][H:2 * H] = forget_bias / 2
-            params[b_hh][H:2 * H] = forget_bias / 2
+        if "f" in spec.facts.gates:  # the LSTM's forget gate
+            f = spec.facts.gates.index("f")
+            params[b_ih][f * H:(f + 1) * H] = forget_bias / 2
+            params[b_hh][f * H:(f + 1) * H] = forget_bias / 2
     return params
 
 

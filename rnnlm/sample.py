@@ -1,5 +1,6 @@
 """Generating text one character at a time."""
 import math
+import unicodedata
 
 import numpy as np
 
@@ -81,3 +82,11 @@ def read_prime(path):
     except (OSError, UnicodeDecodeError) as e:
         reason = getattr(e, "strerror", None) or "not UTF-8 text"
         raise RnnlmError(f"--prime-file {path}: {reason}") from None
+
+
+def printable(text):
+    """text with control characters other than newline and tab escaped (a sample drawn
+    from a model of a binary-ish text may hold ESC or BEL: not for the terminal)."""
+    return "".join(ch.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(ch)[0] == "C" and ch not in "\n\t" else ch
+                   for ch in text)

@@ -10,6 +10,7 @@ import pytest
 
 import rnnlm
 from rnnlm.cli import cli
+from rnnlm.export import html as export_html
 from rnnlm.fast import engine
 from rnnlm.params import zero_state
 
@@ -160,8 +161,7 @@ def test_the_page_writes_with_rnnlms_probabilities_offline(runner, models, tmp_p
 
 def test_the_page_and_the_model_use_the_same_weights(models):
     model = rnnlm.load(models["gru", 2])
-    from rnnlm import export as export_lib
-    html = export_lib.html_page(model)
+    html = export_html.html_page(model)
     facts = json.loads(re.search(r'<script type="application/json" id="model">(.*?)</script>',
                                  html, re.S).group(1))
     import base64

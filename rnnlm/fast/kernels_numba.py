@@ -20,6 +20,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from rnnlm.params import CELLS
+
 name = "numba"
 # Compiled code is cached in numba.config.CACHE_DIR, which kernels.load() points at
 # rnnlm's cache directory, or leaves empty where that cannot be written: in memory then.
@@ -267,7 +269,8 @@ def warm_up(dtypes=(np.float32,)):
     The first call of a cached kernel also starts LLVM (measured 44 MB): better at load
     than in the middle of a run."""
     for dtype in dtypes:
-        one, three, four = (np.zeros((k, 2), dtype) for k in (1, 3, 4))
+        one, three, four = (np.zeros((len(CELLS[c].gates), 2), dtype)
+                            for c in ("rnn", "gru", "lstm"))  # a block of each cell's gates
         tanh(one, one.copy())
         for ids in (np.zeros((1, 2), np.uint8), np.zeros((1, 2), np.uint16)):
             lookup(one, ids, np.zeros((1, 1, 2), dtype))
@@ -279,7 +282,9 @@ def warm_up(dtypes=(np.float32,)):
         lstm_backward(four, one, one.copy(), one.copy(), one.copy(), one.copy())
         gru_forward(three, three.copy(), three.copy(), one, one.copy())
         gru_backward(three, three.copy(), one, one.copy(), three.copy(), three.copy())
-        for step, G in ((rnn_sample_step, 1), (lstm_sample_step, 4), (gru_sample_step, 3)):
+        for cell, step in (("rnn", rnn_sample_step), ("lstm", lstm_sample_step),
+                           ("gru", gru_sample_step)):
+            G = len(CELLS[cell].gates)
             rows = np.zeros((2, G), dtype)
             step(rows, np.zeros((0, G, 1), dtype), np.zeros((0, G), dtype),
                  np.zeros((1, G, 1), dtype), np.zeros((1, G), dtype), np.zeros((1, 1), dtype),

@@ -14,9 +14,9 @@ import resource
 from rnnlm import engines
 from rnnlm.evaluate import window_length
 from rnnlm.params import count
+from rnnlm.run.optim import OPTIMIZERS
 
 FLOAT = 4
-SLOTS = {"adam": 2, "rmsprop": 1, "adagrad": 1, "sgd": 1}  # arrays per parameter
 # Large vocabularies: a warning when there are more characters than this, seen fewer times
 # each on average than RARE: most of them are too rare to learn.
 MANY_CHARACTERS, RARE = 2000, 300
@@ -54,7 +54,8 @@ def estimate(cfg, spec):
     """{part: bytes} of what training will allocate, the process's present use included."""
     H, V, L, B, T, G = spec.hidden, spec.vocab_size, spec.layers, cfg.batch_size, cfg.seq_len, spec.gates
     N, P = T * B, count(spec)
-    model = P * FLOAT * (1 + SLOTS[cfg.optimizer] + 1 + 1)  # params, slots, grads, scratch
+    slots = len(OPTIMIZERS[cfg.optimizer].slot_kinds)  # arrays per parameter
+    model = P * FLOAT * (1 + slots + 1 + 1)  # params, slots, grads, scratch
     if cfg.engine == "textbook":  # float64, every step's caches and probabilities kept
         window = 8 * (L * T * B * H * (G + 4) + 2 * T * B * V + 2 * P)
     else:

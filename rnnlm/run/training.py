@@ -381,11 +381,22 @@ def _gradients(run, streams):
                                   weight_masks)
 
 
+@dataclass
+class _Interval:
+    """The updates since the last row of metrics.csv: their summed loss and seconds."""
+    loss: float = 0.0
+    steps: int = 0
+    time: float = 0.0
+
+    def add(self, loss, seconds):
+        self.loss, self.steps, self.time = self.loss + loss, self.steps + 1, self.time + seconds
+
+
 def _steps(run, streams, val_ids, out_dir, stop):
     cfg = run.cfg
     run.val_total = len(val_ids)
     chars_per_step = cfg.batch_size * cfg.seq_len
-    interval = {"loss": 0.0, "steps": 0, "time": 0.0}  # since the last row of metrics.csv
+    interval = _Interval()
     rollbacks, smoothed, evaluated = 0, None, run.best_val is not None
     reserve = 0.0  # seconds kept at the end of a time budget for the final evaluation
     checked = run.elapsed()  # training time when _due last looked at the clock
@@ -412,11 +423,9 @@ def _steps(run, streams, val_ids, out_dir, stop):
         fastest, updates = min(fastest, dt), updates + 1
         val_ids, reserve = _sized(run, val_ids, chars_per_step / min(
             clock[2], fastest if run.group.size == 1 else math.inf), updates, last or evaluating)
-        interval["loss"] += loss
-        interval["steps"] += 1
-        interval["time"] += dt
+        interval.add(loss, dt)
         epoch = run.epoch + run.window / streams.windows
-        speed = chars_per_step * interval["steps"] / max(interval["time"], 1e-9)
+        speed = chars_per_step * interval.steps / max(interval.time, 1e-9)
         yield Step(run.step, epoch, loss, norm, lr, speed, run.elapsed())
 
         if stopping:
@@ -437,11 +446,10 @@ def _steps(run, streams, val_ids, out_dir, stop):
             evaluated = True
         if event or run.step % cfg.log_every == 0:
             _log(run, out_dir, epoch, interval, event, norm, lr, speed)
-            interval = {"loss": 0.0, "steps": 0, "time": 0.0}
-        if event:
+            interval = _Interval()
+        if event:  # after its row of metrics.csv, which curves.png draws
             event.warning = _draw_curves(run, out_dir)
-        if event:
-            yield event  # after its row of metrics.csv, which curves.png draws
+            yield event
         if last:
             return
 
@@ -497,7 +505,7 @@ def _log(run, out_dir, epoch, interval, event, norm, lr, speed):
     if run.group.rank == 0:
         val_loss = event.val_loss if event else None
         _append_metrics(out_dir, [
-            run.step, f"{epoch:.4f}", f"{interval['loss'] / interval['steps']:.5f}",
+            run.step, f"{epoch:.4f}", f"{interval.loss / interval.steps:.5f}",
             "" if val_loss is None else f"{val_loss:.5f}", f"{norm:.4f}", f"{lr:.6g}",
             f"{speed:.0f}", f"{run.elapsed():.1f}"])
 
