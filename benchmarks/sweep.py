@@ -6,7 +6,7 @@
     python benchmarks/sweep.py --passes --parallel 2 --csv benchmarks/passes.csv
     python benchmarks/sweep.py --passes-table benchmarks/passes.csv
 
-The passes study (issue 21, the rule in rnnlm/config.py) trains on slices of two kinds of
+The passes study (issue 21, the rule in rnnlm/run/sizing.py) trains on slices of two kinds of
 text, tiny Shakespeare and the built-in corpus (Python source), for budgets counted in
 passes over the slice's training text rather than in seconds: a pass is the same work on
 any machine, so the table carries over between machines, and a run's result does not

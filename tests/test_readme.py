@@ -1,4 +1,5 @@
-"""The README's promises, checked: its commands, its config table, its PyTorch snippet."""
+"""The README's promises, checked: its commands, its PyTorch snippet, its Python example,
+its figures' sources; and the config table of docs/configuration.md."""
 import dataclasses
 import re
 
@@ -38,8 +39,9 @@ def test_the_first_command_ends_when_the_readme_says():
 
 
 def test_every_config_key_is_documented_with_its_default_and_meaning():
+    table = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     rows = {k: (d, m) for k, d, m in re.findall(r"^\| `(\w+)` \| `([^`]*)` \| (.*) \|$",
-                                               README, re.M)}
+                                               table, re.M)}
     from rnnlm.config import described
     for key, default, meaning in described():  # the comments in config.py, once
         assert key in rows, key
@@ -91,3 +93,20 @@ def test_every_test_the_bad_inputs_table_names_exists():
     for module, test in named:
         source = (ROOT / "tests" / module).read_text(encoding="utf-8")
         assert re.search(rf"^def {test}\(", source, re.M), f"{module}::{test}"
+
+
+def test_the_readme_is_a_front_door_and_every_figure_links_to_where_it_is_measured():
+    assert README.count("\n") <= 400
+    results = README.split("## Results, in short", 1)[1].split("\n## ", 1)[0]
+    rows = [r for r in results.splitlines() if r.startswith("| ") and not r.startswith("| what")]
+    assert len(rows) >= 4
+    for row in rows:
+        links = re.findall(r"\]\((docs/[\w.-]+\.md)(#[\w-]+)?\)", row)
+        assert links, row
+        for doc, _ in links:
+            assert (ROOT / doc).exists(), doc
+
+
+def test_every_document_the_readme_links_to_exists():
+    for target in re.findall(r"\]\(((?:docs|rnnlm)/[^)#]+)", README):
+        assert (ROOT / target).exists(), target
