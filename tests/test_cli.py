@@ -14,17 +14,9 @@ from rnnlm.io import checkpoint
 from rnnlm.cli import cli
 
 from conftest import CONFIGS
+from helpers import assert_one_line_error
 
 TINY = str(CONFIGS / "tiny.yaml")
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.mark.parametrize("command", [[]] + [[name] for name in cli.commands])

@@ -13,7 +13,7 @@ from rnnlm import params as params_lib
 from rnnlm.cli import cli
 
 from conftest import CONFIGS
-from test_cli import assert_one_line_error
+from helpers import assert_one_line_error
 
 TINY = ["--config", str(CONFIGS / "tiny.yaml")]
 LINE = "the quick brown fox jumps over the lazy dog.\n"

@@ -15,7 +15,7 @@ from rnnlm.fast import engine
 from rnnlm.params import zero_state
 
 from conftest import CONFIGS, chromium_page
-from test_cli import assert_one_line_error
+from helpers import assert_one_line_error
 
 CASES = [(cell, layers) for cell in ("rnn", "lstm", "gru") for layers in (1, 2)]
 

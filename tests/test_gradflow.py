@@ -8,7 +8,7 @@ from rnnlm.cli import cli
 from rnnlm.params import Spec, init_params, layer_keys
 
 from conftest import CONFIGS
-from test_cli import assert_one_line_error
+from helpers import assert_one_line_error
 
 
 def text_ids(n=3000, vocab=7, seed=0):

@@ -17,13 +17,9 @@ from rnnlm.io import checkpoint
 from rnnlm.cli import cli
 
 from conftest import CONFIGS
-from test_cli import assert_one_line_error
+from helpers import assert_one_line_error, rnnlm_cmd
 
 TINY = ["--config", str(CONFIGS / "tiny.yaml")]
-
-
-def rnnlm_cmd(*args):
-    return [sys.executable, "-m", "rnnlm", *args]
 
 
 def steps_of(run):

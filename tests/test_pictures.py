@@ -12,7 +12,7 @@ from rnnlm import inspection, plots
 from rnnlm.cli import cli
 
 from conftest import CONFIGS, chromium_page
-from test_cli import assert_one_line_error
+from helpers import assert_one_line_error
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TINY = ["--config", str(CONFIGS / "tiny.yaml")]

@@ -16,12 +16,9 @@ from rnnlm.fast import engine as fast_engine
 from rnnlm.cli import cli
 
 from conftest import CONFIGS, read_corpus
+from helpers import rnnlm_cmd
 
 TINY = str(CONFIGS / "tiny.yaml")
-
-
-def params_of(path):
-    return checkpoint.load(path).params
 
 
 @pytest.mark.parametrize("cell,layers,regularisers", [
@@ -82,10 +79,6 @@ def test_resume_finds_the_corpus_and_keeps_the_config(runner, trained):
     ckpt = checkpoint.load(trained / "last.npz")
     assert ckpt.meta.step == 25
     assert ckpt.meta.config["hidden"] == 16 and ckpt.meta.config["lr"] == 0.005
-
-
-def rnnlm_cmd(*args):
-    return [sys.executable, "-m", "rnnlm", *args]
 
 
 KILLPOINT = str(Path(__file__).with_name("killpoint.py"))

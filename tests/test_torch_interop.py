@@ -33,9 +33,8 @@ def test_checkpoint_loads_into_pytorch_and_matches(tmp_path, cell, layers, engin
     spec = Spec(cell, V, H, layers)
     params = init_params(spec, rng, np.float32)
     path = tmp_path / "m.npz"
-    checkpoint.save(path, checkpoint.Checkpoint(params, spec, vocab,
-                                                {"config": Config(cell=cell, hidden=H,
-                                                                  layers=layers).__dict__}))
+    checkpoint.save(path, checkpoint.Checkpoint(params, spec, vocab, checkpoint.Meta(
+        config=Config(cell=cell, hidden=H, layers=layers).__dict__)))
     # What a user writes: the arrays, straight into load_state_dict.
     arrays = np.load(path, allow_pickle=False)
     lm = TorchLM(cell, V, H, layers)

@@ -11,7 +11,7 @@ from rnnlm.cli import cli
 from rnnlm.config import parse_duration
 
 from conftest import CONFIGS
-from test_cli import assert_one_line_error
+from helpers import assert_one_line_error
 
 TINY = ["--config", str(CONFIGS / "tiny.yaml")]
 
@@ -112,9 +112,9 @@ def test_the_shipped_chinese_poems_train_with_the_defaults(runner, tmp_path):
 
 
 def test_samples_in_the_log_never_send_control_characters_to_the_terminal():
-    from rnnlm.cli import _printable
-    assert _printable("ab\x1b[31mc\x07d\ne\tf") == "ab\\x1b[31mc\\x07d\ne\tf"
-    assert _printable("江雪\u3000柳宗元") == "江雪\u3000柳宗元"  # a space of its script stays
+    from rnnlm.sample import printable
+    assert printable("ab\x1b[31mc\x07d\ne\tf") == "ab\\x1b[31mc\\x07d\ne\tf"
+    assert printable("江雪\u3000柳宗元") == "江雪\u3000柳宗元"  # a space of its script stays
 
 
 def test_a_run_killed_before_its_first_checkpoint_leaves_a_directory_to_train_into(corpus,

@@ -16,7 +16,7 @@ from rnnlm.io import checkpoint
 from rnnlm.cli import cli
 
 from conftest import CONFIGS, ROOT
-from test_cli import assert_one_line_error
+from helpers import assert_one_line_error, params_of
 
 pytest.importorskip("mpi4py", reason="MPI for Python is not installed (pip install 'rnnlm[mpi]')")
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
@@ -69,10 +69,6 @@ def text(tmp_path, monkeypatch):
     (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog.\n" * 80)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def params_of(path):
-    return checkpoint.load(path).params
 
 
 def assert_same_model(a, b, atol=1e-5):  # float32, sums in another order

@@ -67,8 +67,8 @@ class Meta:
         return cls(**values, written_by=meta.get("rnnlm"))
 
     def to_json(self, vocab):
-        meta = dataclasses.asdict(self)
-        del meta["written_by"], meta["version"]
+        meta = {k: v for k, v in dataclasses.asdict(self).items()
+                if v is not None and k not in ("written_by", "version")}  # None: not known
         return dict(meta, format=FORMAT, version=VERSION, rnnlm=__version__, vocab=vocab.chars)
 
     def training_state(self):

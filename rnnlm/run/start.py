@@ -210,12 +210,12 @@ def _read_corpus(paths, globs, cfg, origin, notify):
     model = origin.base or origin.resumed
     known = model.vocab.chars if model else ""  # a fine-tuned or resumed vocabulary
     text = corpus_lib.read(paths, cfg.encoding, globs, cfg.newline, extra_chars=known)
+    if origin.record is not None:
+        corpus_lib.check_same(origin.record, text)
     for note in text.notes():
         notify(note)
     first = paths[0]
     default_out = Path("runs") / ("stdin" if str(first) == "-" else first.stem or "corpus")
-    if origin.record is not None:
-        corpus_lib.check_same(origin.record, text)
     return text, default_out, text.record(paths, globs, cfg.encoding, cfg.newline)
 
 

@@ -1,0 +1,35 @@
+"""What many test files need, once: starting rnnlm as a real process, the shape of a
+one-line error, a checkpoint's parameters."""
+import subprocess
+import sys
+
+from conftest import CONFIGS
+
+TINY = str(CONFIGS / "tiny.yaml")
+
+
+def rnnlm_cmd(*args):
+    """The command line that runs rnnlm in a process of its own, as a user's shell does."""
+    return [sys.executable, "-m", "rnnlm", *args]
+
+
+def run_rnnlm(*args, **options):
+    """rnnlm args, run to its end: the CompletedProcess, its output as text."""
+    return subprocess.run(rnnlm_cmd(*args), capture_output=True, text=True, **options)
+
+
+def assert_one_line_error(result, *fragments):
+    """A command refused: a non-zero exit, no traceback, one line 'Error: ...' on stderr
+    holding each fragment."""
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def params_of(path):
+    """The parameters of the checkpoint at path."""
+    from rnnlm.io import checkpoint
+    return checkpoint.load(path).params
