@@ -103,14 +103,26 @@ def rss_mb():
 
 # --- workers: one measurement each, in its own process --------------------------------
 
+def rnnlm_layout():
+    """(Step, train, Vocab) from the rnnlm imported, whichever its layout: a --versus
+    checkout may be from before run/ and io/ (its modules then sat in rnnlm/ itself)."""
+    import importlib
+
+    import rnnlm
+    here = Path(rnnlm.__file__).parent
+    if (here / "run").is_dir():
+        training, data = "rnnlm.run.training", "rnnlm.io.data"
+    else:
+        training = "rnnlm.training" if (here / "training.py").exists() else "rnnlm.train"
+        data = "rnnlm.data"
+    training, data = importlib.import_module(training), importlib.import_module(data)
+    return training.Step, training.train, data.Vocab
+
+
 def worker_rnnlm(name, steps, sample_chars, engine="fast"):
     from rnnlm.config import Config
-    from rnnlm.io.data import Vocab
     from rnnlm.sample import generate
-    try:
-        from rnnlm.run.training import Step, train
-    except ImportError:  # a --versus checkout from before train.py was named training.py
-        from rnnlm.train import Step, train
+    Step, train, Vocab = rnnlm_layout()
 
     s = settings(name)
     chars, ids = corpus(s["vocab"])
@@ -136,7 +148,7 @@ def worker_rnnlm(name, steps, sample_chars, engine="fast"):
     result = dict(train_cps=train_cps, peak_mb=peak, base_mb=base, gemm=gemm_rate())
     if sample_chars:
         from rnnlm.params import Spec, init_params
-        spec = Spec.of(cfg, vocab.size)
+        spec = Spec(cfg.cell, vocab.size, cfg.hidden, cfg.layers)  # any --versus checkout's
         params = init_params(spec, np.random.default_rng(0))
         rng = np.random.default_rng(0)
         gen = generate(params, spec, vocab, rng, prime=chars[0], length=sample_chars + 100,
