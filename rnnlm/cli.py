@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from rnnlm import api, config, export as export_lib, gradcheck as gradcheck_lib
+from rnnlm import api, config, engines, export as export_lib, gradcheck as gradcheck_lib
 from rnnlm import gradflow as gradflow_lib, inspection, plots, sample as sample_lib
 from rnnlm.errors import RnnlmError
 from rnnlm.io import rundir
@@ -48,15 +48,12 @@ class Group(click.Group):
 
 def _threads(ctx, param, value):
     """--threads N: set by rnnlm.__main__ before NumPy loaded; where the command line runs
-    inside a process that had already loaded it, through threadpoolctl if it is there."""
-    if value is None or os.environ.get("OPENBLAS_NUM_THREADS") == str(value):
-        return value
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        raise click.BadParameter("takes effect only where rnnlm starts the process: run it "
-                                 "as the rnnlm command or python -m rnnlm") from None
-    threadpool_limits(value)
+    inside a process that had already loaded it, now."""
+    if value is not None and os.environ.get("OPENBLAS_NUM_THREADS") != str(value):
+        try:
+            engines.limit_threads(value)
+        except RnnlmError as e:
+            raise click.BadParameter(str(e)) from None
     return value
 
 
@@ -544,14 +541,8 @@ def gradflow(textfile, checkpoints, cells, hidden, layers, distance, positions, 
     flows = gradflow_lib.compare(textfile, checkpoints, cells, hidden, layers, distance,
                                  positions, seq_len, scale_whh,
                                  "identity" if linear else "tanh", seed, notify=log)
-    width = max(14, *(len(f.label) + 2 for f in flows))
-    click.echo("|dL_t/ds_(t-k)| relative to k = 0 (the top layer), mean over "
-               f"{positions} positions")
-    click.echo(f"{'k':>5}" + "".join(f"{f.label:>{width}}" for f in flows))
-    for k in gradflow_lib.rows(flows, distance):
-        click.echo(f"{k:>5}" + "".join(f"{f.ratios[k, -1]:>{width}.3e}" for f in flows))
-    for f in flows:
-        click.echo(f.summary(distance))
+    for line in gradflow_lib.report(flows, distance, positions):
+        click.echo(line)
     if out_path is not None:
         plots.gradflow(flows, out_path)
         log(f"wrote {out_path}")
@@ -590,15 +581,9 @@ def gradcheck(cells, layer_counts, regularisers, hidden, vocab, seq_len, batch, 
                                         regularisers or tuple(gradcheck_lib.REGULARISERS),
                                         hidden=hidden, vocab=vocab,
                                         seq_len=seq_len, batch=batch, seed=seed, engine=engine)
-    click.echo(f"{'case':<27} {'parameter':<18} {'shape':<10} {'max rel error':>13}")
-    for r in rows:
-        shape = "x".join(map(str, r.shape))
-        click.echo(f"{r.case:<27} {r.name:<18} {shape:<10} {r.max_rel_error:>13.2e}"
-                   + ("" if r.ok else "  FAIL"))
-    failed = [r for r in rows if not r.ok]
-    click.echo(f"{len(rows) - len(failed)} of {len(rows)} tensors within tolerance "
-               f"{gradcheck_lib.TOLERANCE:g}" + (f"; {len(failed)} FAILED" if failed else ""))
-    if failed:
+    for line in gradcheck_lib.report(rows):
+        click.echo(line)
+    if not all(r.ok for r in rows):
         sys.exit(1)
 
 

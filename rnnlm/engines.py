@@ -15,6 +15,8 @@ kernels also serve the optimizer's update; no module but this one imports rnnlm.
 """
 import numpy as np
 
+from rnnlm.errors import RnnlmError
+
 from rnnlm import textbook
 from rnnlm.fast import engine as fast, kernels
 from rnnlm.params import layer_keys
@@ -55,6 +57,17 @@ def load_kernels(name=None, notify=None, prefer=None):
     numpy; $RNNLM_KERNELS or name forces one), compiling or loading them from the cache,
     and return the implementation's name."""
     return kernels.load(name, notify, prefer).name
+
+
+def limit_threads(n):
+    """Run the matrix products on n threads from now on, in a process whose NumPy has
+    loaded already (threadpoolctl); RnnlmError where that cannot be done."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        raise RnnlmError("takes effect only where rnnlm starts the process: run it as the "
+                         "rnnlm command or python -m rnnlm") from None
+    threadpool_limits(n)
 
 
 def kernel_name():

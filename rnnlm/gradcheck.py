@@ -87,3 +87,15 @@ def check_all(cells=tuple(CELLS), layer_counts=(1, 2), regularisers=tuple(REGULA
             for regulariser in regularisers:
                 rows += check(cell, layers, regulariser, **sizes)
     return rows
+
+
+def report(rows):
+    """A line a tensor (FAIL where it is off), and the count within TOLERANCE."""
+    lines = [f"{'case':<27} {'parameter':<18} {'shape':<10} {'max rel error':>13}"]
+    for r in rows:
+        shape = "x".join(map(str, r.shape))
+        lines.append(f"{r.case:<27} {r.name:<18} {shape:<10} {r.max_rel_error:>13.2e}"
+                     + ("" if r.ok else "  FAIL"))
+    failed = sum(not r.ok for r in rows)
+    return lines + [f"{len(rows) - failed} of {len(rows)} tensors within tolerance "
+                    f"{TOLERANCE:g}" + (f"; {failed} FAILED" if failed else "")]

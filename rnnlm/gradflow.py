@@ -157,6 +157,16 @@ def rows(flows, distance):
                   | {f.seq_len for f in flows if f.seq_len <= distance} | {distance})
 
 
+def report(flows, distance, positions):
+    """The table of ratios by distance, a column a model, and a summary line each."""
+    width = max(14, *(len(f.label) + 2 for f in flows))
+    lines = [f"|dL_t/ds_(t-k)| relative to k = 0 (the top layer), mean over {positions} "
+             f"positions", f"{'k':>5}" + "".join(f"{f.label:>{width}}" for f in flows)]
+    lines += [f"{k:>5}" + "".join(f"{f.ratios[k, -1]:>{width}.3e}" for f in flows)
+              for k in rows(flows, distance)]
+    return lines + [f.summary(distance) for f in flows]
+
+
 def compare(text_path=None, checkpoints=(), cells=(), hidden=256, layers=2, distance=200,
             positions=32, seq_len=None, scale_whh=1.0, activation="tanh", seed=0,
             encoding="utf-8", notify=lambda message: None):
