@@ -168,3 +168,21 @@ def test_failed_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
         checkpoint.save(path, make("gru", 1))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+def test_a_checkpoint_of_the_first_releases_is_read_as_today(tmp_path):
+    """Checkpoints from before a run recorded its corpus (one path) and before roll-backs,
+    time budgets and fine-tuning (no lr_scale, elapsed, budget_spent, init_from) load, their
+    meta upgraded in one place: the corpus as a record, the rest at their neutral values;
+    keys a later rnnlm might add are left out."""
+    def first_release(arrays):
+        meta = json.loads(str(arrays["meta"]))
+        for key in ("lr_scale", "elapsed", "budget_spent", "init_from", "corpus"):
+            meta.pop(key, None)
+        arrays["meta"] = np.array(json.dumps(dict(meta, corpus="shk.txt", someday=1)))
+
+    old = checkpoint.load(resave(tmp_path, first_release))
+    assert old.meta.corpus == {"paths": ["shk.txt"], "globs": [], "files": []}
+    assert (old.meta.lr_scale, old.meta.elapsed, old.meta.budget_spent) == (1.0, 0.0, 0.0)
+    assert old.meta.init_from is None and old.meta.step == 7
+    assert not hasattr(old.meta, "someday")
