@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from rnnlm import api, config, engines, export as export_lib, gradcheck as gradcheck_lib
+from rnnlm import api, config, engines, evaluate, export as export_lib, gradcheck as gradcheck_lib
 from rnnlm import gradflow as gradflow_lib, inspection, plots, sample as sample_lib
 from rnnlm.errors import RnnlmError
 from rnnlm.io import rundir
@@ -405,7 +405,7 @@ def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, engine):
     nats, characters, skipped, streams = model.loss_of_file(textfile, encoding, batch_size,
                                                             skip_unknown)
     click.echo(f"{textfile}: {characters:,} characters, {nats:.4f} nats/char, "
-               f"{bits(nats):.4f} bits/char, perplexity {math.exp(nats):.3f}"
+               f"{bits(nats):.4f} bits/char, perplexity {evaluate.perplexity(nats):.3f}"
                + (f"; {skipped:,} unknown characters skipped" if skip_unknown else "")
                + (f" (read in {streams} streams: each then has {api.STREAM_CONTEXT} "
                   f"characters of context or more)" if streams < batch_size else ""))

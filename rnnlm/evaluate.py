@@ -1,4 +1,7 @@
 """The loss of a model on a text: what `train` validates with and `eval` reports."""
+import math
+import sys
+
 import numpy as np
 
 from rnnlm.errors import RnnlmError
@@ -72,3 +75,9 @@ def per_character(params, spec, ids, batch=32, seq_len=64, engine="fast"):
     for ce, mask, pos in _window_losses(params, spec, ids, batch, seq_len, engine):
         losses[pos[mask] - 1] = ce[mask]
     return losses
+
+
+def perplexity(nats):
+    """e to the loss in nats per character; inf where that exceeds a float (a loss above
+    about 709 nats, a model far worse than guessing)."""
+    return math.exp(nats) if nats < math.log(sys.float_info.max) else math.inf

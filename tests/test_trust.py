@@ -183,3 +183,18 @@ def test_a_new_run_whose_set_up_spends_its_budget_still_makes_a_model(runner, co
     assert result.exit_code == 0, result.output
     assert "only 1 updates fitted in the time budget" in result.stderr
     assert checkpoint.load(tmp_path / "run" / "last.npz").meta.step == 1
+
+
+def test_eval_of_a_model_far_worse_than_guessing_says_its_perplexity_is_infinite(runner, trained,
+                                                                                 corpus):
+    """A loss above 709 nats/char has a perplexity beyond any float: said as inf."""
+    from rnnlm.cli import cli
+    from rnnlm.io import checkpoint
+    ckpt = checkpoint.load(trained / "best.npz")
+    ckpt.params["out.bias"][:] = 0.0
+    ckpt.params["out.bias"][ckpt.vocab.chars.index("z")] = 1e4  # sure of the rarest letter
+    bad = trained.parent / "sure.npz"
+    checkpoint.save(bad, ckpt)
+    result = runner.invoke(cli, ["eval", "--ckpt", str(bad), str(corpus)])
+    assert result.exit_code == 0, result.output
+    assert "perplexity inf" in result.stdout and "Traceback" not in result.output
