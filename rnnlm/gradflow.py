@@ -179,6 +179,8 @@ def compare(text_path=None, checkpoints=(), cells=(), hidden=256, layers=2, dist
     from rnnlm import config
     from rnnlm.params import Spec, init_params
 
+    if not (np.isfinite(scale_whh) and scale_whh >= 0):  # NaN stops the SVD, inf the sums
+        raise RnnlmError(f"--scale-whh must be a finite number >= 0, got {scale_whh!r}")
     if activation != "tanh" and (checkpoints or any(c != "rnn" for c in cells)):
         raise RnnlmError("the identity activation (--linear) is the vanilla RNN's: use it "
                          "with --cell rnn alone")

@@ -150,3 +150,11 @@ def test_bad_input_is_one_line_and_overwrites_nothing(runner, text, tmp_path):
     assert_one_line_error(runner.invoke(cli, ["gradflow", str(short), "--cell", "rnn",
                                               "--distance", "100", "-o", str(tmp_path / "b.png")]),
                           "too short for the measurement: 60 characters", "lower --distance")
+
+
+@pytest.mark.parametrize("scale", ["nan", "inf"])
+def test_a_scale_that_is_not_a_finite_number_is_refused(runner, text, tmp_path, scale):
+    assert_one_line_error(runner.invoke(cli, ["gradflow", str(text), "--cell", "rnn",
+                                              "--scale-whh", scale, "--hidden", "4",
+                                              "-o", str(tmp_path / "g.png")]),
+                          "--scale-whh must be a finite number >= 0", scale)
