@@ -113,7 +113,8 @@ class Model:
         """The logits (V,) of the character that follows prime."""
         prime = prime or "\n"
         sampling.check_prime(self.vocab, prime)
-        step = engines.get(self.engine).stepper(self.params, self.ready().spec)
+        self.ready()
+        step = engines.get(self.engine).stepper(self.params, self.spec)
         for i in self.vocab.encode(prime)[0]:
             logits = step(i)
         return logits

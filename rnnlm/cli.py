@@ -34,7 +34,7 @@ class Group(click.Group):
         except RnnlmError as e:
             group = workers_lib.current()
             if group is not None and group.size > 1:  # one worker's error ends the job
-                log(f"Error: worker {group.rank} of {group.size}: {e}")
+                log(workers_lib.error_line(group, e))
                 sys.stderr.flush()
                 group.abort(1)
             raise click.ClickException(str(e)) from None

@@ -19,6 +19,7 @@ from rnnlm.errors import RnnlmError
 
 from rnnlm import textbook
 from rnnlm.fast import engine as fast, kernels
+from rnnlm.fast.buffers import scratch
 from rnnlm.params import layer_keys
 
 ENGINES = {"fast": fast, "textbook": textbook}
@@ -34,13 +35,15 @@ def loss_and_grads(name, params, spec, x, y, state, masks=None, weight_masks=Non
     weight_masks (params.weight_drop_masks) are given: DropConnect on each layer's W_hh,
     applied here, once for both engines. The window runs on W~ = W_hh * M, so
     dL/dW_hh = dL/dW~ * M: a dropped entry gets no gradient."""
-    if weight_masks is not None:
-        params = dict(params)
-        for layer, m in enumerate(weight_masks):
-            w_hh = layer_keys(layer)[1]
-            params[w_hh] = np.multiply(params[w_hh], m, dtype=params[w_hh].dtype)
-    loss, grads, new_state = get(name).loss_and_grads(params, spec, x, y, state, masks)
-    for layer, m in enumerate(weight_masks if weight_masks is not None else ()):
+    if weight_masks is None:
+        return get(name).loss_and_grads(params, spec, x, y, state, masks)
+    dropped = dict(params)
+    for layer, m in enumerate(weight_masks):  # W~ in kept buffers (fast/buffers.py: no
+        w_hh = layer_keys(layer)[1]            # fresh MBs to page-fault in every update)
+        out = scratch(f"dropped_whh{layer}", m.shape, params[w_hh].dtype)
+        dropped[w_hh] = np.multiply(params[w_hh], m, out=out)
+    loss, grads, new_state = get(name).loss_and_grads(dropped, spec, x, y, state, masks)
+    for layer, m in enumerate(weight_masks):
         grads[layer_keys(layer)[1]] *= m
     return loss, grads, new_state
 

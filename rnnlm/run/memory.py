@@ -22,28 +22,32 @@ FLOAT = 4
 MANY_CHARACTERS, RARE = 2000, 300
 
 
-def in_use():
-    """This process's resident memory now, bytes (Linux; elsewhere its peak so far)."""
+def _proc_bytes(path, field):
+    """A "Field: N kB" line of a Linux /proc file, in bytes; None where there is none."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def in_use():
+    """This process's resident memory now, bytes (Linux; elsewhere its peak so far)."""
+    rss = _proc_bytes("/proc/self/status", "VmRSS")
+    if rss is not None:
+        return rss
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if os.uname().sysname == "Darwin" else peak * 1024
 
 
 def available():
     """Memory the system can give without swapping, bytes, or None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    free = _proc_bytes("/proc/meminfo", "MemAvailable")
+    if free is not None:
+        return free
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):

@@ -83,7 +83,6 @@ class Run:
     def __init__(self, cfg, spec, vocab, params, rng, corpus=None, began=None):
         self.cfg, self.spec, self.vocab, self.corpus = cfg, spec, vocab, corpus
         self.params = params
-        self.engine = engines.get(cfg.engine)
         self.optimizer = make_optimizer(cfg, params)
         self.rng = rng
         self.step = 0  # updates done
@@ -129,16 +128,20 @@ class Run:
         return ckpt_io.Checkpoint(self.params, self.spec, self.vocab, meta,
                                   dict(self.optimizer.slots), state)
 
+    def _resumes_at(self, state):
+        """Take (step, epoch, window, RNG state); False where the RNG's will not load."""
+        try:
+            self.step, self.epoch, self.window, self.rng.bit_generator.state = state
+        except (KeyError, TypeError, ValueError):
+            return False
+        return True
+
     def restore(self, ckpt, where):
         """Take every piece of training state from a checkpoint (exact resume)."""
-        meta, lacks = ckpt.meta, RnnlmError(f"{where} lacks the training state needed to "
-                                            f"resume (step, epoch, window, RNG)")
-        if meta.training_state() is None:
-            raise lacks
-        try:
-            self.step, self.epoch, self.window, self.rng.bit_generator.state = meta.training_state()
-        except (KeyError, TypeError, ValueError):
-            raise lacks from None
+        meta, state = ckpt.meta, ckpt.meta.training_state()
+        if state is None or not self._resumes_at(state):
+            raise RnnlmError(f"{where} lacks the training state needed to resume (step, "
+                             f"epoch, window, RNG)")
         self.best_val, self.lr_scale = meta.best_val_loss, meta.lr_scale
         self.started = self.began - meta.elapsed
         self.init_from, self.budget_spent = meta.init_from, meta.budget_spent

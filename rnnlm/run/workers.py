@@ -166,6 +166,14 @@ class Reduction:
                 tuple(float(v) for v in flat[offset + 1 + len(flags):]))
 
 
+WORKER_ERROR = r"Error: worker (\d+) of \d+: (.*)"  # a worker's last line, as error_line says it
+
+
+def error_line(group, message):
+    """The line a worker that fails says its error in; run_locally reads it back."""
+    return f"Error: worker {group.rank} of {group.size}: {message}"
+
+
 def check_streams(batch, size):
     """RnnlmError unless batch streams split evenly over `size` workers."""
     if size <= 1:
@@ -244,8 +252,8 @@ def run_locally(n, argv, write, notify):
     def forward(signum, frame):
         signals.append(signum)
         if len(signals) == 1:
-            notify(f"\n{signal.Signals(signum).name}: the workers save at the end of this step "
-                f"(again to quit without saving)")
+            notify(f"\n{signal.Signals(signum).name}: the workers save at the end of this "
+                   f"step (again to quit without saving)")
         job.send_signal(signal.SIGUSR1 if len(signals) == 1 else signal.SIGTERM)
 
     previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS[:3]}
@@ -287,7 +295,7 @@ class _WorkerOutput:
             self.pending, self.mid_line = "", True
 
     def _line(self, line):
-        error = re.match(r"Error: worker (\d+) of \d+: (.*)", line)
+        error = re.match(WORKER_ERROR, line)
         if line.startswith("-----"):
             self.in_report = not self.in_report
         elif self.in_report or "PMIX ERROR" in line or line.startswith("[") and "prte" in line:
