@@ -12,7 +12,7 @@ gives one (the command line gives its log). A run's set-up lives in rnnlm/run/st
 """
 import numpy as np
 
-from rnnlm import engines, evaluate, sample as sampling
+from rnnlm import arguments, engines, evaluate, sample as sampling
 from rnnlm.errors import RnnlmError
 from rnnlm.io import checkpoint, data
 from rnnlm.run.start import Training, checkpoint_path, choose, start  # noqa: F401 (the API)
@@ -25,6 +25,7 @@ def _silent(message):
 
 def load(path, engine="fast", notify=_silent):
     """The model of a checkpoint (.npz) or of a run directory (its best.npz)."""
+    path = arguments.path(path, "path")
     return Model(setup.load(checkpoint_path(path, notify), notify), engine, notify)
 
 
@@ -74,6 +75,8 @@ class Model:
               argmax=False):
         """Yield n generated characters, one at a time, after feeding prime (not yielded).
         The same seed (an int, or a list of ints) gives the same characters."""
+        n, seed = sampling.check_request(self.vocab, prime, n, seed)
+        sampling.check_options(temperature, top_k, top_p)
         self.ready(n)
         return sampling.generate(self.params, self.spec, self.vocab,
                                  np.random.default_rng(seed), prime, n, temperature, top_k,
@@ -87,12 +90,16 @@ class Model:
     def loss(self, text, batch_size=32, skip_unknown=False):
         """Mean cross-entropy on text in nats per character (every character but the first).
         Characters outside the vocabulary are an error naming them, or skipped."""
+        text = arguments.text(text, "text")
+        batch_size = arguments.integer(batch_size, "batch_size", minimum=1)
         ids, _ = self.vocab.encode(text, skip_unknown=skip_unknown)
         return self._loss(ids, streams(len(ids), batch_size))
 
     def loss_of_file(self, path, encoding="utf-8", batch_size=32, skip_unknown=False):
         """(nats per character, characters read, characters skipped, streams read in) of a
         text file."""
+        path = arguments.path(path, "path")
+        batch_size = arguments.integer(batch_size, "batch_size", minimum=1)
         ids, skipped = data.encode_file(path, self.vocab, encoding, skip_unknown)
         n = streams(len(ids), batch_size)
         return self._loss(ids, n), len(ids), skipped, n
@@ -111,6 +118,9 @@ class Model:
 
     def logits(self, prime=""):
         """The logits (V,) of the character that follows prime."""
+        if arguments.text(prime, "prime") == "" and "\n" not in self.vocab.chars:
+            raise RnnlmError("this model's vocabulary has no newline, so an empty prime has "
+                             "no start: give a prime")
         prime = prime or "\n"
         sampling.check_prime(self.vocab, prime)
         self.ready()

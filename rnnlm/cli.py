@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from rnnlm import api, config, engines, evaluate, export as export_lib, gradcheck as gradcheck_lib
+from rnnlm import api, arguments, config, engines, evaluate, export as export_lib, gradcheck as gradcheck_lib
 from rnnlm import gradflow as gradflow_lib, inspection, plots, sample as sample_lib
 from rnnlm.errors import RnnlmError
 from rnnlm.io import rundir
@@ -46,6 +46,21 @@ class Group(click.Group):
             sys.exit(130)
 
 
+class PathType(click.Path):
+    """A path argument or option. An empty one (`rnnlm train "$CORPUS"` with the variable
+    unset) is one line (arguments.path), not the current directory, which Path("") is."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str):
+            name = (max(param.opts, key=len) if isinstance(param, click.Option)
+                    else param.human_readable_name.strip("[].").upper())
+            try:
+                arguments.path(value, name)
+            except RnnlmError as e:
+                raise click.ClickException(str(e)) from None
+        return super().convert(value, param, ctx)
+
+
 def _threads(ctx, param, value):
     """--threads N: set by rnnlm.__main__ before NumPy loaded; where the command line runs
     inside a process that had already loaded it, now."""
@@ -74,7 +89,7 @@ def _options(*options):
 
 # Options several commands share.
 settings_options = _options(
-    click.option("--config", "config_file", type=click.Path(path_type=Path),
+    click.option("--config", "config_file", type=PathType(path_type=Path),
                  help="YAML file of settings (see configs/), resolved over the defaults."),
     click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
                  help="Override one setting; repeatable. Wins over --config. Every key: "
@@ -83,7 +98,7 @@ settings_options = _options(
                  help="In directories, read only the files that match (e.g. '*.py'); "
                       "repeatable."))
 checkpoint_option = click.option(
-    "--ckpt", required=True, type=click.Path(path_type=Path),
+    "--ckpt", required=True, type=PathType(path_type=Path),
     help="Checkpoint (.npz), or a run directory (its best.npz).")
 engine_option = click.option(
     "--engine", default="fast", show_default=True, type=click.Choice(config.ENGINES),
@@ -116,15 +131,15 @@ def cli():
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, metavar="[CORPUS]...", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, metavar="[CORPUS]...", type=PathType(path_type=Path))
 @settings_options
-@click.option("--out", type=click.Path(path_type=str),
+@click.option("--out", type=PathType(path_type=str),
               help="Run directory [default: runs/<corpus name>, numbered if taken; with "
                    "--resume, the checkpoint's directory].")
-@click.option("--resume", type=click.Path(path_type=Path), metavar="RUN_DIR|CKPT",
+@click.option("--resume", type=PathType(path_type=Path), metavar="RUN_DIR|CKPT",
               help="Continue exactly where a run stopped (its last.npz, or the given "
                    "checkpoint). CORPUS defaults to the run's own.")
-@click.option("--init-from", type=click.Path(path_type=Path), metavar="RUN_DIR|CKPT",
+@click.option("--init-from", type=PathType(path_type=Path), metavar="RUN_DIR|CKPT",
               help="Fine-tune: start a new run from a trained model's weights (a run's "
                    "best.npz), on CORPUS, whose new characters join the vocabulary.")
 @click.option("--seed", type=int, help="Shortcut for --set seed=N.")
@@ -279,7 +294,7 @@ SAMPLES_SEPARATOR = "-" * 40 + "\n"  # between the samples of --num-samples
 @cli.command()
 @checkpoint_option
 @click.option("--prime", help="Text to start from; printed first.")
-@click.option("--prime-file", type=click.Path(path_type=Path),
+@click.option("--prime-file", type=PathType(path_type=Path),
               help="Start from this file's text (UTF-8) instead.")
 @click.option("-n", "--length", default=500, show_default=True,
               type=click.IntRange(min=0), help="Characters to generate (the prime not counted).")
@@ -331,7 +346,7 @@ def sample(ckpt, prime, prime_file, length, num_samples, temperature, top_k, top
 
 
 @cli.command()
-@click.argument("target", metavar="CKPT_OR_RUN_DIR", type=click.Path(path_type=Path))
+@click.argument("target", metavar="CKPT_OR_RUN_DIR", type=PathType(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
 def info(target, as_json):
     """What a checkpoint holds: the model, its vocabulary, how far it trained, its
@@ -356,7 +371,7 @@ def info(target, as_json):
 
 
 @cli.command(name="config")
-@click.argument("paths", nargs=-1, metavar="[CORPUS]...", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, metavar="[CORPUS]...", type=PathType(path_type=Path))
 @settings_options
 @click.option("--time", "duration", metavar="DURATION", help="The budget, as for train.")
 @click.option("--max-steps", type=int, help="The budget in updates, as for train.")
@@ -388,7 +403,7 @@ def config_(paths, config_file, assignments, globs, duration, max_steps):
 
 @cli.command(name="eval")
 @checkpoint_option
-@click.argument("textfile", type=click.Path(path_type=Path))
+@click.argument("textfile", type=PathType(path_type=Path))
 @text_options
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
               help="Contiguous streams the file is cut into.")
@@ -413,8 +428,8 @@ def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, engine):
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...",
-                type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out_path", type=click.Path(path_type=Path),
+                type=PathType(path_type=Path))
+@click.option("-o", "--out", "out_path", type=PathType(path_type=Path),
               help="PNG to write [default: RUN_DIR/curves.png for one run, "
                    "curves-<names>.png here for several].")
 @click.option("--log-x", is_flag=True, help="Logarithmic updates and time axes.")
@@ -434,8 +449,8 @@ def plot(run_dirs, out_path, log_x):
 
 @cli.command()
 @checkpoint_option
-@click.argument("textfile", type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out_path", type=click.Path(path_type=Path),
+@click.argument("textfile", type=PathType(path_type=Path))
+@click.option("-o", "--out", "out_path", type=PathType(path_type=Path),
               help="HTML page to write [default: TEXTFILE's name with .html, here].")
 @click.option("--chars", default=5000, show_default=True, type=click.IntRange(min=2),
               help="Characters of the text shown on the page (the summary covers it all).")
@@ -464,12 +479,12 @@ def inspect(ckpt, textfile, out_path, chars, units, skip_unknown, encoding):
 
 
 @cli.command()
-@click.argument("target", metavar="RUN_DIR|CKPT", type=click.Path(path_type=Path))
+@click.argument("target", metavar="RUN_DIR|CKPT", type=PathType(path_type=Path))
 @click.option("--format", "fmt", required=True, metavar="|".join(export_lib.FORMATS),
               help="onnx: a graph for onnxruntime and other runtimes (pip install "
                    "'rnnlm[onnx]'); safetensors: the weights under PyTorch's names; html: one "
                    "page that writes text in the browser, offline.")
-@click.option("-o", "--out", "out_path", type=click.Path(path_type=Path),
+@click.option("-o", "--out", "out_path", type=PathType(path_type=Path),
               help="File to write [default: the run's name with the format's suffix, here]. "
                    "Never a file that is not an earlier export of the same format.")
 @click.option("--float16", is_flag=True,
@@ -487,13 +502,14 @@ def export(target, fmt, out_path, float16):
     export_lib.check_format(fmt, float16)
     model = api.load(target, notify=log)
     out_path = out_path or export_lib.default_target(model, fmt)
-    written, size = export_lib.export(model, fmt, out_path, float16)
-    log(f"wrote {written} ({size / 2 ** 20:.2f} MB, {fmt})")
+    written = export_lib.export(model, fmt, out_path, float16)
+    log(f"{'replaced' if written.replaced else 'wrote'} {written.path} "
+        f"({written.size / 2 ** 20:.2f} MB, {fmt})")
 
 
 @cli.command()
-@click.argument("textfile", required=False, type=click.Path(path_type=Path))
-@click.option("--ckpt", "checkpoints", multiple=True, type=click.Path(path_type=Path),
+@click.argument("textfile", required=False, type=PathType(path_type=Path))
+@click.option("--ckpt", "checkpoints", multiple=True, type=PathType(path_type=Path),
               metavar="RUN|CKPT", help="A trained model (a run directory: its best.npz); "
                                        "repeatable.")
 @click.option("--cell", "cells", multiple=True, type=click.Choice(tuple(CELLS)),
@@ -516,7 +532,7 @@ def export(target, fmt, out_path, float16):
               help="The RNN with the identity activation: the gradient is exactly W^k.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="For the fresh models' weights and the positions.")
-@click.option("-o", "--out", "out_path", type=click.Path(path_type=Path),
+@click.option("-o", "--out", "out_path", type=PathType(path_type=Path),
               help="PNG to draw [default: gradflow.png here, where Matplotlib is installed].")
 def gradflow(textfile, checkpoints, cells, hidden, layers, distance, positions, seq_len,
              scale_whh, linear, seed, out_path):

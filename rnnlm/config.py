@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from rnnlm import arguments
 from rnnlm.errors import RnnlmError
 from rnnlm.params import CELLS
 
@@ -226,6 +227,7 @@ def resolve(base=None, file=None, assignments=(), **overrides):
     values = dataclasses.asdict(base) if base is not None else dataclasses.asdict(Config())
     given = set()
     if file is not None:
+        file = arguments.path(file, "config_file")
         for key, value in read_yaml(file).items():
             if not isinstance(key, str):
                 raise RnnlmError(f"config file {file}: key {key!r} is not a string")

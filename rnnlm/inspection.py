@@ -86,11 +86,12 @@ def write_page(model, textfile, out_path, chars=5000, units=8, encoding="utf-8",
     """Analyse textfile with a loaded model (rnnlm.load) and write the page to out_path:
     never over a file that is not an earlier inspect page, nor over the text or the
     checkpoint. Returns (the analysis, the characters skipped as unknown)."""
-    outputs.check_target(out_path, "inspect page", lambda p: MARK.encode() in outputs.head(p),
-                         inputs=[textfile, model.checkpoint.path])
+    out_path = outputs.check_target(out_path, "inspect page",
+                                    lambda p: MARK.encode() in outputs.head(p),
+                                    inputs=[textfile, model.checkpoint.path])
     ids, skipped = encode_file(textfile, model.vocab, encoding, skip_unknown)
     found = analyse(model.params, model.spec, model.vocab, ids, chars, units, model.engine)
-    title = f"rnnlm inspect: {Path(textfile).name}"
+    title = f"rnnlm inspect: {outputs.readable_name(Path(textfile).name)}"
     outputs.write_atomically(out_path, page(found, title).encode("utf-8"))
     return found, skipped
 

@@ -5,9 +5,11 @@ Two panels, training loss (smoothed) and validation loss in nats/char, against u
 against training time, several runs overlaid and labelled with their directory names, each
 run's best validation point marked.
 """
+import contextlib
 import csv
 import io
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -90,18 +92,31 @@ def is_curves_picture(path):
 
 
 def check_png_target(out_path, what, is_ours):
-    """RnnlmError unless out_path names a .png that may be written (outputs.check_target)."""
-    if Path(out_path).suffix.lower() != ".png":
+    """RnnlmError unless out_path names a .png that may be written (outputs.check_target).
+    Returns the file to write."""
+    if str(out_path) not in ("", "-") and Path(out_path).suffix.lower() != ".png":
         raise RnnlmError(f"{out_path}: the {what} is a PNG; name a .png file")
-    outputs.check_target(out_path, what, is_ours)
+    return outputs.check_target(out_path, what, is_ours)
+
+
+@contextlib.contextmanager
+def _quietly():
+    """Matplotlib's warnings (a glyph missing from its font, for a run named in Chinese)
+    silenced: the library never prints, and a picture with a box for a glyph is no error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _save(fig, plt, out_path, mark):
-    """The figure as a PNG marked as rnnlm's, written atomically; the figure closed."""
+    """The figure laid out and saved as a PNG marked as rnnlm's, written atomically; the
+    figure closed."""
     buffer = io.BytesIO()
     try:
-        fig.savefig(buffer, format="png", dpi=80 if mark == CURVES_MARK else 90,
-                    metadata={"Software": mark})
+        with _quietly():  # laying out and drawing are where glyphs go missing
+            fig.tight_layout()
+            fig.savefig(buffer, format="png", dpi=80 if mark == CURVES_MARK else 90,
+                        metadata={"Software": mark})
     finally:
         plt.close(fig)
     outputs.write_atomically(out_path, buffer.getvalue())
@@ -111,9 +126,9 @@ def curves(run_dirs, out_path, log_x=False, labels=None):
     """Draw the runs' learning curves into out_path (PNG): never over a file that is not
     an earlier picture of rnnlm's. Returns out_path."""
     plt = _pyplot()
-    check_png_target(out_path, "learning-curves picture", is_curves_picture)
-    runs = [(labels[i] if labels else Path(d).resolve().name, read_metrics(d))
-            for i, d in enumerate(run_dirs)]
+    out_path = check_png_target(out_path, "learning-curves picture", is_curves_picture)
+    names = labels or [Path(d).resolve().name for d in run_dirs]
+    runs = [(outputs.readable_name(name), read_metrics(d)) for name, d in zip(names, run_dirs)]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for k, (label, m) in enumerate(runs):
         color = f"C{k % 10}"
@@ -140,7 +155,6 @@ def curves(run_dirs, out_path, log_x=False, labels=None):
             ax.set_xscale("log")
     axes[0].legend(fontsize=7, loc="upper right")
     fig.suptitle("training loss (smoothed) and validation loss; * the best", fontsize=9)
-    fig.tight_layout()
     _save(fig, plt, out_path, CURVES_MARK)
     return Path(out_path)
 
@@ -157,7 +171,7 @@ def check_gradflow_target(out_path):
     """RnnlmError unless out_path may take a gradflow picture (Matplotlib installed; a new
     file, or an earlier gradflow picture)."""
     _pyplot()
-    check_png_target(out_path, "gradflow picture", is_gradflow_picture)
+    return check_png_target(out_path, "gradflow picture", is_gradflow_picture)
 
 
 def gradflow(flows, out_path):
@@ -165,7 +179,7 @@ def gradflow(flows, out_path):
     norm at the top layer at distance k relative to k = 0, on a log scale down to
     GRADFLOW_FLOOR, a colour per cell (trained models solid, initialised ones dashed), the
     training window (seq_len) marked where truncation stops it. Returns out_path."""
-    check_gradflow_target(out_path)
+    out_path = check_gradflow_target(out_path)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 4.4))
     colors = {cell: f"C{k}" for k, cell in enumerate(CELLS)}  # a colour per cell
@@ -173,7 +187,8 @@ def gradflow(flows, out_path):
     for flow in flows:
         top = [r if r > 0 else float("nan") for r in flow.ratios[:, -1]]  # log scale
         lowest = min(lowest, np.nanmin(top))
-        ax.plot(range(len(top)), top, color=colors[flow.cell], label=flow.label,
+        ax.plot(range(len(top)), top, color=colors[flow.cell],
+                label=outputs.readable_name(flow.label),
                 linewidth=1.8 if flow.trained else 1.2, linestyle="-" if flow.trained else "--")
     for seq_len in sorted({f.seq_len for f in flows}):
         ax.axvline(seq_len, color="gray", linestyle="--", linewidth=1)
@@ -189,6 +204,5 @@ def gradflow(flows, out_path):
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title("how far back the gradient reaches: the top layer, mean over positions in "
                  "the text", fontsize=9)
-    fig.tight_layout()
     _save(fig, plt, out_path, GRADFLOW_MARK)
     return Path(out_path)

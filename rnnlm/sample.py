@@ -1,11 +1,10 @@
 """Generating text one character at a time."""
-import math
 import unicodedata
 
 import numpy as np
 
+from rnnlm import arguments, engines
 from rnnlm.errors import RnnlmError
-from rnnlm import engines
 from rnnlm.io.data import describe_chars
 
 
@@ -30,13 +29,19 @@ def pick(logits, rng, temperature=1.0, top_k=0, argmax=False, top_p=1.0):
 
 
 def check_options(temperature=1.0, top_k=0, top_p=1.0):
-    """RnnlmError naming the first sampling option out of its range."""
-    if not temperature > 0 or not math.isfinite(temperature):
+    """RnnlmError naming the first sampling option of the wrong type or out of range."""
+    if not arguments.number(temperature, "temperature") > 0:
         raise RnnlmError(f"temperature must be a number > 0, got {temperature}")
-    if top_k < 0:
-        raise RnnlmError(f"top-k must be >= 0, got {top_k}")
-    if not 0 < top_p <= 1:
+    arguments.integer(top_k, "top-k", minimum=0)
+    if not 0 < arguments.number(top_p, "top-p") <= 1:
         raise RnnlmError(f"top-p must be in (0, 1], got {top_p}")
+
+
+def check_request(vocab, prime, length, seed):
+    """The prime (a str of the vocabulary's characters), the length (a whole number >= 0)
+    and the seed (arguments.seed) of a sample, or RnnlmError naming the first wrong one."""
+    check_prime(vocab, arguments.text(prime, "prime"))
+    return arguments.integer(length, "n", minimum=0), arguments.seed(seed)
 
 
 def check_prime(vocab, prime):
@@ -55,6 +60,8 @@ def generate(params, spec, vocab, rng, prime="", length=200, temperature=1.0, to
     check_options(temperature, top_k, top_p)
     check_prime(vocab, prime)
     step = engines.get(engine).stepper(params, spec)
+    if length <= 0:
+        return
     if not prime and "\n" not in vocab.chars:
         first = int(rng.integers(vocab.size))
         yield vocab.chars[first]

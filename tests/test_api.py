@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import rnnlm
-from rnnlm import RnnlmError
+from rnnlm import RnnlmError, api
 from rnnlm.io import checkpoint
 from rnnlm.cli import cli
 from rnnlm.fast import engine
@@ -114,3 +114,50 @@ def test_both_engines_give_the_same_numbers_through_the_api(run_dir, corpus):
     assert fast.sample("the ", 60, seed=3) == textbook.sample("the ", 60, seed=3)
     assert fast.loss("the lazy dog.") == pytest.approx(textbook.loss("the lazy dog."), rel=1e-5)
     assert math.isclose(sum(textbook.probabilities("t").values()), 1.0)
+
+
+# Every public function checks its arguments as the command line does: RnnlmError naming
+# the argument, never a ValueError or TypeError from deep inside.
+MISUSES = [
+    (lambda m: m.sample("a", 5, seed=-1), "seed must be >= 0"),
+    (lambda m: m.sample("a", 5, seed="7"), "seed must be a whole number"),
+    (lambda m: m.sample("a", 5, top_k=2.5), "top-k must be a whole number"),
+    (lambda m: m.sample("a", "10"), "n must be a whole number"),
+    (lambda m: m.sample("a", -5), "n must be >= 0"),
+    (lambda m: m.sample("a", 5, temperature="0.8"), "temperature must be a number"),
+    (lambda m: m.sample("a", 5, temperature=None), "temperature must be a number"),
+    (lambda m: m.sample("a", 5, top_p=float("nan")), "top-p must be a finite number"),
+    (lambda m: m.sample(None, 5), "prime must be a str"),
+    (lambda m: m.sample(b"ab", 5), "prime must be a str, got bytes"),
+    (lambda m: m.loss(None), "text must be a str"),
+    (lambda m: m.loss(b"x"), "text must be a str, got bytes"),
+    (lambda m: m.loss("abc", batch_size=0), "batch_size must be >= 1"),
+    (lambda m: m.loss_of_file(""), "path is an empty path"),
+    (lambda m: m.probabilities(3), "prime must be a str"),
+    (lambda m: rnnlm.load(None), "path must be a path"),
+    (lambda m: rnnlm.load(""), "path is an empty path"),
+    (lambda m: rnnlm.train(123), "corpus must be a path"),
+    (lambda m: rnnlm.train(b"x.txt"), "got bytes"),
+    (lambda m: rnnlm.train(""), "corpus is an empty path"),
+    (lambda m: rnnlm.train("x.txt", out=123), "out must be a path"),
+    (lambda m: rnnlm.train(None, resume=""), "resume is an empty path"),
+    (lambda m: api.choose(""), "corpus is an empty path"),
+]
+
+
+@pytest.mark.parametrize("misuse,message", MISUSES, ids=[m for _, m in MISUSES])
+def test_a_public_function_given_a_wrong_argument_names_it(run_dir, misuse, message):
+    model = rnnlm.load(run_dir)
+    with pytest.raises(RnnlmError, match=message.replace("(", r"\(")):
+        misuse(model)
+
+
+def test_a_model_without_a_newline_samples_nothing_when_asked_for_nothing(tmp_path):
+    text = tmp_path / "abc.txt"
+    text.write_text("abcabcabcab" * 300, encoding="utf-8")
+    run = rnnlm.train(text, tmp_path / "run", config_file=CONFIGS / "tiny.yaml", max_steps=5)
+    model = rnnlm.load(run)
+    assert model.sample("", 0, seed=1) == "" and model.sample("a", 0, seed=1) == ""
+    assert len(model.sample("", 3, seed=1)) == 3
+    with pytest.raises(RnnlmError, match="no newline, so an empty prime has no start"):
+        model.probabilities("")

@@ -405,3 +405,10 @@ def test_ctrl_c_while_starting_up_exits_130_quietly():
         "main()")
     assert done.returncode == 130
     assert done.stdout == "" and done.stderr == ""
+
+
+@pytest.mark.parametrize("args", [["train", ""], ["config", ""], ["gradflow", ""],
+                                  ["sample", "--ckpt", ""], ["eval", "", "--ckpt", "x.npz"],
+                                  ["train", "--resume", ""]])
+def test_an_empty_path_is_refused_never_read_as_the_current_directory(runner, args):
+    assert_one_line_error(runner.invoke(cli, args), "is an empty path")

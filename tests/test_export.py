@@ -199,21 +199,48 @@ def test_an_export_never_writes_over_a_file_rnnlm_did_not_make(runner, models, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.html"]  # nothing left behind
 
 
-def test_an_earlier_export_of_the_same_format_is_replaced(runner, models, tmp_path,
-                                                          monkeypatch):
+def test_an_earlier_export_of_the_same_checkpoint_is_replaced_and_another_refused(
+        runner, models, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     formats = ["html", "safetensors"] + (["onnx"] if _has("onnx") else [])
     for fmt in formats:
         first = runner.invoke(cli, ["export", str(models["gru", 1]), "--format", fmt])
         assert first.exit_code == 0, first.output
         written = tmp_path / f"gru1.{fmt}"  # the default: the run's name, the format's suffix
-        assert written.exists()
-        again = runner.invoke(cli, ["export", str(models["lstm", 1]), "--format", fmt, "-o",
-                                    str(written)])
+        assert f"wrote {written.name}" in first.stderr
+        before = written.read_bytes()
+        again = runner.invoke(cli, ["export", str(models["gru", 1]), "--format", fmt])
         assert again.exit_code == 0, again.output
-    header = (tmp_path / "gru1.safetensors").read_bytes()
-    size = struct.unpack("<Q", header[:8])[0]
-    assert json.loads(header[8:8 + size])["__metadata__"]["cell"] == "lstm"
+        assert f"replaced {written.name}" in again.stderr
+        other = runner.invoke(cli, ["export", str(models["lstm", 1] / "best.npz"), "--format",
+                                    fmt, "-o", str(written)])
+        assert_one_line_error(other, str(written), "another checkpoint", "gru1/best.npz")
+        assert written.read_bytes() == before
+
+
+def test_two_runs_of_one_name_in_different_folders_do_not_replace_each_others_export(
+        runner, models, tmp_path, monkeypatch):
+    import shutil
+    twin = tmp_path / "elsewhere" / "gru1"
+    shutil.copytree(models["gru", 1], twin)
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(cli, ["export", str(models["gru", 1]), "--format", "html"]).exit_code == 0
+    refused = runner.invoke(cli, ["export", str(twin / "best.npz"), "--format", "html"])
+    assert_one_line_error(refused, "gru1.html", "another checkpoint")
+
+
+def test_a_float16_export_of_weights_beyond_its_range_is_refused(runner, models, tmp_path):
+    from rnnlm.io import checkpoint
+    ckpt = checkpoint.load(models["rnn", 1] / "best.npz")
+    ckpt.params["rnn.weight_hh_l0"] = ckpt.params["rnn.weight_hh_l0"] * 0 + 1e5
+    huge = tmp_path / "huge.npz"
+    checkpoint.save(huge, ckpt)
+    for fmt in ("html", "safetensors"):
+        out = tmp_path / f"huge.{fmt}"
+        result = runner.invoke(cli, ["export", str(huge), "--format", fmt, "--float16", "-o",
+                                     str(out)])
+        assert_one_line_error(result, "rnn.weight_hh_l0", "float16", "without --float16")
+        assert not out.exists()
 
 
 def payload(path):

@@ -21,7 +21,8 @@ LAYERS = {
                   "rnnlm.plots", "rnnlm.inspection", "rnnlm.export"),
     "io": ("rnnlm.io",),
     "engines": ("rnnlm.engines", "rnnlm.textbook", "rnnlm.fast"),
-    "shared": ("rnnlm.params", "rnnlm.config", "rnnlm.errors", "rnnlm.version"),
+    "shared": ("rnnlm.params", "rnnlm.config", "rnnlm.errors", "rnnlm.version",
+               "rnnlm.arguments"),
 }
 ORDER = list(LAYERS)  # top first
 

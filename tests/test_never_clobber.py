@@ -51,7 +51,7 @@ def test_a_run_whose_last_checkpoint_was_removed_keeps_its_best(runner, trained,
 
 def test_an_empty_out_is_refused_and_an_empty_directory_is_used(runner, corpus, tmp_path):
     assert_one_line_error(runner.invoke(cli, ["train", str(corpus), "--out", ""] + TINY),
-                          "--out must name a directory")
+                          "out is an empty path")
     empty = tmp_path / "empty"
     empty.mkdir()
     result = runner.invoke(cli, ["train", str(corpus), "--out", str(empty), "-q"] + TINY)

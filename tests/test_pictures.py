@@ -67,6 +67,31 @@ def test_without_matplotlib_plot_names_the_extra_and_training_goes_on(runner, co
     assert not (out / "curves.png").exists()
 
 
+@pytest.mark.parametrize("name", [b"\xff\xfe", "莎士比亚".encode()], ids=["not-utf8", "cjk"])
+def test_a_run_of_any_name_draws_its_curves_and_says_nothing_of_fonts(corpus, tmp_path, name):
+    """A corpus or run named in bytes that are not UTF-8 (its name is the run's label)
+    once killed the run at its first evaluation; a name in Chinese made Matplotlib warn of
+    missing glyphs at every evaluation."""
+    import os
+    import subprocess
+    from helpers import rnnlm_cmd
+    pytest.importorskip("matplotlib")
+    text = tmp_path / os.fsdecode(name + b".txt")
+    text.write_bytes(corpus.read_bytes())
+    out = tmp_path / os.fsdecode(name)
+    args = ["train", str(text), "--out", str(out), "--max-steps", "30"] + TINY
+    result = subprocess.run(rnnlm_cmd(*args), capture_output=True, cwd=tmp_path)
+    err = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 0, err
+    assert checkpoint.load(out / "last.npz").meta.step == 30
+    assert (out / "curves.png").read_bytes().startswith(PNG)
+    assert "Glyph" not in err and "Warning" not in err and "curves" not in err, err
+    again = subprocess.run(rnnlm_cmd("plot", str(out), "-o", str(tmp_path / "again.png")),
+                           capture_output=True)
+    assert again.returncode == 0 and (tmp_path / "again.png").exists(), again.stderr
+    assert b"Warning" not in again.stderr
+
+
 def test_plot_of_something_that_is_not_a_run_is_one_line(runner, tmp_path):
     assert_one_line_error(runner.invoke(cli, ["plot", str(tmp_path)]), "has no metrics.csv")
 

@@ -1,7 +1,11 @@
 """What every export shares: the formats and their suffixes, the marks by which rnnlm
 knows its own earlier exports, the metadata a runtime needs, and the arrays' bytes."""
+import hashlib
 import json
+import os
+import re
 import struct
+from pathlib import Path
 
 import numpy as np
 
@@ -15,10 +19,24 @@ HTML_MARK = '<meta name="generator" content="rnnlm export html">'
 
 
 def metadata(model):
-    """What a runtime needs beside the weights: the vocabulary (id order) and the shape."""
+    """What a runtime needs beside the weights (the vocabulary in id order, the shape), and
+    the checkpoint it came from (source())."""
     s = model.spec
     return {"format": PRODUCER, "rnnlm": __version__, "cell": s.cell, "hidden": str(s.hidden),
-            "layers": str(s.layers), "vocab": json.dumps(model.vocab.chars, ensure_ascii=False)}
+            "layers": str(s.layers), "vocab": json.dumps(model.vocab.chars, ensure_ascii=False),
+            "source": source(model)}
+
+
+def source(model):
+    """Which checkpoint an export came from, as "<fingerprint> <run>/<file>": the
+    fingerprint is of the checkpoint's absolute path (so two runs both named shk differ)
+    without writing that path, which may say more about the user's disk than they share."""
+    path = model.checkpoint.path
+    if path is None:
+        return "-"
+    path = Path(os.path.realpath(path))
+    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:16]
+    return f"{digest} {outputs.readable_name(path.parent.name + '/' + path.name)}"
 
 
 # --- Which files are earlier exports -----------------------------------------------------
@@ -40,6 +58,25 @@ def is_export(path, fmt):
         return header.get("__metadata__", {}).get("format") == PRODUCER
     except (OSError, ValueError, AttributeError, struct.error):
         return False
+
+
+def source_of(path, fmt):
+    """The source() an earlier export at path recorded, or None (exports of rnnlm before
+    0.9 recorded none)."""
+    if fmt == "html":
+        found = re.search(rb'<meta name="rnnlm-source" content="([^"]*)">', outputs.head(path))
+        return found.group(1).decode("utf-8", "replace") if found else None
+    if fmt == "onnx":
+        import onnx  # an onnx export is only made where the onnx package is installed
+        try:
+            props = onnx.load(str(path), load_external_data=False).metadata_props
+        except Exception:  # noqa: BLE001 - any file onnx cannot read recorded nothing
+            return None
+        return next((p.value for p in props if p.key == "source"), None)
+    size = struct.unpack("<Q", outputs.head(path, 8))[0]
+    with open(path, "rb") as f:
+        f.seek(8)
+        return json.loads(f.read(size)).get("__metadata__", {}).get("source")
 
 
 def raw(array, dtype):

@@ -1,13 +1,14 @@
 """One self-contained page that writes text in the browser, offline: the weights inline
 (base64), a JavaScript step of the network (page.html, package data), and controls."""
 import base64
+import html
 import json
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from rnnlm.export.formats import HTML_MARK, raw
+from rnnlm.export.formats import HTML_MARK, raw, source
 
 
 def html_page(model, dtype=np.float32):
@@ -27,7 +28,8 @@ def html_page(model, dtype=np.float32):
              "vocab": model.vocab.chars, "dtype": np.dtype(dtype).name, "tensors": tensors,
              "about": about, "name": Path(model.checkpoint.path or "model").parent.name}
     weights = base64.b64encode(b"".join(blobs)).decode("ascii")
-    page = _template().replace("{{MARK}}", HTML_MARK)
+    tag = f'<meta name="rnnlm-source" content="{html.escape(source(model))}">'
+    page = _template().replace("{{MARK}}", HTML_MARK + "\n" + tag)
     page = page.replace("{{MODEL}}", json.dumps(facts, ensure_ascii=True).replace("</", "<\\/"))
     return page.replace("{{WEIGHTS}}", weights)
 

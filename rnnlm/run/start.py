@@ -5,11 +5,12 @@ its model are decided here, and nowhere else, before the loop (training.py) star
     choose(corpus, ...)      -> what a new run on corpus would train with (rnnlm config)
 """
 import dataclasses
+import os
 import time as clock
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnlm import config, engines
+from rnnlm import arguments, config, engines
 from rnnlm.errors import RnnlmError
 from rnnlm.io import checkpoint, corpus as corpus_lib, data, rundir
 from rnnlm.io.rundir import LAST, METRICS
@@ -76,20 +77,16 @@ def start(corpus=None, out=None, *, config_file=None, assignments=(), time=None,
 
 
 def _out(out):
-    if out is None:
-        return None
-    if not str(out).strip():  # Path("") would be the current directory
-        raise RnnlmError("--out must name a directory")
-    return Path(out)
+    return None if out is None else arguments.path(out, "out")
 
 
 def _origin(resume, init_from, out, given_settings, notify, warn):
     """(_Origin, Config, the keys the user gave, the run directory where it is decided)."""
     if resume is not None:
-        return _resumed(Path(resume), out, given_settings, notify, warn)
+        return _resumed(arguments.path(resume, "resume"), out, given_settings, notify, warn)
     config_file, assignments, settings = given_settings
     if init_from is not None:
-        base = load(checkpoint_path(init_from, notify), notify)
+        base = load(checkpoint_path(arguments.path(init_from, "init_from"), notify), notify)
         cfg, given = _finetuning_config(base, config_file, assignments, settings)
         return _Origin(base=base), cfg, given, out
     cfg, given = config.resolve(file=config_file, assignments=assignments, **settings)
@@ -175,9 +172,12 @@ def paths_of(corpus):
     """A corpus argument (a path, several, or None) as a tuple of paths."""
     if corpus is None:
         return ()
-    if isinstance(corpus, (str, Path)):
-        return (Path(corpus),)
-    return tuple(Path(p) for p in corpus)
+    if isinstance(corpus, (str, bytes, os.PathLike)):
+        return (arguments.path(corpus, "corpus"),)
+    if not isinstance(corpus, (list, tuple)):
+        raise RnnlmError(f"corpus must be a path, a list of paths or None, got "
+                         f"{type(corpus).__name__} {corpus!r}")
+    return tuple(arguments.path(p, "corpus") for p in corpus)
 
 
 def checkpoint_path(target, notify=_silent):
