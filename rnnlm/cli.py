@@ -47,17 +47,15 @@ class Group(click.Group):
 
 
 class PathType(click.Path):
-    """A path argument or option. An empty one (`rnnlm train "$CORPUS"` with the variable
-    unset) is one line (arguments.path), not the current directory, which Path("") is."""
+    """A path; an empty one (`rnnlm train "$CORPUS"`, the variable unset) is one line
+    (arguments.path), not Path(""), the current directory."""
 
     def convert(self, value, param, ctx):
-        if isinstance(value, str):
-            name = (max(param.opts, key=len) if isinstance(param, click.Option)
-                    else param.human_readable_name.strip("[].").upper())
-            try:
-                arguments.path(value, name)
-            except RnnlmError as e:
-                raise click.ClickException(str(e)) from None
+        named = param.opts[-1] if isinstance(param, click.Option) else param.human_readable_name
+        try:
+            arguments.path(value, named.strip("[]."))
+        except RnnlmError as e:
+            raise click.ClickException(str(e)) from None
         return super().convert(value, param, ctx)
 
 
@@ -192,9 +190,8 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
                     seed=seed, max_steps=max_steps, encoding=encoding, engine=engine)
     cfg, out, events = run.config, run.out, run.events
     begin = next(events)
-    if not quiet:
-        for line in begin.lines:
-            log(line)
+    for line in () if quiet else begin.lines:
+        log(line)
     with _stop_on_signals(signals):
         stopped, best, steps = _show_progress(events, cfg, begin, quiet)
     if signals:  # the run stopped early, or had just finished and saved anyway
@@ -362,12 +359,8 @@ def info(target, as_json):
         click.echo(json.dumps(facts, indent=2, ensure_ascii=False))
         return
     for key, value in facts.items():
-        if isinstance(value, dict):
-            click.echo(f"{key}:")
-            for k, v in value.items():
-                click.echo(f"  {k}: {v}")
-        else:
-            click.echo(f"{key}: {value}")
+        click.echo(f"{key}:" + "".join(f"\n  {k}: {v}" for k, v in value.items())
+                   if isinstance(value, dict) else f"{key}: {value}")
 
 
 @cli.command(name="config")
