@@ -258,8 +258,9 @@ def _check_end(values):
 
 def parse_duration(text):
     """'90', '90s', '5m', '1.5h', '1h30m' -> seconds; a number after a unit counts in the
-    next smaller one ('1h30' is 1 h 30 min, '5m30' 5 min 30 s). RnnlmError naming --time
-    otherwise."""
+    next smaller one ('1h30' is 1 h 30 min, '5m30' 5 min 30 s). Units come largest first,
+    each once ('30s1m' and '1m1m' are typing slips, not 90 and 120 s). RnnlmError naming
+    --time otherwise."""
     units = {"s": 1, "m": 60, "h": 3600}
     smaller = {"h": "m", "m": "s"}
     usage = f"--time expects a duration such as 90s, 5m or 1h30m, got {text!r}"
@@ -268,6 +269,9 @@ def parse_duration(text):
         if ch.isdigit() or ch == ".":
             number += ch
         elif ch in units and number:
+            if last is not None and units[ch] >= units[last]:
+                raise RnnlmError(f"--time {text!r}: its units must come largest first, "
+                                 f"each once (e.g. 1h30m)")
             total, number, last = total + _number(number, text) * units[ch], "", ch
         else:
             raise RnnlmError(usage)

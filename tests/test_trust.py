@@ -9,6 +9,7 @@ from rnnlm.io import checkpoint
 from rnnlm import plots
 from rnnlm.cli import cli
 from rnnlm.config import parse_duration
+from rnnlm.errors import RnnlmError
 
 from conftest import CONFIGS
 from helpers import assert_one_line_error
@@ -51,6 +52,12 @@ def test_the_same_file_twice_is_refused(runner, corpus, tmp_path):
 def test_a_number_after_a_unit_counts_in_the_next_smaller_one():
     assert parse_duration("1h30") == 5400 and parse_duration("5m30") == 330
     assert parse_duration("1h30m") == 5400 and parse_duration("90") == 90
+
+
+@pytest.mark.parametrize("slip", ["30s1m", "1m1m", "1h2h", "5s30", "1m30s5", ""])
+def test_a_duration_with_its_units_out_of_order_or_repeated_is_refused(slip):
+    with pytest.raises(RnnlmError, match="--time"):
+        parse_duration(slip)
 
 
 def test_a_byte_order_mark_reads_the_same_in_eval_as_in_train(runner, trained, corpus,
@@ -176,13 +183,14 @@ def test_a_sample_too_long_for_a_log_is_refused(runner, corpus, tmp_path):
 
 def test_a_new_run_whose_set_up_spends_its_budget_still_makes_a_model(runner, corpus, tmp_path):
     """Reading the corpus, loading the kernels and sizing the model count against a time
-    budget; where they spend all of it, the run makes one update and saves it, and says
-    so, instead of refusing a checkpoint it never had."""
+    budget; where they spend all of it, the run still makes the three updates that measure
+    the machine (as every budget does), saves them and says so, instead of refusing a
+    checkpoint it never had."""
     result = runner.invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "run"),
                                  "--config", str(CONFIGS / "tiny.yaml"), "--time", "0.001s"])
     assert result.exit_code == 0, result.output
-    assert "only 1 updates fitted in the time budget" in result.stderr
-    assert checkpoint.load(tmp_path / "run" / "last.npz").meta.step == 1
+    assert "only 3 updates fitted in the time budget" in result.stderr
+    assert checkpoint.load(tmp_path / "run" / "last.npz").meta.step == 3
 
 
 def test_eval_of_a_model_far_worse_than_guessing_says_its_perplexity_is_infinite(runner, trained,

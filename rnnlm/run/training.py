@@ -409,7 +409,7 @@ def _steps(run, streams, val_ids, out_dir, stop):
         nonlocal checked
         if run.group.rank > 0:  # what the clock decides, worker 0's clock decides
             return bool(stop()), False, False
-        last, evaluating = _due(run, checked, dt, reserve, updates >= WARM_UPDATES)
+        last, evaluating = _due(run, checked, dt, reserve, updates + 1 >= WARM_UPDATES)
         checked = run.elapsed()
         return bool(stop()), last, evaluating
 
@@ -559,14 +559,15 @@ def _due(run, checked, step_seconds, reserve, measured=True):
     """(is the update being made the last, is an evaluation due after it), the last update
     having taken step_seconds and the clock last checked at `checked` s of training.
     With a time budget, training stops while one more update and the final evaluation
-    (`reserve` seconds) still fit in it, once the first updates have `measured` the
-    machine's speed (they are slow: memory, caches), unless the budget is spent already;
+    (`reserve` seconds) still fit in it, and not before the first updates have
+    `measured` the machine's speed (they are slow: memory, caches; the log's speeds and the
+    evaluation's reserve are read from them), however short the budget;
     evaluations are spaced evenly in it (one is due when a multiple of the spacing passed
     since the last check: the time between updates, spent by the caller, counts too);
     else every eval_every updates, and at max_steps."""
     cfg, elapsed, step = run.cfg, run.elapsed(), run.step + 1  # the update being made
     budget_ends = elapsed + step_seconds + (reserve if measured else 0.0)
-    last = 0 < cfg.max_steps <= step or 0 < cfg.max_seconds <= budget_ends
+    last = 0 < cfg.max_steps <= step or (0 < cfg.max_seconds <= budget_ends and measured)
     by_steps = cfg.eval_every > 0 and step % cfg.eval_every == 0
     by_time = False
     if cfg.max_seconds > 0:
