@@ -247,6 +247,18 @@ def resolve(base=None, file=None, assignments=(), **overrides):
     return Config(**values), given
 
 
+def edits(path, cfg, given=()):
+    """(key, the file's value, cfg's) for the first setting the YAML file at path sets
+    otherwise than cfg, keys in `given` aside; None where they agree (a run's config.yaml
+    that the user edited, against the settings a resume would write back over it)."""
+    for key, value in read_yaml(path).items():
+        if key in FIELDS and key not in given:
+            value = coerce(key, value, f"{path}: ")
+            if value != getattr(cfg, key):
+                return key, value, getattr(cfg, key)
+    return None
+
+
 def _check_end(values):
     """RnnlmError for a run that would never end, or never reach its rate."""
     if values["max_steps"] == 0 and values["max_seconds"] == 0:

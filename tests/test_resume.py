@@ -241,3 +241,41 @@ def test_divergence_by_level_rolls_back_and_halves_the_rate_when_asked(runner, t
     assert "learning rate now x0.03125" in rolled[-1]
     assert "far above uniform guessing" in result.stderr.strip().splitlines()[-1]
     assert (trained / "best.npz").read_bytes() == best_before
+
+
+def test_an_edit_of_the_runs_config_is_never_overwritten_in_silence(runner, trained):
+    """A run's config.yaml reads as a --config, and a user edits it; resuming rewrites it
+    with the settings the run keeps. An edit that would be lost is refused in one line that
+    says how to apply it; applied with --set, the file agrees with the run again."""
+    from helpers import assert_one_line_error
+    config_file = trained / "config.yaml"
+    original = config_file.read_text()
+    edited = original.replace("lr: ", "lr: 0.5 #", 1)
+    config_file.write_text(edited)
+    refused = runner.invoke(cli, ["train", "--resume", str(trained), "--max-steps", "30"])
+    assert_one_line_error(refused, "config.yaml was edited", "lr: 0.5", "--set lr=0.5")
+    assert config_file.read_text() == edited
+    applied = runner.invoke(cli, ["train", "--resume", str(trained), "--max-steps", "30",
+                                  "--set", "lr=0.5", "-q"])
+    assert applied.exit_code == 0, applied.output
+    assert checkpoint.load(trained / "last.npz").meta.config["lr"] == 0.5
+    config_file.write_text(config_file.read_text().replace("hidden: ", "hidden: 99 #", 1))
+    frozen = runner.invoke(cli, ["train", "--resume", str(trained), "--max-steps", "40"])
+    assert_one_line_error(frozen, "hidden: 99", "cannot change when a run resumes")
+
+
+def test_a_resume_says_what_its_schedule_will_do(runner, corpus, tmp_path):
+    """A cosine schedule follows the run's end; a resume that moves the end moves it too:
+    the rate can jump back up, or sit at its floor. Either way the log says so."""
+    out = tmp_path / "run"
+    first = runner.invoke(cli, ["train", str(corpus), "--out", str(out), "--config", TINY,
+                                "--set", "schedule=cosine", "--max-steps", "40", "-q"])
+    assert first.exit_code == 0, first.output
+    near_end = runner.invoke(cli, ["train", "--resume", str(out), "--max-steps", "41"])
+    assert near_end.exit_code == 0, near_end.output
+    line = next(l for l in near_end.stderr.splitlines() if "schedule:" in l)
+    assert line.startswith("warning: schedule: cosine") and "barely moves" in line
+    further = runner.invoke(cli, ["train", "--resume", str(out), "--max-steps", "100"])
+    line = next(l for l in further.stderr.splitlines() if "schedule:" in l)
+    assert line.startswith("schedule: cosine, the rate") and "41% of the run done" in line
+    assert "where it had reached" in line

@@ -167,3 +167,22 @@ def learning_rate(cfg, step, elapsed=0.0, reserve=0.0):
     if step < cfg.warmup_steps:
         lr *= (step + 1) / cfg.warmup_steps
     return lr
+
+
+def on_resume(saved, cfg, step, elapsed):
+    """What the schedule does as a run resumes at `step`, `elapsed` seconds in, under cfg
+    where it ran under `saved` (its checkpoint's settings), in one line; None where the
+    rate neither depends on the run's limits nor changed. A resume that moves the end
+    (--max-steps, --time) moves a cosine or linear schedule with it: the rate may jump
+    back up, or be left so near its floor that the remaining updates barely move."""
+    before, now = learning_rate(saved, step, elapsed), learning_rate(cfg, step, elapsed)
+    if cfg.schedule in ("constant", "step") and math.isclose(before, now):
+        return None
+    done = progress(cfg, step, elapsed)
+    line = (f"schedule: {cfg.schedule}, the rate {now:.3g} from here ({done:.0%} of the "
+            f"run done)" + ("" if math.isclose(before, now, rel_tol=0.01) else
+                            f", where it had reached {before:.3g}"))
+    if cfg.schedule in ("cosine", "linear") and now < 0.01 * cfg.lr:
+        line = (f"warning: {line}: what is left of the run barely moves the weights; for "
+                f"more learning, give --set schedule=constant or --set min_lr=...")
+    return line

@@ -13,7 +13,7 @@ from pathlib import Path
 from rnnlm import arguments, config, engines
 from rnnlm.errors import RnnlmError
 from rnnlm.io import checkpoint, corpus as corpus_lib, data, rundir
-from rnnlm.io.rundir import LAST, METRICS
+from rnnlm.io.rundir import CONFIG, LAST, METRICS
 from rnnlm.run import sizing, training, workers
 
 
@@ -106,11 +106,29 @@ def _resumed(resume, out, given_settings, notify, warn):
     out, why = workers.decided(lambda: rundir.for_resume(ckpt_path, ckpt.meta.step, out))
     if why:
         (warn or notify)(why)
+    _check_unapplied_edit(Path(out) / CONFIG, cfg, given)
     own = ckpt_path.parent  # its metrics.csv continues in another directory, if it is a run's
     carried = rundir.is_run(own) and Path(out).resolve() != own.resolve()
     origin = _Origin(resumed=ckpt, record=ckpt.meta.corpus,
                      metrics_from=own / METRICS if carried else None)
     return origin, cfg, given, out
+
+
+def _check_unapplied_edit(path, cfg, given):
+    """RnnlmError where the run's config.yaml, which a resume rewrites, sets a setting
+    otherwise than the resumed run will (the user edited it): never overwrite the edit in
+    silence; say how to apply it, or that it cannot be."""
+    if not path.exists():
+        return
+    edit = config.edits(path, cfg, given)
+    if edit is None:
+        return
+    key, wanted, kept = edit
+    how = (f"{key} cannot change when a run resumes: undo the edit, or start a new run"
+           if key in config.FROZEN_ON_RESUME else
+           f"resume with --set {key}={wanted} to apply it, or undo the edit")
+    raise RnnlmError(f"{path} was edited ({key}: {wanted}; the run has {kept}), and "
+                     f"resuming rewrites it: {how}")
 
 
 def choose(corpus=None, *, config_file=None, assignments=(), time=None, globs=(),

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlm import engines, plots
+from rnnlm import config, engines, plots
 from rnnlm.errors import RnnlmError
 from rnnlm.io import checkpoint as ckpt_io, rundir
 from rnnlm.io.rundir import BEST, CONFIG, CURVES, LAST, METRICS
-from rnnlm.run import memory, workers
+from rnnlm.run import memory, optim, workers
 from rnnlm.config import to_yaml
 from rnnlm.io.data import Streams, min_corpus_length, split
 from rnnlm.evaluate import Interrupted, loss_sums
@@ -263,7 +263,13 @@ def _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume, 
          f"fine-tuning the weights of {run.init_from['path']} (step {run.init_from['step']})"
          if run.init_from else "starting from random weights"),
         f"writing to {out_dir}",
-    ], run.step)
+    ] + _schedule_on_resume(run, resume), run.step)
+
+
+def _schedule_on_resume(run, resume):
+    saved = resume and config.from_dict(resume.meta.config, "the checkpoint's config: ")
+    line = resume and optim.on_resume(saved, run.cfg, run.step, run.elapsed())
+    return [line] if line else []
 
 
 def _prepare(out_dir, cfg, resumed_step, metrics_from, corpus_record):
