@@ -1,11 +1,13 @@
 """`rnnlm` and `python -m rnnlm`: start the command line.
 
-Two things happen before the command line's modules load NumPy: the BLAS's thread count
+The command's start is noted first (a time budget counts from it, in the workers that
+`--workers N` starts too). Two things happen before the command line's modules load NumPy: the BLAS's thread count
 (--threads N) is set through its own environment variables, which it reads only when it
 loads; and Ctrl-C while they load ends quietly, with status 130.
 """
 import os
 import sys
+import time
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS")
@@ -33,11 +35,14 @@ def apply_threads(argv):
 
 
 def main():
+    started = time.time()  # a time budget counts from here: loading the libraries too
     try:
         apply_threads(sys.argv[1:])
         from rnnlm.cli import main as run
+        from rnnlm.run import workers
     except KeyboardInterrupt:
         sys.exit(130)
+    os.environ.setdefault(workers.BEGAN, repr(started))  # the workers it starts inherit it
     run()
 
 

@@ -15,7 +15,8 @@ import numpy as np
 from rnnlm import arguments, engines, evaluate, sample as sampling
 from rnnlm.errors import RnnlmError
 from rnnlm.io import checkpoint, data
-from rnnlm.run.start import Training, checkpoint_path, choose, start  # noqa: F401 (the API)
+from rnnlm.run.start import (Training, checkpoint_path, choose, launches,  # noqa: F401
+                             start)  # (the API)
 from rnnlm.run import start as setup
 
 

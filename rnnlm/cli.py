@@ -172,13 +172,9 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
       rnnlm train --resume runs/corpus --max-steps 20000
       rnnlm train my-play.txt --init-from runs/tinyshakespeare --time 5m
     """
-    began = time.perf_counter()  # a time budget counts from here: reading the corpus too
-    launched = workers_lib.launched_size()
-    if workers > 1 and launched == 1:  # start the workers, which run this same command
+    began = workers_lib.began(time.perf_counter())  # a budget counts from here, or the launcher
+    if api.launches(workers, config_file, assignments, resume):  # workers run this command
         sys.exit(workers_lib.run_locally(workers, sys.argv[1:], _write_log, log))
-    if workers > 1 and workers != launched:
-        raise RnnlmError(f"--workers {workers} inside an MPI job of {launched} processes: "
-                         f"the job's processes are the workers; leave --workers out")
     group = workers_lib.group()
     quiet = quiet or group.rank > 0  # worker 0 alone shows progress
     signals = []

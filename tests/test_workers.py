@@ -194,13 +194,14 @@ def test_a_killed_worker_ends_the_job_with_one_line_and_harms_no_checkpoint(text
 def test_worker_counts_the_streams_cannot_be_split_by_are_one_line(text):
     for n, fragment in [("3", "do not split evenly over 3 workers: use a multiple of 3, "
                               "such as 3 or 6"),
-                        ("5", "5 workers for batch_size=4 streams")]:
+                        ("8", "8 workers for batch_size=4 streams")]:
         done = run(rnnlm("train", str(text / "corpus.txt"), *TINY, "--out", str(text / "r"),
                          "--workers", n))
         assert done.returncode == 1
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error: ") and fragment in lines[0], \
             done.stderr
+        assert not lines[0].startswith("Error: worker")  # the launcher refused: none started
     assert not (text / "r").exists()
 
 
@@ -208,3 +209,49 @@ def test_without_mpi_for_python_workers_name_the_extra(runner, text, monkeypatch
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now fails
     assert_one_line_error(runner.invoke(cli, train_args(text / "r", "--workers", "2")),
                           "pip install 'rnnlm[mpi]'")
+
+
+def processes_with(token):
+    """The pids of the processes whose environment holds token (the launcher passes its
+    environment to mpiexec, and mpiexec to the workers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if token.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass  # gone meanwhile, or not ours to read
+    return found
+
+
+def test_workers_whose_launcher_is_killed_save_and_end_with_it(text):
+    """SIGKILL cannot be relayed: the launcher just vanishes. Its workers (and mpiexec)
+    notice, save at one update, end, and leave a run that resumes."""
+    out = text / "run"
+    token = f"RNNLM_TEST_TOKEN={os.getpid()}-{time.monotonic_ns()}"
+    env = dict(ENV, RNNLM_TEST_TOKEN=token.split("=")[1])
+    command = rnnlm("train", "corpus.txt", *TINY, "--out", str(out), "--time", "8h", "-q",
+                    "--set", "eval_every=0", "--workers", "2")  # quiet: mpiexec writes nothing
+    job = subprocess.Popen(command, env=env, cwd=text, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(_lines(out / "metrics.csv")) < 3:  # the workers are training
+        assert job.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    assert len(processes_with(token)) >= 3  # the launcher, mpiexec, two workers
+    assert not (out / "last.npz").exists()  # nothing saved yet: the budget is 8 hours
+    job.kill()
+    job.wait()
+    deadline = time.monotonic() + 20  # 5 s on a quiet machine; CI's may be busy
+    while processes_with(token) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with(token) == []
+    checkpoint.load(out / "last.npz")  # saved as they ended
+    resumed = run(rnnlm("train", "--resume", str(out), "--max-steps",
+                        str(checkpoint.load(out / "last.npz").meta.step + 5)), cwd=text)
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def _lines(path):
+    return path.read_text().splitlines() if path.exists() else []

@@ -131,6 +131,30 @@ def _check_unapplied_edit(path, cfg, given):
                      f"resuming rewrites it: {how}")
 
 
+def launches(n, config_file=None, assignments=(), resume=None):
+    """Whether `rnnlm train --workers n` is to start n workers here (through
+    workers.run_locally) rather than train in this process: yes where a process that no
+    launcher started asks for several. Before any starts (seconds of spawning), the streams
+    are checked: those the run's settings give must split over n (the rule may still give
+    a short text fewer, which the workers then refuse). RnnlmError where n is not the size
+    of the MPI job this process is in."""
+    launched = workers.launched_size()
+    if n > 1 and launched > 1 and n != launched:
+        raise RnnlmError(f"--workers {n} inside an MPI job of {launched} processes: the "
+                         f"job's processes are the workers; leave --workers out")
+    if n <= 1 or launched > 1:
+        return False
+    if resume is not None:
+        base = arguments.path(resume, "resume")
+        settings = load(base / LAST if base.is_dir() else base, _silent).meta.config
+        cfg = config.from_dict(settings, f"checkpoint {base}: ")
+    else:
+        # (a budget given on the command line alone may end a config file's run)
+        cfg, _ = config.resolve(file=config_file, assignments=assignments, max_seconds=1.0)
+    workers.check_streams(cfg.batch_size, n)
+    return True
+
+
 def choose(corpus=None, *, config_file=None, assignments=(), time=None, globs=(),
            check_memory=True, notify=_silent, **settings):
     """What a new run on corpus would train with, without training it (rnnlm config

@@ -16,10 +16,13 @@ collective operation is the identity: the training loop reads the same either wa
 """
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 
@@ -107,10 +110,13 @@ def current():
 
 
 def group():
-    """This process's group of workers: MPI's where a launcher started several, else Solo."""
+    """This process's group of workers: MPI's where a launcher started several, else Solo.
+    Workers that `rnnlm train --workers N` started end with it (tie_to_launcher)."""
     global _group
     if _group is None:
         _group = Group() if launched_size() > 1 else Solo()
+        if _group.size > 1:
+            tie_to_launcher()
     return _group
 
 
@@ -231,6 +237,19 @@ def local_command(n, argv):
 # one that Open MPI's mpiexec forwards to the workers (it ends the job on the others).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 RELAYED = "RNNLM_WORKERS_LAUNCHED"  # set in the workers that run_locally starts
+LAUNCHER = "RNNLM_LAUNCHER_PID"  # the process those workers live and die with
+BEGAN = "RNNLM_BEGAN"  # when the command began (time.time()): rnnlm/__main__.py sets it
+
+
+def began(now):
+    """When this command began, on time.perf_counter's clock: where the `rnnlm` command
+    noted its start, then (in the workers it starts too: a time budget counts loading
+    the libraries, mpiexec's start-up and the workers' own, about a second of 10 s);
+    else (the Python API, a test's in-process run) now."""
+    try:
+        return now - min(max(0.0, time.time() - float(os.environ[BEGAN])), 60.0)
+    except (KeyError, ValueError):
+        return now
 
 
 def relayed(signum):
@@ -245,7 +264,7 @@ def run_locally(n, argv, write, notify):
     workers as SIGUSR1 (which mpiexec forwards: they save and stop together), and
     notify(message) says so; a second ends the job at once."""
     command, env = local_command(n, argv)
-    env[RELAYED] = "1"
+    env[RELAYED], env[LAUNCHER] = "1", str(os.getpid())
     job = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True)
     signals = []
 
@@ -271,6 +290,39 @@ def run_locally(n, argv, write, notify):
     if code == 0:
         return 0
     raise RnnlmError(relay.failure(n) or f"the workers' MPI job failed (mpiexec exit {code})")
+
+
+def tie_to_launcher():
+    """In a worker that run_locally started: when the launcher dies, even by SIGKILL,
+    which it cannot relay (mpiexec and the workers would train on, invisibly, holding the
+    run's lock), stop as at a relayed signal: every worker saves at the same update and
+    ends, and mpiexec with them. A thread waits on the launcher's pidfd: no polling."""
+    pid = int(os.environ.get(LAUNCHER) or 0)
+    if pid:
+        threading.Thread(target=_stop_when_gone, args=(pid,), daemon=True,
+                         name="rnnlm-launcher-watch").start()
+
+
+def _stop_when_gone(pid):
+    try:
+        fd = os.pidfd_open(pid)  # Linux 5.3+; it becomes readable when the process ends
+        select.select([fd], [], [])
+    except ProcessLookupError:
+        pass  # gone already
+    except (AttributeError, OSError):  # no pidfds here: ask every half second
+        while _alive(pid):
+            time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _WorkerOutput:
