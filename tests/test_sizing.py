@@ -128,3 +128,14 @@ def test_the_rule_only_considers_models_that_fit_in_memory(tmp_path, monkeypatch
     monkeypatch.setattr(memory, "available", lambda: room)
     narrow, why = api.choose(text, time="10h")
     assert narrow.hidden == 256 and "GRU 2 x 256" in why
+
+
+def test_a_tiny_text_gets_the_narrowest_model_and_is_told_so(tmp_path):
+    """On 270 characters every candidate makes its updates; the widest would have 1.3
+    million parameters to learn them by heart. None beyond MAX_PARAMS_PER_CHAR is
+    measured, and the line says the text is tiny."""
+    text = tmp_path / "c300.txt"
+    text.write_text(("It was the best of times, it was the worst of times. " * 6)[:300])
+    cfg, why = api.choose(text, time="3m")
+    assert cfg.hidden == min(sizing.HIDDEN_SIZES)
+    assert "a tiny text" in why and "270 characters" in why, why

@@ -28,6 +28,12 @@ REGULARISATION = ((0, (0.0, "step", 0.0)),
                   (10, (0.2, "locked", 0.2)),
                   (40, (0.35, "locked", 0.3)))
 STEADY = 0.15  # two windows in a row this close in time: the machine shows its speed
+# A candidate with more parameters than this per training character is not measured: on
+# a text of a few hundred characters every candidate makes its updates, and the widest
+# (1.3 million parameters for 270 characters) would learn the text by heart. Set far
+# above what the sweep's texts (30 KB and more) reach, so that it decides for tiny texts
+# alone.
+MAX_PARAMS_PER_CHAR = 50
 
 
 def regularisation(passes):
@@ -82,13 +88,24 @@ def sized(cfg, given, text, began=None, check_memory=True):
     unless the budget is in updates only. Returns the Config and the choice in one line."""
     began = time.perf_counter() if began is None else began
     train_chars = len(data.split(text.ids, cfg.val_fraction)[0])
-    updates = _updates(cfg, _fitting(candidates(cfg, given), cfg, text, check_memory),
-                       text, began)
+    fitting = _fitting(candidates(cfg, given), cfg, text, check_memory)
+    updates = _updates(cfg, _not_too_big(fitting, text.vocab.size, train_chars), text, began)
     budget = f"{_duration(cfg.max_seconds)} here" if cfg.max_seconds else f"{cfg.max_steps:,} updates"
     cfg, words, passes = rule(cfg, given, updates, train_chars)
     made = f" ({updates[cfg.hidden]:,.0f} updates)" if cfg.max_seconds else ""
+    parameters = count(Spec.of(cfg, text.vocab.size))
+    tiny = (f"; a tiny text: {parameters:,} parameters for {train_chars:,} characters learn "
+            f"it by heart more than they model it" if parameters > MAX_PARAMS_PER_CHAR *
+            train_chars else "")
     return cfg, (f"{_size(train_chars)} to train on, about {passes:.1f} passes{made} in "
-                 f"{budget}: {words} (settings you give win: rnnlm config)")
+                 f"{budget}: {words}{tiny} (settings you give win: rnnlm config)")
+
+
+def _not_too_big(candidates, vocab_size, train_chars):
+    """The candidates within MAX_PARAMS_PER_CHAR of the text; the narrowest at least."""
+    small = [c for c in candidates
+             if count(Spec.of(c, vocab_size)) <= MAX_PARAMS_PER_CHAR * train_chars]
+    return small or candidates[:1]
 
 
 def _fitting(candidates, cfg, text, check_memory):
@@ -151,6 +168,8 @@ def speed(cfg, ids, vocab_size, most=12):
 
 
 def _size(chars):
+    if chars < 1000:
+        return f"{chars} characters"
     return f"{chars / 1e6:.3g}M characters" if chars >= 1e6 else f"{chars / 1e3:.3g}K characters"
 
 
