@@ -101,11 +101,14 @@ checkpoint_option = click.option(
 engine_option = click.option(
     "--engine", default="fast", show_default=True, type=click.Choice(config.ENGINES),
     help="fast, or textbook: the same numbers, one readable step at a time.")
+encoding_option = click.option(
+    "--encoding", help="Of TEXTFILE [default: the one the model was trained with, else "
+                       "utf-8].")
 text_options = _options(
     click.option("--skip-unknown", is_flag=True,
                  help="Skip characters outside the vocabulary (and count them) instead of "
                       "failing."),
-    click.option("--encoding", default="utf-8", show_default=True, help="Of TEXTFILE."))
+    encoding_option)
 
 
 def log(message):
@@ -523,8 +526,9 @@ def export(target, fmt, out_path, float16):
               help="For the fresh models' weights and the positions.")
 @click.option("-o", "--out", "out_path", type=PathType(path_type=Path),
               help="PNG to draw [default: gradflow.png here, where Matplotlib is installed].")
+@encoding_option
 def gradflow(textfile, checkpoints, cells, hidden, layers, distance, positions, seq_len,
-             scale_whh, linear, seed, out_path):
+             scale_whh, linear, seed, out_path, encoding):
     """How far back the gradient reaches: for k = 0..K, the mean norm of dL_t/ds_(t-k),
     the gradient of the loss at step t with respect to the hidden state k steps earlier,
     relative to k = 0, measured with the textbook engine's backward pass on TEXTFILE
@@ -545,7 +549,7 @@ def gradflow(textfile, checkpoints, cells, hidden, layers, distance, positions, 
         plots.check_gradflow_target(out_path)
     flows = gradflow_lib.compare(textfile, checkpoints, cells, hidden, layers, distance,
                                  positions, seq_len, scale_whh,
-                                 "identity" if linear else "tanh", seed, notify=log)
+                                 "identity" if linear else "tanh", seed, encoding, notify=log)
     for line in gradflow_lib.report(flows, distance, positions):
         click.echo(line)
     if out_path is not None:

@@ -71,6 +71,7 @@ class Flow:
     window_norm: float  # the global norm of one training window's gradient (of the mean loss)
     clip_norm: float
     seq_len: int  # the training window: where truncation stops the gradient
+    positions: int  # places averaged over: fewer than asked where the text has fewer
 
     @property
     def ratios(self):
@@ -83,15 +84,23 @@ class Flow:
         below = np.flatnonzero(self.ratios[:, layer] < level)
         return int(below[0]) if below.size else None
 
+    def overflow(self, layer=-1):
+        """The first distance k where the gradient left float64's range, or None."""
+        beyond = np.flatnonzero(~np.isfinite(self.norms[:, layer]))
+        return int(beyond[0]) if beyond.size else None
+
     def summary(self, distance):
-        """One line: W_hh's largest singular values, where the gradient fades, clipping."""
-        reach = self.reach()
+        """One line: W_hh's largest singular values, where the gradient fades or overflows,
+        clipping."""
+        reach, overflow = self.reach(), self.overflow()
         layers = f" (layers 1..{len(self.sigma)})" if len(self.sigma) > 1 else ""
         fades = (f"from k = {reach}" if reach is not None else f"nowhere up to k = {distance}")
+        if overflow is not None and (reach is None or overflow < reach):
+            fades = f"nowhere: it grows beyond float64's range from k = {overflow}"
         clipped = (f", which clip_norm {self.clip_norm:g} would scale by {self.clip_scale:.3g}"
                    if self.clip_scale < 1 else f" (clip_norm {self.clip_norm:g}: not clipped)")
         return (f"{self.label}: largest singular value of W_hh "
-                + ", ".join(f"{s:.3f}" for s in self.sigma) + layers
+                + ", ".join(f"{s:.4g}" for s in self.sigma) + layers
                 + f"; below 1e-3 of its start {fades}"
                 + f"; a training window's gradient norm {self.window_norm:.4g}{clipped}")
 
@@ -128,21 +137,31 @@ def measure(params, spec, ids, label, distance=200, positions=32, seq_len=64, cl
                          f"{span:,} (lower --distance)")
     params = scaled({k: v.astype(np.float64) for k, v in params.items()}, spec, scale_whh)
     rng = np.random.default_rng(seed)
-    starts = rng.integers(0, len(ids) - span + 1, size=positions)
+    room = len(ids) - span + 1  # the distinct places the text has
+    starts = rng.integers(0, room, size=positions) if positions < room else np.arange(room)
     windows = np.stack([ids[s:s + span] for s in starts]).astype(np.intp)
-    with np.errstate(over="ignore"):  # an exploding gradient may leave float64's range
-        grads = state_gradients(params, spec, windows, activation)[:distance + 1]
-        norms = np.linalg.norm(grads, axis=2).mean(axis=-1)  # (K+1, L)
+    try:
+        with np.errstate(all="ignore"):  # an exploding gradient may leave float64's range
+            grads = state_gradients(params, spec, windows, activation)[:distance + 1]
+            norms = np.linalg.norm(grads, axis=2).mean(axis=-1)  # (K+1, L)
+    except MemoryError:  # (distance + warm-up) x layers x hidden x positions float64s
+        raise RnnlmError(f"out of memory measuring {label}: lower --positions, --distance "
+                         f"or --hidden") from None
+    if not np.isfinite(norms[0]).all():
+        raise RnnlmError(f"{label}: the states themselves left float64's range over the "
+                         f"{span - 1} steps run (warm-up and distance): nothing to measure; "
+                         f"lower --scale-whh or --distance")
     sigma = [float(np.linalg.svd(params[layer_keys(l)[1]], compute_uv=False)[0])
              for l in range(spec.layers)]
     x, y = windows[:, :seq_len], windows[:, 1:seq_len + 1]
-    state = [tuple(np.zeros((positions, spec.hidden)) for _ in range(spec.state_size))
+    state = [tuple(np.zeros((len(starts), spec.hidden)) for _ in range(spec.state_size))
              for _ in range(spec.layers)]
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # the loss may be inf
         _, window_grads, _ = textbook.loss_and_grads(params, spec, x, y, state,
                                                      activation=activation)
         window_norm = float(np.sqrt(sum(float((g ** 2).sum()) for g in window_grads.values())))
-    return Flow(label, spec.cell, trained, norms, sigma, window_norm, clip_norm, seq_len)
+    return Flow(label, spec.cell, trained, norms, sigma, window_norm, clip_norm, seq_len,
+                len(starts))
 
 
 BUILTIN_CHARS = 300_000  # of the built-in corpus, where no text is given: plenty of positions
@@ -160,21 +179,26 @@ def rows(flows, distance):
 def report(flows, distance, positions):
     """The table of ratios by distance, a column a model, and a summary line each."""
     width = max(14, *(len(f.label) + 2 for f in flows))
-    lines = [f"|dL_t/ds_(t-k)| relative to k = 0 (the top layer), mean over {positions} "
-             f"positions", f"{'k':>5}" + "".join(f"{f.label:>{width}}" for f in flows)]
-    lines += [f"{k:>5}" + "".join(f"{f.ratios[k, -1]:>{width}.3e}" for f in flows)
+    used = sorted({f.positions for f in flows})
+    over = " or ".join(map(str, used)) + " positions" + (
+        "" if used == [positions] else f" ({positions} asked: the text has room for no more)")
+    lines = [f"|dL_t/ds_(t-k)| relative to k = 0 (the top layer), mean over {over}",
+             f"{'k':>5}" + "".join(f"{f.label:>{width}}" for f in flows)]
+    cell = lambda r: f"{r:>{width}.3e}" if np.isfinite(r) else f"{'overflow':>{width}}"
+    lines += [f"{k:>5}" + "".join(cell(f.ratios[k, -1]) for f in flows)
               for k in rows(flows, distance)]
     return lines + [f.summary(distance) for f in flows]
 
 
 def compare(text_path=None, checkpoints=(), cells=(), hidden=256, layers=2, distance=200,
             positions=32, seq_len=None, scale_whh=1.0, activation="tanh", seed=0,
-            encoding="utf-8", notify=lambda message: None):
+            encoding=None, notify=lambda message: None):
     """measure() for each checkpoint (a run directory means its best.npz) and for a freshly
     initialised model of each cell (hidden x layers, PyTorch's initialisation, from seed),
     on the text at text_path (default: the built-in corpus). Checkpoints keep their own
     seq_len and clip_norm; fresh models take seq_len (default: the configured default) and
-    the default clip_norm. Returns a list of Flow, checkpoints first."""
+    the default clip_norm. The text is read in `encoding`, by default each checkpoint's
+    own (utf-8 for fresh models). Returns a list of Flow, checkpoints first."""
     from rnnlm.io import checkpoint, corpus, data, rundir
     from rnnlm import config
     from rnnlm.params import Spec, init_params
@@ -193,7 +217,9 @@ def compare(text_path=None, checkpoints=(), cells=(), hidden=256, layers=2, dist
         path = rundir.checkpoint_of(path)
         ckpt = checkpoint.load(path)
         if builtin is None:
-            ids, skipped = data.encode_file(text_path, ckpt.vocab, encoding, skip_unknown=True)
+            ids, skipped = data.encode_file(text_path, ckpt.vocab, encoding or
+                                            ckpt.meta.config.get("encoding") or "utf-8",
+                                            skip_unknown=True)
         else:
             ids, skipped = ckpt.vocab.encode(builtin, skip_unknown=True)
         if skipped:
@@ -207,7 +233,7 @@ def compare(text_path=None, checkpoints=(), cells=(), hidden=256, layers=2, dist
                              **common))
     if cells:
         if builtin is None:
-            text = corpus.read([Path(text_path)], encoding)
+            text = corpus.read([Path(text_path)], encoding or "utf-8")
             vocab, ids = text.vocab, text.ids
         else:
             vocab, ids = data.text_corpus(builtin)

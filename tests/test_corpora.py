@@ -255,3 +255,22 @@ def test_corpus_from_standard_input_via_the_console(tmp_path, corpus):
                             str(tmp_path / "r"), "--max-steps", "30"], capture_output=True,
                            text=True, timeout=120)
     assert again.returncode == 1 and "cannot be read again; give the corpus" in again.stderr
+
+
+def test_a_utf8_text_read_as_latin1_is_said_to_be_utf8(runner, tmp_path):
+    """Latin-1 decodes every byte, so a UTF-8 text read as latin-1 is no error: each
+    accented letter becomes two characters (mojibake). The log says so; a real Latin-1
+    text, or the UTF-8 one read as UTF-8, hears nothing of it."""
+    text = tmp_path / "fr.txt"
+    text.write_text("Le café est très bon, à la française.\n" * 60, encoding="utf-8")
+    tiny = ["--config", str(CONFIGS / "tiny.yaml"), "--max-steps", "3"]
+    misread = runner.invoke(cli, ["train", str(text), "--encoding", "latin-1",
+                                  "--out", str(tmp_path / "a")] + tiny)
+    assert misread.exit_code == 0, misread.output
+    assert '"Ã©" would be "é"' in misread.stderr and "leave out --encoding" in misread.stderr
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(text.read_text(encoding="utf-8").encode("latin-1"))
+    for path, encoding, out in [(latin, "latin-1", "b"), (text, "utf-8", "c")]:
+        read = runner.invoke(cli, ["train", str(path), "--encoding", encoding,
+                                   "--out", str(tmp_path / out)] + tiny)
+        assert read.exit_code == 0 and "reads as UTF-8" not in read.stderr

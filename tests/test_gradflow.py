@@ -158,3 +158,55 @@ def test_a_scale_that_is_not_a_finite_number_is_refused(runner, text, tmp_path, 
                                               "--scale-whh", scale, "--hidden", "4",
                                               "-o", str(tmp_path / "g.png")]),
                           "--scale-whh must be a finite number >= 0", scale)
+
+
+def test_a_gradient_beyond_float64_is_said_to_overflow_not_printed_as_nan(runner, text):
+    """W_hh scaled by 40 with the identity: the states themselves leave float64's range
+    (one line: nothing to measure); by 6 with tanh, the gradient alone grows beyond it
+    (rows say overflow, the summary says from where); a W_hh of 1e300 prints as 1e+300,
+    not 300 digits."""
+    small = ["--cell", "rnn", "--hidden", "8", "--positions", "4"]
+    states = runner.invoke(cli, ["gradflow", str(text), *small, "--distance", "500",
+                                 "--linear", "--scale-whh", "40"])
+    assert_one_line_error(states, "left float64's range", "lower --scale-whh or --distance")
+    norms = np.array([[1.0], [1e200], [np.inf], [np.inf]])  # as an exploding gradient's
+    flow = gradflow.Flow("x", "rnn", False, norms, [1e10], np.inf, 5.0, 2, 4)
+    table = gradflow.report([flow], 3, 4)
+    assert "nan" not in " ".join(table) and table[4].split()[1:] == ["overflow"]
+    assert "grows beyond float64's range from k = 2" in flow.summary(3)
+    spec = Spec("rnn", 7, 8, 1)
+    params = init_params(spec, np.random.default_rng(1), np.float64)
+    huge = gradflow.measure(params, spec, text_ids(), "x", distance=3, positions=2, seq_len=2,
+                            scale_whh=1e300)
+    assert "e+299" in huge.summary(3) and len(huge.summary(3)) < 200
+
+
+def test_positions_beyond_the_texts_room_are_said(runner, tmp_path):
+    six = tmp_path / "six.txt"
+    six.write_text("abcdef")
+    result = runner.invoke(cli, ["gradflow", str(six), "--cell", "rnn", "--hidden", "4",
+                                 "--distance", "2", "--seq-len", "2", "--positions", "200",
+                                 "-o", str(tmp_path / "g.png")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].endswith(
+        "mean over 1 positions (200 asked: the text has room for no more)")
+
+
+def test_a_checkpoints_text_is_read_in_the_encoding_it_was_trained_with(runner, tmp_path):
+    """A model of a Latin-1 text: eval, inspect and gradflow read a Latin-1 file as its
+    corpus was read, without --encoding; gradflow takes --encoding too."""
+    import rnnlm
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(("Le cœur a ses raisons que la raison ne connaît point. " * 40)
+                      .replace("œ", "oe").encode("latin-1"))
+    run = rnnlm.train(latin, tmp_path / "run", config_file=CONFIGS / "tiny.yaml",
+                      encoding="latin-1", max_steps=5)
+    ckpt = str(run / "last.npz")
+    assert runner.invoke(cli, ["eval", "--ckpt", ckpt, str(latin)]).exit_code == 0
+    assert runner.invoke(cli, ["inspect", "--ckpt", ckpt, str(latin), "-o",
+                               str(tmp_path / "p.html")]).exit_code == 0
+    flow = runner.invoke(cli, ["gradflow", str(latin), "--ckpt", ckpt, "--distance", "5",
+                               "--positions", "2", "-o", str(tmp_path / "g.png")])
+    assert flow.exit_code == 0, flow.output
+    as_utf8 = runner.invoke(cli, ["eval", "--ckpt", ckpt, str(latin), "--encoding", "utf-8"])
+    assert_one_line_error(as_utf8, "not valid utf-8")

@@ -13,6 +13,7 @@ characters) plus a chunk. What can be read only once (standard input, a pipe, a 
 copied to a temporary file first. Each file's size and SHA-256 are recorded, so that a run
 can say what it was trained on and a resumed run can check that it is the same.
 """
+import codecs
 import contextlib
 import fnmatch
 import hashlib
@@ -59,9 +60,10 @@ class Corpus:
                 "files": [{"path": s.path, "size": s.size, "sha256": s.sha256}
                           for s in self.sources]}
 
-    def notes(self):
+    def notes(self, encoding="utf-8"):
         """What reading changed or found, for the log."""
-        out = []
+        hint = self.utf8_hint(encoding)
+        out = [hint] if hint else []
         boms, crlf = sum(s.bom for s in self.sources), sum(s.crlf for s in self.sources)
         if boms:
             out.append(f"dropped the byte-order mark at the start of {boms} file(s)")
@@ -73,6 +75,32 @@ class Corpus:
         for reason, n in self.skipped.items():
             out.append(f"skipped {n} {reason} file(s)")
         return out
+
+
+    def utf8_hint(self, encoding, sample=100_000):
+        """A line where the text, read in a one-byte encoding such as latin-1, was UTF-8
+        (its first `sample` characters, back in their bytes, are UTF-8 with characters
+        beyond ASCII): every accented letter would have become two, as "Ã©" for "é"."""
+        if codecs.lookup(encoding).name == "utf-8":
+            return None
+        head = "".join(self.vocab.chars[i] for i in self.ids[:sample].tolist())
+        try:
+            utf8 = head.encode(encoding).decode("utf-8")
+        except (UnicodeError, LookupError):
+            return None
+        if utf8 == head:  # ASCII alone: the same in either
+            return None
+        return (f"the text reads as UTF-8 ({_first_difference(head, utf8)}): "
+                f"read as {encoding}, each of its accented letters becomes two characters; "
+                f"leave out --encoding (or --set encoding=utf-8)")
+
+
+def _first_difference(as_read, utf8):
+    """'"Ã©" as "é"': the first character where reading as UTF-8 changes the text."""
+    for k, ch in enumerate(utf8):
+        if ch != as_read[k]:
+            return f'"{as_read[k:k + len(ch.encode("utf-8"))]}" would be "{ch}"'
+    return ""
 
 
 def files(paths, globs=()):

@@ -254,7 +254,7 @@ def _read_corpus(paths, globs, cfg, origin, notify):
     text = corpus_lib.read(paths, cfg.encoding, globs, cfg.newline, extra_chars=known)
     if origin.record is not None:
         corpus_lib.check_same(origin.record, text)
-    for note in text.notes():
+    for note in text.notes(cfg.encoding):
         notify(note)
     first = paths[0]
     default_out = Path("runs") / ("stdin" if str(first) == "-" else first.stem or "corpus")
