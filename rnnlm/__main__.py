@@ -34,6 +34,30 @@ def apply_threads(argv):
             os.environ[name] = threads
 
 
+class Unbroken:
+    """stderr that a reader gone away (`rnnlm train ... 2>&1 | head`) cannot break: what
+    follows goes nowhere and the run goes on to its checkpoints (a BrokenPipeError in a
+    progress bar's write ended it, with nothing saved)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+    def write(self, text):
+        return self._unbroken(self.stream.write, text) or len(text)
+
+    def flush(self):
+        self._unbroken(self.stream.flush)
+
+    def _unbroken(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+
+
 def main():
     started = time.time()  # a time budget counts from here: loading the libraries too
     try:
@@ -43,6 +67,7 @@ def main():
     except KeyboardInterrupt:
         sys.exit(130)
     os.environ.setdefault(workers.BEGAN, repr(started))  # the workers it starts inherit it
+    sys.stderr = Unbroken(sys.stderr)
     run()
 
 

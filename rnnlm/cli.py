@@ -584,12 +584,10 @@ def gradcheck(cells, layer_counts, regularisers, hidden, vocab, seq_len, batch, 
     Example:
       rnnlm gradcheck --cell lstm --layers 2
     """
-    rows = []
-    for engine in engine_names or ("fast",):
-        rows += gradcheck_lib.check_all(cells or tuple(CELLS), layer_counts or (1, 2),
-                                        regularisers or tuple(gradcheck_lib.REGULARISERS),
-                                        hidden=hidden, vocab=vocab,
-                                        seq_len=seq_len, batch=batch, seed=seed, engine=engine)
+    rows = gradcheck_lib.check_all(cells or tuple(CELLS), layer_counts or (1, 2),
+                                   regularisers or tuple(gradcheck_lib.REGULARISERS),
+                                   engine_names or ("fast",), hidden=hidden, vocab=vocab,
+                                   seq_len=seq_len, batch=batch, seed=seed)
     for line in gradcheck_lib.report(rows):
         click.echo(line)
     if not all(r.ok for r in rows):

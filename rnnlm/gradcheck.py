@@ -79,13 +79,14 @@ def check(cell="rnn", layers=1, regulariser="none", hidden=5, vocab=7, seq_len=6
 
 
 def check_all(cells=tuple(CELLS), layer_counts=(1, 2), regularisers=tuple(REGULARISERS),
-              **sizes):
-    """Every cell x depth x regulariser, as one list of rows."""
+              engines=("fast",), **sizes):
+    """Every engine x cell x depth x regulariser, as one list of rows."""
     rows = []
-    for cell in cells:
-        for layers in layer_counts:
-            for regulariser in regularisers:
-                rows += check(cell, layers, regulariser, **sizes)
+    for engine in engines:
+        for cell in cells:
+            for layers in layer_counts:
+                for regulariser in regularisers:
+                    rows += check(cell, layers, regulariser, engine=engine, **sizes)
     return rows
 
 

@@ -23,7 +23,7 @@ def test_gradcheck_passes_for_every_cell_depth_and_regulariser_with_the_fast_eng
 
 
 def assert_gradcheck_passes(engine_name):
-    rows = gradcheck.check_all(engine=engine_name)
+    rows = gradcheck.check_all(engines=[engine_name])
     tensors = sum(len(param_shapes(Spec(cell, 7, 5, layers))) for cell, layers, _ in SETTINGS)
     assert len(rows) == tensors  # one row per parameter tensor of every setting
     assert {r.case for r in rows} >= {"gru L2 locked" + ("" if engine_name == "fast" else " textbook"),

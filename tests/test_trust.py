@@ -206,3 +206,18 @@ def test_eval_of_a_model_far_worse_than_guessing_says_its_perplexity_is_infinite
     result = runner.invoke(cli, ["eval", "--ckpt", str(bad), str(corpus)])
     assert result.exit_code == 0, result.output
     assert "perplexity inf" in result.stdout and "Traceback" not in result.output
+
+
+def test_a_reader_of_the_log_that_goes_away_does_not_end_the_run(corpus, tmp_path):
+    """`rnnlm train ... 2>&1 | head -2`: once head has its lines, every write to the log
+    is a broken pipe. The run goes on, quietly, to its last checkpoint."""
+    import subprocess
+    from helpers import rnnlm_cmd
+    out = tmp_path / "run"
+    job = subprocess.Popen(rnnlm_cmd("train", str(corpus), *TINY, "--max-steps", "60",
+                                     "--set", "eval_every=20", "--out", str(out)),
+                           stderr=subprocess.PIPE)
+    job.stderr.readline()
+    job.stderr.close()  # the reader goes away
+    assert job.wait(timeout=120) == 0
+    assert checkpoint.load(out / "last.npz").meta.step == 60
