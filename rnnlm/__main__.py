@@ -9,8 +9,7 @@ import os
 import sys
 import time
 
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                    "VECLIB_MAXIMUM_THREADS")
+from rnnlm.run.threads import THREAD_VARIABLES
 
 
 def threads_option(argv):

@@ -204,11 +204,10 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
     if not quiet:
         where = f"best val {best.val_loss:.4f} nats/char at step {best.step}; " if best else ""
         log(f"done: {where}checkpoints in {out}")
-        few = training.too_few(cfg, steps - begin.start_step)
-        if few:
+        if few := training.too_few(cfg, steps - begin.start_step):
             log(few)
-        sample_from = rundir.checkpoint_of(out)
-        log(f"sample from it: rnnlm sample --ckpt {shlex.quote(str(sample_from))} -n 500")
+        log(f"sample from it: rnnlm sample --ckpt {shlex.quote(str(rundir.checkpoint_of(out)))}"
+            " -n 500")
 
 
 @contextlib.contextmanager
@@ -245,7 +244,8 @@ def _show_progress(events, cfg, begin, quiet):
     def postfix(speed):  # the step, the smoothed loss, the last validation loss, the speed
         bar.set_postfix_str(f"step {step.step} loss {smoothed:.3f}"
                             + (f" val {last_val:.3f}" if last_val is not None else "")
-                            + f" {speed:,.0f} chars/s", refresh=False)
+                            + f" {speed:,.0f} chars/s"
+                            + (f" threads {step.threads}" if step.threads else ""), refresh=False)
 
     with bar:
         for event in events:
@@ -255,6 +255,8 @@ def _show_progress(events, cfg, begin, quiet):
                 bar.update(min(int(event.elapsed), bar.total) - bar.n if by_time
                            else event.step - bar.n)
                 postfix(event.chars_per_sec)
+                if event.change and not quiet:
+                    bar.write(event.change.describe(cfg.batch_size * cfg.seq_len), file=sys.stderr)
             elif isinstance(event, Eval):
                 last_val = event.val_loss
                 best = event if event.best else best
@@ -317,7 +319,7 @@ def sample(ckpt, prime, prime_file, length, num_samples, temperature, top_k, top
       rnnlm sample --ckpt runs/shk/best.npz --prime "ROMEO:" -n 500 --temperature 0.8
       rnnlm sample --ckpt runs/shk --prime-file opening.txt --top-p 0.9 --num-samples 3
     """
-    sample_lib.check_options(temperature, top_k, top_p)  # before the model loads
+    sample_lib.check_options(temperature, top_k, top_p)  # before the model loads (and again)
     if prime is not None and prime_file is not None:
         raise RnnlmError("give --prime or --prime-file, not both")
     if prime_file is not None:

@@ -41,7 +41,7 @@ def test_train_writes_a_run_directory(trained):
         {"curves.png"} if plots.available() else set())
     rows = list(csv.DictReader(open(trained / "metrics.csv")))
     assert list(rows[0]) == ["step", "epoch", "train_loss", "val_loss", "grad_norm", "lr",
-                             "chars_per_sec", "elapsed_s"]
+                             "chars_per_sec", "elapsed_s", "threads"]
     assert [int(r["step"]) for r in rows] == [5, 10, 15, 20]
     assert rows[1]["val_loss"] and rows[3]["val_loss"] and not rows[0]["val_loss"]
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])

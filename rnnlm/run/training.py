@@ -19,7 +19,7 @@ from rnnlm import config, engines, plots
 from rnnlm.errors import RnnlmError
 from rnnlm.io import checkpoint as ckpt_io, rundir
 from rnnlm.io.rundir import BEST, CONFIG, CURVES, LAST, METRICS
-from rnnlm.run import memory, optim, workers
+from rnnlm.run import memory, optim, threads as threads_lib, workers
 from rnnlm.config import to_yaml
 from rnnlm.io.data import Streams, min_corpus_length, split
 from rnnlm.evaluate import Interrupted, loss_sums
@@ -29,7 +29,7 @@ from rnnlm.params import (Spec, carry_over, count, dropout_masks, init_params,
 from rnnlm.sample import generate
 
 COLUMNS = ("step", "epoch", "train_loss", "val_loss", "grad_norm", "lr", "chars_per_sec",
-           "elapsed_s")
+           "elapsed_s", "threads")
 
 
 @dataclass
@@ -47,6 +47,8 @@ class Step:
     lr: float
     chars_per_sec: float  # over the last log interval
     elapsed: float = 0.0  # seconds of training, counting the runs this one resumed
+    threads: int = None  # the matrix products' threads, where the run chooses them
+    change: threads_lib.Change = None  # the run has just chosen another count
 
 
 @dataclass
@@ -397,19 +399,21 @@ class _Interval:
     steps: int = 0
     time: float = 0.0
 
-    def add(self, loss, seconds):
+    def add(self, loss, seconds, chars_per_step):
+        """Count an update; returns the interval's speed so far, in chars/s."""
         self.loss, self.steps, self.time = self.loss + loss, self.steps + 1, self.time + seconds
+        return chars_per_step * self.steps / max(self.time, 1e-9)
 
 
 def _steps(run, streams, val_ids, out_dir, stop):
     cfg = run.cfg
     run.val_total = len(val_ids)
-    chars_per_step = cfg.batch_size * cfg.seq_len
-    interval = _Interval()
+    chars_per_step, interval = cfg.batch_size * cfg.seq_len, _Interval()
     rollbacks, smoothed, evaluated = 0, None, run.best_val is not None
     reserve = 0.0  # seconds kept at the end of a time budget for the final evaluation
     checked = run.elapsed()  # training time when _due last looked at the clock
     dt, fastest, updates = 0.0, math.inf, 0  # this process's updates: the last's time, ...
+    tuner = threads_lib.tuner()  # the threads' count chosen as it goes; None where pinned
 
     def decide():  # made before the reduction, so that it can carry them
         nonlocal checked
@@ -432,10 +436,10 @@ def _steps(run, streams, val_ids, out_dir, stop):
         fastest, updates = min(fastest, dt), updates + 1
         val_ids, reserve = _sized(run, val_ids, chars_per_step / min(
             clock[2], fastest if run.group.size == 1 else math.inf), updates, last or evaluating)
-        interval.add(loss, dt)
+        speed = interval.add(loss, dt, chars_per_step)
         epoch = run.epoch + run.window / streams.windows
-        speed = chars_per_step * interval.steps / max(interval.time, 1e-9)
-        yield Step(run.step, epoch, loss, norm, lr, speed, run.elapsed())
+        yield Step(run.step, epoch, loss, norm, lr, speed, run.elapsed(),  # threads: as run,
+                   *(tuner.in_use, tuner.observe(dt)) if tuner else ())  # and any change
 
         if stopping:
             yield _stop(run, out_dir)
@@ -454,7 +458,7 @@ def _steps(run, streams, val_ids, out_dir, stop):
                 return
             evaluated = True
         if event or run.step % cfg.log_every == 0:
-            _log(run, out_dir, epoch, interval, event, norm, lr, speed)
+            _log(run, out_dir, epoch, interval, event, norm, lr, speed, tuner and tuner.threads)
             interval = _Interval()
         if event:  # after its row of metrics.csv, which curves.png draws
             event.warning = _draw_curves(run, out_dir)
@@ -509,14 +513,14 @@ def _draw_curves(run, out_dir):
     return None
 
 
-def _log(run, out_dir, epoch, interval, event, norm, lr, speed):
+def _log(run, out_dir, epoch, interval, event, norm, lr, speed, threads=None):
     """A row of metrics.csv (worker 0's) for the updates since the last row."""
     if run.group.rank == 0:
         val_loss = event.val_loss if event else None
         _append_metrics(out_dir, [
             run.step, f"{epoch:.4f}", f"{interval.loss / interval.steps:.5f}",
             "" if val_loss is None else f"{val_loss:.5f}", f"{norm:.4f}", f"{lr:.6g}",
-            f"{speed:.0f}", f"{run.elapsed():.1f}"])
+            f"{speed:.0f}", f"{run.elapsed():.1f}", threads or ""])
 
 
 FEW_UPDATES = 100  # a time budget that allows fewer has trained no model worth the name

@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from rnnlm.errors import RnnlmError
+from rnnlm.run.threads import THREAD_VARIABLES
 
 # Set by the launchers in each process they start: Open MPI, MPICH's Hydra (and Intel
 # MPI), Slurm's srun.
@@ -228,8 +229,7 @@ def local_command(n, argv):
             env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     if "--threads" not in " ".join(argv):
         threads = str(max(1, (os.cpu_count() or 1) // n))
-        env.update({name: threads for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                               "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")})
+        env.update({name: threads for name in THREAD_VARIABLES})
     return command + [sys.executable, "-m", "rnnlm", *argv], env
 
 

@@ -1,0 +1,131 @@
+"""How many threads the matrix products run on, chosen by the run from its own updates.
+
+A BLAS thread pool synchronises inside each of the hundreds of small products of an
+update, so one thread that the OS deschedules (another program wants the core) stalls them
+all: beside one busy core, two threads ran at half the speed of one (README, "More
+cores"). Which is fastest depends on what else the machine is doing, and that changes
+during a run. So the run measures: it tries each thread count on a few real updates,
+keeps the fastest, and tries again when its speed falls well below what that count gave,
+and every RECHECK seconds.
+
+Threads decide only the speed: OpenBLAS splits a product's output between its threads,
+never a sum, so every number the run computes is the same with any count
+(tests/test_threads.py holds a float64 trajectory to that, bit for bit).
+"""
+import os
+import statistics
+from dataclasses import dataclass
+
+# The variables through which a BLAS takes its thread count as it loads: --threads sets
+# them (rnnlm/__main__.py), so do the workers' launcher and a user who pins the count.
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS")
+PROBE_UPDATES = 3  # updates timed at each count while probing: their median decides
+SLOWER = 0.7  # a speed below this share of the best at the current count: probe again
+RECHECK = 30.0  # seconds of training between probes, where the speed says nothing
+
+
+@dataclass
+class Change:
+    """A new thread count and the two speeds (updates per second) that decided it."""
+    threads: int
+    was: int
+    speed: float  # at the new count, as probed
+    speed_was: float  # at the old one, as probed
+
+    def describe(self, chars_per_update):
+        """The change in one line, with the speeds that decided it."""
+        now, before = self.speed * chars_per_update, self.speed_was * chars_per_update
+        return (f"threads: {self.was} -> {self.threads} (measured {now:,.0f} chars/s on "
+                f"{self.threads}, {before:,.0f} on {self.was})")
+
+
+def tuner():
+    """A Tuner of this process's BLAS threads, or None where the count is pinned (a thread
+    variable is set: --threads, the workers' launcher, the user), where one core is all
+    there is, or where the count cannot change in a running process (threadpoolctl, of
+    the extra rnnlm[fast], missing)."""
+    if any(name in os.environ for name in THREAD_VARIABLES) or cores() < 2:
+        return None
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    blas = ThreadpoolController().select(user_api="blas")
+    if not blas.lib_controllers:
+        return None
+    most = min(cores(), max(c.num_threads for c in blas.lib_controllers))
+    # a controller made once switches in 7 us; threadpool_limits() took 0.2 ms (measured)
+    return Tuner(range(1, most + 1), lambda n: blas.limit(limits=n)) if most > 1 else None
+
+
+def cores():
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class Tuner:
+    """Chooses among thread `counts` (1 up to the cores) from the times of updates.
+
+    observe(seconds) after each update; it calls set_threads(n) where it wants the next
+    updates run on n threads, and returns a Change where the chosen count changed. A probe
+    times PROBE_UPDATES updates at each count; the first update after a switch is not
+    timed (the pool wakes up)."""
+
+    def __init__(self, counts, set_threads, recheck=RECHECK):
+        self.counts, self._set, self.recheck = sorted(counts), set_threads, recheck
+        self.threads = self.in_use = self.counts[-1]  # the chosen count; the one running
+        self.best = {}  # count -> the fastest median update time a probe measured
+        self.recent, self.since_probe = [], 0.0
+        self.queue, self.times, self.measured = [], [], {}
+        self._probe()
+
+    def set_threads(self, n):
+        if n != self.in_use:
+            self._set(n)
+            self.in_use = n
+
+    def _probe(self):
+        self.queue = list(self.counts)
+        self.measured, self.times, self.skip = {}, [], True
+        self.set_threads(self.queue[0])
+
+    def observe(self, seconds):
+        """An update took `seconds`; returns a Change where the count changed."""
+        if self.queue:
+            return self._probing(seconds)
+        self.since_probe += seconds
+        self.recent = (self.recent + [seconds])[-PROBE_UPDATES:]
+        slow = (len(self.recent) == PROBE_UPDATES and
+                SLOWER * statistics.median(self.recent) > self.best[self.threads])
+        if slow or self.since_probe >= self.recheck:
+            self._probe()
+        return None
+
+    def _probing(self, seconds):
+        if self.skip:
+            self.skip = False
+            return None
+        self.times.append(seconds)
+        if len(self.times) < PROBE_UPDATES:
+            return None
+        self.measured[self.queue.pop(0)] = statistics.median(self.times)
+        self.times, self.skip = [], True
+        if self.queue:
+            self.set_threads(self.queue[0])
+            return None
+        return self._choose()
+
+    def _choose(self):
+        was = self.threads
+        self.threads = min(self.measured, key=self.measured.get)
+        self.best = dict(self.measured)
+        self.recent, self.since_probe = [], 0.0
+        self.set_threads(self.threads)
+        if self.threads == was:
+            return None
+        return Change(self.threads, was, 1 / self.measured[self.threads],
+                      1 / self.measured.get(was, float("inf")))
