@@ -76,12 +76,11 @@ class Model:
               argmax=False):
         """Yield n generated characters, one at a time, after feeding prime (not yielded).
         The same seed (an int, or a list of ints) gives the same characters."""
-        n, seed = sampling.check_request(self.vocab, prime, n, seed)
-        sampling.check_options(temperature, top_k, top_p)
+        rng = np.random.default_rng(arguments.seed(seed))
+        characters = sampling.generate(self.params, self.spec, self.vocab, rng, prime, n,
+                                       temperature, top_k, argmax, self.engine, top_p)
         self.ready(n)
-        return sampling.generate(self.params, self.spec, self.vocab,
-                                 np.random.default_rng(seed), prime, n, temperature, top_k,
-                                 argmax, self.engine, top_p)
+        return characters
 
     def sample(self, prime="", n=200, temperature=1.0, top_k=0, top_p=1.0, seed=None,
                argmax=False):

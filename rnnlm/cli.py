@@ -331,7 +331,7 @@ def sample(ckpt, prime, prime_file, length, num_samples, temperature, top_k, top
         for k in range(num_samples):
             chars = model.chars(prime, length, temperature, top_k, top_p,
                                 seed if k == 0 or seed is None else [seed, k], argmax)
-            first = next(chars, "")  # raises on a bad prime before anything is printed
+            first = next(chars, "")  # (a bad prime was refused before anything printed)
             out.write((SAMPLES_SEPARATOR if k else "") + prime + first)
             out.flush()
             for ch in chars:

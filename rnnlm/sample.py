@@ -37,13 +37,6 @@ def check_options(temperature=1.0, top_k=0, top_p=1.0):
         raise RnnlmError(f"top-p must be in (0, 1], got {top_p}")
 
 
-def check_request(vocab, prime, length, seed):
-    """The prime (a str of the vocabulary's characters), the length (a whole number >= 0)
-    and the seed (arguments.seed) of a sample, or RnnlmError naming the first wrong one."""
-    check_prime(vocab, arguments.text(prime, "prime"))
-    return arguments.integer(length, "n", minimum=0), arguments.seed(seed)
-
-
 def check_prime(vocab, prime):
     """RnnlmError naming the prime's characters that are not in the vocabulary."""
     missing = vocab.unknown(prime)
@@ -54,13 +47,21 @@ def check_prime(vocab, prime):
 
 def generate(params, spec, vocab, rng, prime="", length=200, temperature=1.0, top_k=0,
              argmax=False, engine="fast", top_p=1.0):
-    """Yield `length` generated characters, after feeding `prime` (not yielded).
+    """An iterator of `length` generated characters, after feeding `prime` (not yielded).
     With no prime the model starts from a newline if it knows one, else from a
-    character drawn uniformly, which then counts as the first generated."""
+    character drawn uniformly, which then counts as the first generated. The arguments are
+    checked at once (RnnlmError naming the first wrong one), not at the first character."""
     check_options(temperature, top_k, top_p)
-    check_prime(vocab, prime)
+    check_prime(vocab, arguments.text(prime, "prime"))
+    length = arguments.integer(length, "n", minimum=0)
+    return _generated(params, spec, vocab, rng, prime, length, temperature, top_k, argmax,
+                      engine, top_p)
+
+
+def _generated(params, spec, vocab, rng, prime, length, temperature, top_k, argmax, engine,
+               top_p):
     step = engines.get(engine).stepper(params, spec)
-    if length <= 0:
+    if length == 0:
         return
     if not prime and "\n" not in vocab.chars:
         first = int(rng.integers(vocab.size))
