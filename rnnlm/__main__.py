@@ -1,9 +1,10 @@
 """`rnnlm` and `python -m rnnlm`: start the command line.
 
 The command's start is noted first (a time budget counts from it, in the workers that
-`--workers N` starts too). Two things happen before the command line's modules load NumPy: the BLAS's thread count
-(--threads N) is set through its own environment variables, which it reads only when it
-loads; and Ctrl-C while they load ends quietly, with status 130.
+`--workers N` starts too). Two things happen before the command line's modules load
+NumPy: the BLAS's thread count (--threads N) is set through its own environment
+variables, which it reads only when it loads; and Ctrl-C while they load ends quietly,
+with status 130. Then stderr is made one that a reader gone away cannot break.
 """
 import os
 import sys

@@ -95,18 +95,13 @@ class Model:
         ids, _ = self.vocab.encode(text, skip_unknown=skip_unknown)
         return self._loss(ids, streams(len(ids), batch_size))
 
-    @property
-    def encoding(self):
-        """The encoding of the text the model was trained on: a text file's default."""
-        return self.checkpoint.meta.config.get("encoding") or "utf-8"
-
     def loss_of_file(self, path, encoding=None, batch_size=32, skip_unknown=False):
         """(nats per character, characters read, characters skipped, streams read in) of a
         text file, read in `encoding` (default: the model's)."""
         path = arguments.path(path, "path")
         batch_size = arguments.integer(batch_size, "batch_size", minimum=1)
-        ids, skipped = data.encode_file(path, self.vocab, encoding or self.encoding,
-                                        skip_unknown)
+        ids, skipped = data.encode_file(path, self.vocab,
+                                        encoding or self.checkpoint.encoding, skip_unknown)
         n = streams(len(ids), batch_size)
         return self._loss(ids, n), len(ids), skipped, n
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from rnnlm import api, arguments, config, engines, evaluate, export as export_lib, gradcheck as gradcheck_lib
-from rnnlm import gradflow as gradflow_lib, inspection, plots, sample as sample_lib
+from rnnlm import api, arguments, config, engines, evaluate, export as export_lib, inspection
+from rnnlm import gradcheck as gradcheck_lib, gradflow as gradflow_lib, plots, sample as sample_lib
 from rnnlm.errors import RnnlmError
 from rnnlm.io import rundir
 from rnnlm.params import CELLS

@@ -217,8 +217,7 @@ def compare(text_path=None, checkpoints=(), cells=(), hidden=256, layers=2, dist
         path = rundir.checkpoint_of(path)
         ckpt = checkpoint.load(path)
         if builtin is None:
-            ids, skipped = data.encode_file(text_path, ckpt.vocab, encoding or
-                                            ckpt.meta.config.get("encoding") or "utf-8",
+            ids, skipped = data.encode_file(text_path, ckpt.vocab, encoding or ckpt.encoding,
                                             skip_unknown=True)
         else:
             ids, skipped = ckpt.vocab.encode(builtin, skip_unknown=True)

@@ -89,7 +89,8 @@ def write_page(model, textfile, out_path, chars=5000, units=8, encoding=None,
     out_path = outputs.check_target(out_path, "inspect page",
                                     lambda p: MARK.encode() in outputs.head(p),
                                     inputs=[textfile, model.checkpoint.path])
-    ids, skipped = encode_file(textfile, model.vocab, encoding or model.encoding, skip_unknown)
+    ids, skipped = encode_file(textfile, model.vocab, encoding or model.checkpoint.encoding,
+                                 skip_unknown)
     found = analyse(model.params, model.spec, model.vocab, ids, chars, units, model.engine)
     title = f"rnnlm inspect: {outputs.readable_name(Path(textfile).name)}"
     outputs.write_atomically(out_path, page(found, title).encode("utf-8"))

@@ -88,6 +88,11 @@ class Checkpoint:
     notes: list = field(default_factory=list)  # what loading changed, for the user
     path: str = None  # where it was loaded from
 
+    @property
+    def encoding(self):
+        """The encoding its corpus was read in: the default for a text it reads now."""
+        return self.meta.config.get("encoding") or "utf-8"
+
 
 def save(path, ckpt):
     """Write ckpt to path atomically. Raises RnnlmError (the old file intact) on failure."""

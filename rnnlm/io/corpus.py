@@ -76,7 +76,6 @@ class Corpus:
             out.append(f"skipped {n} {reason} file(s)")
         return out
 
-
     def utf8_hint(self, encoding, sample=100_000):
         """A line where the text, read in a one-byte encoding such as latin-1, was UTF-8
         (its first `sample` characters, back in their bytes, are UTF-8 with characters

@@ -93,19 +93,21 @@ def sized(cfg, given, text, began=None, check_memory=True):
     budget = f"{_duration(cfg.max_seconds)} here" if cfg.max_seconds else f"{cfg.max_steps:,} updates"
     cfg, words, passes = rule(cfg, given, updates, train_chars)
     made = f" ({updates[cfg.hidden]:,.0f} updates)" if cfg.max_seconds else ""
-    parameters = count(Spec.of(cfg, text.vocab.size))
-    tiny = (f"; a tiny text: {parameters:,} parameters for {train_chars:,} characters learn "
-            f"it by heart more than they model it" if parameters > MAX_PARAMS_PER_CHAR *
-            train_chars else "")
+    tiny = (f"; a tiny text: {count(Spec.of(cfg, text.vocab.size)):,} parameters for "
+            f"{train_chars:,} characters learn it by heart more than they model it"
+            if _too_big(cfg, text.vocab.size, train_chars) else "")
     return cfg, (f"{_size(train_chars)} to train on, about {passes:.1f} passes{made} in "
                  f"{budget}: {words}{tiny} (settings you give win: rnnlm config)")
 
 
 def _not_too_big(candidates, vocab_size, train_chars):
     """The candidates within MAX_PARAMS_PER_CHAR of the text; the narrowest at least."""
-    small = [c for c in candidates
-             if count(Spec.of(c, vocab_size)) <= MAX_PARAMS_PER_CHAR * train_chars]
+    small = [c for c in candidates if not _too_big(c, vocab_size, train_chars)]
     return small or candidates[:1]
+
+
+def _too_big(cfg, vocab_size, train_chars):
+    return count(Spec.of(cfg, vocab_size)) > MAX_PARAMS_PER_CHAR * train_chars
 
 
 def _fitting(candidates, cfg, text, check_memory):

@@ -86,7 +86,8 @@ def _origin(resume, init_from, out, given_settings, notify, warn):
         return _resumed(arguments.path(resume, "resume"), out, given_settings, notify, warn)
     config_file, assignments, settings = given_settings
     if init_from is not None:
-        base = load(checkpoint_path(arguments.path(init_from, "init_from (the run to fine-tune)"), notify), notify)
+        named = arguments.path(init_from, "init_from (the run to fine-tune)")
+        base = load(checkpoint_path(named, notify), notify)
         cfg, given = _finetuning_config(base, config_file, assignments, settings)
         return _Origin(base=base), cfg, given, out
     cfg, given = config.resolve(file=config_file, assignments=assignments, **settings)
