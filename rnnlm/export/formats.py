@@ -1,6 +1,7 @@
 """What every export shares: the formats and their suffixes, the marks by which rnnlm
 knows its own earlier exports, the metadata a runtime needs, and the arrays' bytes."""
 import hashlib
+import html
 import json
 import os
 import re
@@ -16,6 +17,7 @@ FORMATS = ("onnx", "safetensors", "html")
 SUFFIXES = {"onnx": ".onnx", "safetensors": ".safetensors", "html": ".html"}
 PRODUCER = "rnnlm"  # ONNX producer_name, safetensors' metadata "format"
 HTML_MARK = '<meta name="generator" content="rnnlm export html">'
+HTML_SOURCE = '<meta name="rnnlm-source" content="{}">'  # source(), HTML-escaped
 
 
 def metadata(model):
@@ -48,24 +50,15 @@ def is_export(path, fmt):
         return HTML_MARK.encode() in start
     if fmt == "onnx":  # ModelProto: ir_version (field 1), then producer_name (field 2)
         return b"\x12" + bytes([len(PRODUCER)]) + PRODUCER.encode() in start[:32]
-    try:  # safetensors: a length, then a JSON header whose __metadata__ names rnnlm
-        size = struct.unpack("<Q", start[:8])[0]
-        if not 0 < size <= 100 << 20:
-            return False
-        with open(path, "rb") as f:
-            f.seek(8)
-            header = json.loads(f.read(size))
-        return header.get("__metadata__", {}).get("format") == PRODUCER
-    except (OSError, ValueError, AttributeError, struct.error):
-        return False
+    return _safetensors_metadata(path).get("format") == PRODUCER
 
 
 def source_of(path, fmt):
     """The source() an earlier export at path recorded, or None (exports of rnnlm before
     0.9 recorded none)."""
     if fmt == "html":
-        found = re.search(rb'<meta name="rnnlm-source" content="([^"]*)">', outputs.head(path))
-        return found.group(1).decode("utf-8", "replace") if found else None
+        found = re.search(HTML_SOURCE.format("([^\"]*)").encode(), outputs.head(path))
+        return html.unescape(found.group(1).decode("utf-8", "replace")) if found else None
     if fmt == "onnx":
         import onnx  # an onnx export is only made where the onnx package is installed
         try:
@@ -73,10 +66,27 @@ def source_of(path, fmt):
         except Exception:  # noqa: BLE001 - any file onnx cannot read recorded nothing
             return None
         return next((p.value for p in props if p.key == "source"), None)
-    size = struct.unpack("<Q", outputs.head(path, 8))[0]
-    with open(path, "rb") as f:
-        f.seek(8)
-        return json.loads(f.read(size)).get("__metadata__", {}).get("source")
+    return _safetensors_metadata(path).get("source")
+
+
+def html_source(model):
+    """The page's record of source(): a meta tag in its head, where source_of finds it."""
+    return HTML_SOURCE.format(html.escape(source(model)))
+
+
+def _safetensors_metadata(path):
+    """The __metadata__ of a safetensors file (a length, then a JSON header), or {} where
+    the file is not one."""
+    try:
+        size = struct.unpack("<Q", outputs.head(path, 8))[0]
+        if not 0 < size <= 100 << 20:
+            return {}
+        with open(path, "rb") as f:
+            f.seek(8)
+            metadata = json.loads(f.read(size)).get("__metadata__", {})
+        return metadata if isinstance(metadata, dict) else {}
+    except (OSError, ValueError, AttributeError, struct.error):
+        return {}
 
 
 def raw(array, dtype):

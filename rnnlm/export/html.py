@@ -1,14 +1,13 @@
 """One self-contained page that writes text in the browser, offline: the weights inline
 (base64), a JavaScript step of the network (page.html, package data), and controls."""
 import base64
-import html
 import json
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from rnnlm.export.formats import HTML_MARK, raw, source
+from rnnlm.export.formats import HTML_MARK, html_source, raw
 
 
 def html_page(model, dtype=np.float32):
@@ -28,8 +27,7 @@ def html_page(model, dtype=np.float32):
              "vocab": model.vocab.chars, "dtype": np.dtype(dtype).name, "tensors": tensors,
              "about": about, "name": Path(model.checkpoint.path or "model").parent.name}
     weights = base64.b64encode(b"".join(blobs)).decode("ascii")
-    tag = f'<meta name="rnnlm-source" content="{html.escape(source(model))}">'
-    page = _template().replace("{{MARK}}", HTML_MARK + "\n" + tag)
+    page = _template().replace("{{MARK}}", HTML_MARK + "\n" + html_source(model))
     page = page.replace("{{MODEL}}", json.dumps(facts, ensure_ascii=True).replace("</", "<\\/"))
     return page.replace("{{WEIGHTS}}", weights)
 
