@@ -33,3 +33,12 @@ def params_of(path):
     """The parameters of the checkpoint at path."""
     from rnnlm.io import checkpoint
     return checkpoint.load(path).params
+
+
+def installed(module):
+    """Whether module imports here (an optional extra's, whose tests it gates)."""
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True

@@ -15,7 +15,7 @@ from rnnlm.fast import engine
 from rnnlm.params import zero_state
 
 from conftest import CONFIGS, chromium_page
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, installed
 
 CASES = [(cell, layers) for cell in ("rnn", "lstm", "gru") for layers in (1, 2)]
 
@@ -202,7 +202,7 @@ def test_an_export_never_writes_over_a_file_rnnlm_did_not_make(runner, models, t
 def test_an_earlier_export_of_the_same_checkpoint_is_replaced_and_another_refused(
         runner, models, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    formats = ["html", "safetensors"] + (["onnx"] if _has("onnx") else [])
+    formats = ["html", "safetensors"] + (["onnx"] if installed("onnx") else [])
     for fmt in formats:
         first = runner.invoke(cli, ["export", str(models["gru", 1]), "--format", fmt])
         assert first.exit_code == 0, first.output
@@ -247,11 +247,3 @@ def payload(path):
     """The arrays of a safetensors file: what follows its length and JSON header."""
     data = path.read_bytes()
     return data[8 + struct.unpack("<Q", data[:8])[0]:]
-
-
-def _has(module):
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True

@@ -12,7 +12,7 @@ import rnnlm
 from rnnlm.cli import cli
 
 from conftest import CONFIGS
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, installed
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_on_a_read_only_file_system_every_writer_says_one_line(runner, run, tmp_
         commands += [["plot", "run"], ["inspect", "text.txt", "--ckpt", "run/best.npz"],
                      ["gradflow", "text.txt", "--ckpt", "run/best.npz", "--distance", "20",
                       "--positions", "4", "-o", "flow.png"]]
-        if _has("onnx"):
+        if installed("onnx"):
             commands.append(["export", "run/best.npz", "--format", "onnx"])
         for args in commands:
             result = runner.invoke(cli, args)
@@ -105,11 +105,3 @@ def test_outputs_that_no_file_can_be_are_refused_in_one_line(runner, run, tmp_pa
             assert_one_line_error(runner.invoke(cli, args), fragment)
     assert_one_line_error(runner.invoke(cli, ["plot", str(run_dir), "-o", "-"]), "standard output")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.html", "pipe"]
-
-
-def _has(module):
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True

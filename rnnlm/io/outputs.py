@@ -8,6 +8,7 @@ import contextlib
 import os
 from pathlib import Path
 
+from rnnlm import arguments
 from rnnlm.errors import RnnlmError
 
 
@@ -42,14 +43,13 @@ def check_target(path, what, is_ours, inputs=()):
 
 
 def _named(path, what):
-    """path as a Path, unless it names nothing (an empty string: an unset variable) or
-    standard output, which a file that is renamed into place cannot be."""
-    if path is None or str(path) == "":
-        raise RnnlmError(f"an empty path names no {what}: give a file name")
+    """path as a Path (arguments.path: never empty), unless it names standard output,
+    which a file that is renamed into place cannot be."""
+    path = arguments.path(path, f"the {what}")
     if str(path) == "-":
         raise RnnlmError(f"the {what} is written to a file, not to standard output: "
                          f"name a file instead of -")
-    return Path(path)
+    return path
 
 
 def readable_name(name):

@@ -83,7 +83,7 @@ def _out(out):
 def _origin(resume, init_from, out, given_settings, notify, warn):
     """(_Origin, Config, the keys the user gave, the run directory where it is decided)."""
     if resume is not None:
-        return _resumed(arguments.path(resume, "resume"), out, given_settings, notify, warn)
+        return _resumed(resume, out, given_settings, notify, warn)
     config_file, assignments, settings = given_settings
     if init_from is not None:
         named = arguments.path(init_from, "init_from (the run to fine-tune)")
@@ -98,9 +98,7 @@ def _resumed(resume, out, given_settings, notify, warn):
     """(_Origin, Config, keys given, run directory) for continuing from resume: a run
     directory (its last.npz) or a checkpoint."""
     config_file, assignments, settings = given_settings
-    ckpt_path = resume / LAST if resume.is_dir() else resume
-    ckpt = load(ckpt_path, notify)
-    saved = config.from_dict(ckpt.meta.config, f"checkpoint {ckpt_path}: ")
+    ckpt_path, ckpt, saved = _resumed_checkpoint(resume, notify)
     cfg, given = config.resolve(base=saved, file=config_file, assignments=assignments,
                                 **settings)
     config.check_resumable(saved, cfg)
@@ -113,6 +111,15 @@ def _resumed(resume, out, given_settings, notify, warn):
     origin = _Origin(resumed=ckpt, record=ckpt.meta.corpus,
                      metrics_from=own / METRICS if carried else None)
     return origin, cfg, given, out
+
+
+def _resumed_checkpoint(resume, notify=_silent):
+    """(its path, the checkpoint, its settings) that --resume names: a run directory (its
+    last.npz) or a checkpoint."""
+    resume = arguments.path(resume, "resume")
+    path = resume / LAST if resume.is_dir() else resume
+    ckpt = load(path, notify)
+    return path, ckpt, config.from_dict(ckpt.meta.config, f"checkpoint {path}: ")
 
 
 def _check_unapplied_edit(path, cfg, given):
@@ -146,9 +153,7 @@ def launches(n, config_file=None, assignments=(), resume=None):
     if n <= 1 or launched > 1:
         return False
     if resume is not None:
-        base = arguments.path(resume, "resume")
-        settings = load(base / LAST if base.is_dir() else base, _silent).meta.config
-        cfg = config.from_dict(settings, f"checkpoint {base}: ")
+        cfg = _resumed_checkpoint(resume)[2]
     else:
         # (a budget given on the command line alone may end a config file's run)
         cfg, _ = config.resolve(file=config_file, assignments=assignments, max_seconds=1.0)

@@ -78,9 +78,9 @@ class Tuner:
     def __init__(self, counts, set_threads, recheck=RECHECK):
         self.counts, self._set, self.recheck = sorted(counts), set_threads, recheck
         self.threads = self.in_use = self.counts[-1]  # the chosen count; the one running
-        self.best = {}  # count -> the fastest median update time a probe measured
         self.recent, self.since_probe = [], 0.0
-        self.queue, self.times, self.measured = [], [], {}
+        self.queue, self.times = [], []
+        self.measured = {}  # count -> the median update time the last probe measured
         self._probe()
 
     def set_threads(self, n):
@@ -100,7 +100,7 @@ class Tuner:
         self.since_probe += seconds
         self.recent = (self.recent + [seconds])[-PROBE_UPDATES:]
         slow = (len(self.recent) == PROBE_UPDATES and
-                SLOWER * statistics.median(self.recent) > self.best[self.threads])
+                SLOWER * statistics.median(self.recent) > self.measured[self.threads])
         if slow or self.since_probe >= self.recheck:
             self._probe()
         return None
@@ -122,10 +122,8 @@ class Tuner:
     def _choose(self):
         was = self.threads
         self.threads = min(self.measured, key=self.measured.get)
-        self.best = dict(self.measured)
         self.recent, self.since_probe = [], 0.0
         self.set_threads(self.threads)
         if self.threads == was:
             return None
-        return Change(self.threads, was, 1 / self.measured[self.threads],
-                      1 / self.measured.get(was, float("inf")))
+        return Change(self.threads, was, 1 / self.measured[self.threads], 1 / self.measured[was])

@@ -269,8 +269,11 @@ def _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume, 
 
 
 def _schedule_on_resume(run, resume):
-    saved = resume and config.from_dict(resume.meta.config, "the checkpoint's config: ")
-    line = resume and optim.on_resume(saved, run.cfg, run.step, run.elapsed())
+    """The line saying what a resumed run's schedule does from here (optim.on_resume)."""
+    if resume is None:
+        return []
+    saved = config.from_dict(resume.meta.config, "the checkpoint's config: ")
+    line = optim.on_resume(saved, run.cfg, run.step, run.elapsed())
     return [line] if line else []
 
 
