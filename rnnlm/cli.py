@@ -21,7 +21,7 @@ from rnnlm.errors import RnnlmError
 from rnnlm.io import rundir
 from rnnlm.params import CELLS
 from rnnlm.run import training, workers as workers_lib
-from rnnlm.run.training import Eval, RolledBack, Step, Stopped
+from rnnlm.run.training import Eval, Finished, RolledBack, Step, Stopped
 from rnnlm.version import __version__
 
 
@@ -72,8 +72,8 @@ def _threads(ctx, param, value):
 
 threads_option = click.option(
     "--threads", type=click.IntRange(min=1), callback=_threads, expose_value=False,
-    help="Threads for the matrix products [default: every core, the fastest on an idle "
-         "machine; fewer where other jobs keep cores busy: README].")
+    help="Pin the matrix products' threads to N [default: training measures which count "
+         "is fastest, and measures again as the machine's load changes].")
 
 
 def _options(*options):
@@ -85,7 +85,6 @@ def _options(*options):
     return apply
 
 
-# Options several commands share.
 settings_options = _options(
     click.option("--config", "config_file", type=PathType(path_type=Path),
                  help="YAML file of settings (see configs/), resolved over the defaults."),
@@ -192,20 +191,19 @@ def train(paths, config_file, assignments, globs, out, resume, init_from, seed, 
     for line in () if quiet else begin.lines:
         log(line)
     with _stop_on_signals(signals):
-        stopped, best, steps = _show_progress(events, cfg, begin, quiet)
+        end, best = _show_progress(events, cfg, begin, quiet)
     if signals:  # the run stopped early, or had just finished and saved anyway
-        saved = stopped.saved if stopped else out / rundir.LAST
         if group.rank == 0:
-            said = ("stopped" if workers_lib.relayed(signals[0])
-                    else signal.Signals(signals[0]).name)
+            saved = end.saved if isinstance(end, Stopped) else out / rundir.LAST
+            said = "stopped" if workers_lib.relayed(signals[0]) else signal.Signals(signals[0]).name
             log(f"{said}: saved {saved}; continue with: rnnlm train --resume "
                 f"{shlex.quote(str(out))}")
         sys.exit(128 + signals[0])
     if not quiet:
         where = f"best val {best.val_loss:.4f} nats/char at step {best.step}; " if best else ""
         log(f"done: {where}checkpoints in {out}")
-        if few := training.too_few(cfg, steps - begin.start_step):
-            log(few)
+        for warning in end.warnings if isinstance(end, Finished) else ():
+            log(warning)
         log(f"sample from it: rnnlm sample --ckpt {shlex.quote(str(rundir.checkpoint_of(out)))}"
             " -n 500")
 
@@ -232,14 +230,14 @@ def _stop_on_signals(signals):
 
 def _show_progress(events, cfg, begin, quiet):
     """Drive the training loop, showing a progress bar and evaluations on stderr.
-    Returns (the Stopped event or None, the best Eval or None)."""
+    Returns (the Stopped or Finished event or None, the best Eval or None)."""
     by_time = cfg.max_seconds > 0 and cfg.max_steps == 0  # the bar counts what ends the run
     bar = tqdm(total=int(cfg.max_seconds) if by_time else cfg.max_steps,
                initial=0 if by_time else begin.start_step, unit="s" if by_time else "step",
                file=sys.stderr, disable=quiet, dynamic_ncols=True,
                bar_format=("{l_bar}{bar}| {n_fmt}/{total_fmt} s of the budget "
                            "[{elapsed}<{remaining}{postfix}]") if by_time else None)
-    smoothed, last_val, best, shown_part, step = None, None, None, False, None
+    smoothed, last_val, best, shown_part, step, end = None, None, None, False, None, None
 
     def postfix(speed):  # the step, the smoothed loss, the last validation loss, the speed
         bar.set_postfix_str(f"step {step.step} loss {smoothed:.3f}"
@@ -282,8 +280,10 @@ def _show_progress(events, cfg, begin, quiet):
                           f"learning rate now x{event.lr_scale:g}", file=sys.stderr)
                 bar.n = bar.n if by_time else event.to_step
             elif isinstance(event, Stopped):
-                return event, best, step.step if step else 0
-    return None, best, step.step if step else 0
+                return event, best
+            elif isinstance(event, Finished):  # the last event: the run ends after it
+                end = event
+    return end, best
 
 
 SAMPLES_SEPARATOR = "-" * 40 + "\n"  # between the samples of --num-samples

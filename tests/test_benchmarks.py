@@ -1,12 +1,15 @@
 """The benchmarks run, in their smoke mode (a few steps of everything, no figures to quote),
 so that they cannot rot unnoticed. Their figures are measured by hand, never asserted."""
 import importlib.util
+import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from conftest import ROOT, SHARED_DATA
+from helpers import installed
 
 
 def smoke(script, *args, timeout=600):
@@ -36,4 +39,25 @@ def test_bench_runs_every_configuration_and_side():
 def test_the_quality_benchmark_and_the_sweeps_run(script, args):
     out = smoke(script, *args)
     assert "nats/char" in out or "best val" in out
+    assert out.rstrip().endswith("its figures are not measurements")
+
+
+MPI = installed("mpi4py") and (shutil.which("mpiexec", path=os.path.dirname(sys.executable))
+                               or shutil.which("mpiexec"))
+
+
+@pytest.mark.skipif(not MPI, reason="no MPI here (pip install 'rnnlm[mpi]' and an mpiexec)")
+def test_the_scaling_benchmark_runs_every_side_beside_each_load():
+    out = smoke("scaling.py")
+    for load in ("quiet", "comes and goes"):
+        for side in ("default", "--threads 1", "--workers 2"):
+            assert f"\n{load:<16}{side:<14}" in out
+    assert out.rstrip().endswith("its figures are not measurements")
+
+
+@pytest.mark.skipif(not MPI, reason="no MPI here (pip install 'rnnlm[mpi]' and an mpiexec)")
+def test_the_balance_benchmark_runs_each_split_and_placement():
+    out = smoke("balance.py")
+    for row in ("quiet     none", "quiet     core", "busy      none", "busy      core"):
+        assert row in out
     assert out.rstrip().endswith("its figures are not measurements")

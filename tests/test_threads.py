@@ -1,6 +1,9 @@
 """The run's choice of BLAS threads (rnnlm/run/threads.py): it follows the speeds it
 measures, and never changes a number the run computes."""
+import csv
 import math
+import re
+import time
 
 import numpy as np
 import pytest
@@ -40,13 +43,30 @@ def test_the_tuner_keeps_the_fastest_count_and_follows_a_slowdown():
     assert [(c.was, c.threads) for c in changes] == [(1, 2)] and tuner.in_use == 2
 
 
-def test_the_tuner_checks_again_after_a_while_even_when_nothing_slowed():
+def test_the_tuner_checks_again_soon_after_a_change_and_ever_later_while_nothing_changes():
     machine = Machine({1: 0.010, 2: 0.020})
-    tuner = Tuner([1, 2], machine.set.append, recheck=1.0)
-    machine.run(tuner, 2 * (PROBE_UPDATES + 1))
-    assert machine.set == [1, 2, 1]  # probed 1, then 2, chose 1
-    assert machine.run(tuner, 120) == []  # past 1 s at 0.01 s an update: probed again
-    assert machine.set == [1, 2, 1, 2, 1] and tuner.threads == 1  # and chose the same
+    tuner = Tuner([1, 2], machine.set.append, soon=1.0, latest=3.0)
+    machine.run(tuner, 1 + PROBE_UPDATES + 2)  # 1 timed fully; 2 hopeless after one update
+    assert machine.set == [1, 2, 1] and tuner.threads == 1  # probed 1, then 2, chose 1
+    waited, probing = [], False
+    for _ in range(1000):  # 10 s at 0.01 s an update, nothing changing
+        machine.run(tuner, 1)
+        if tuner.queue and not probing:  # a probe begins: after how long?
+            waited.append(round(tuner.since_probe, 1))
+        probing = bool(tuner.queue)
+    assert waited == [1.0, 2.0, 3.0, 3.0]  # soon after the change, then twice, then latest
+    assert tuner.threads == 1
+
+
+def test_a_probe_of_a_hopeless_count_costs_one_timed_update():
+    machine = Machine({1: 0.010, 2: 0.050})  # a busy core: two threads five times as slow
+    tuner = Tuner([1, 2], machine.set.append)
+    on_two = 0
+    for _ in range(2 * (PROBE_UPDATES + 1)):
+        on_two += tuner.in_use == 2
+        machine.run(tuner, 1)
+    assert on_two == 2  # the update that wakes the pool, and one timed
+    assert tuner.threads == 1 and tuner.measured == {1: 0.010, 2: 0.050}
 
 
 def test_changing_threads_during_a_run_changes_no_number_it_computes():
@@ -79,9 +99,42 @@ def test_changing_threads_during_a_run_changes_no_number_it_computes():
     try:
         blas.limit(limits=1)
         pinned = trajectory(None)
-        switching = Tuner([1, 2], lambda n: blas.limit(limits=n), recheck=0.0)
+        switching = Tuner([1, 2], lambda n: blas.limit(limits=n), soon=0.0, latest=0.0)
         adapted = trajectory(switching)
     finally:
         blas.limit(limits=threads.cores())
     for name in pinned:
         assert np.array_equal(pinned[name], adapted[name]), name
+
+
+def test_a_run_on_threads_that_slow_down_switches_and_says_so(corpus, tmp_path, runner,
+                                                               monkeypatch):
+    """A simulated machine where two threads are slow (each update run on two sleeps 20 ms
+    more): the run probes both counts, keeps one (the tiny run ends before it probes
+    again), logs the change with the two speeds,
+    and metrics.csv shows the count of every interval."""
+    from rnnlm.cli import cli
+    from tests.conftest import CONFIGS
+
+    count = {}
+    monkeypatch.setattr(threads, "tuner", lambda: Tuner([1, 2], lambda n: count.update(now=n)))
+    real = training._gradients
+
+    def gradients(run, streams):
+        if count.get("now") == 2:
+            time.sleep(0.02)
+        return real(run, streams)
+
+    monkeypatch.setattr(training, "_gradients", gradients)
+    out = tmp_path / "run"
+    result = runner.invoke(cli, ["train", str(corpus), "--config", str(CONFIGS / "tiny.yaml"),
+                                 "--out", str(out), "--set", "log_every=1"])
+    assert result.exit_code == 0, result.output
+    said = re.findall(r"threads: 2 -> 1 \(measured ([\d,]+) chars/s on 1, ([\d,]+) on 2\)",
+                      result.stderr)
+    assert len(said) == 1
+    on_one, on_two = (int(s.replace(",", "")) for s in said[0])
+    assert on_one > 2 * on_two  # 20 ms is far longer than the tiny model's update
+    shown = [r["threads"] for r in csv.DictReader(open(out / "metrics.csv"))]
+    probe = ["1"] * (PROBE_UPDATES + 1) + ["2"] * 2  # two: the count proved hopeless at once
+    assert shown[:len(probe)] == probe and set(shown[len(probe):]) == {"1"}

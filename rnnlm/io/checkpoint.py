@@ -49,6 +49,8 @@ class Meta:
     elapsed: float = 0.0  # seconds of training, every process of the run together
     init_from: dict = None  # {"path", "step"} of the model a fine-tuned run started from
     budget_spent: float = 0.0  # the time budget (s) the run ended by having spent
+    planned_updates: int = None  # what its time budget was to buy (run/plan.py)
+    planned_speed: float = None  # chars/s: the speed measured at the start, behind that plan
     written_by: str = None  # the rnnlm version that wrote it
     version: int = None  # its format's version
 
@@ -228,9 +230,9 @@ def _read_meta(path, raw):
 
 
 # What training writes into meta, where present: counts from 0, and finite measures.
-COUNTS = ("step", "epoch", "window")
+COUNTS = ("step", "epoch", "window", "planned_updates")
 MEASURES = {"best_val_loss": (0.0, True), "lr_scale": (0.0, False), "elapsed": (0.0, True),
-            "budget_spent": (0.0, True)}  # key: (bound, may equal the bound)
+            "budget_spent": (0.0, True), "planned_speed": (0.0, False)}  # key: (bound, may equal the bound)
 
 
 def _check_counts(path, meta):
@@ -312,6 +314,9 @@ def summary(ckpt):
         "best_val_loss": None if best is None else {
             "nats_per_char": round(best, 4), "bits_per_char": round(best / math.log(2), 4)},
         "training_seconds": round(meta.elapsed, 1),
+        "updates": None if meta.planned_updates is None else {  # of a time budget
+            "planned": meta.planned_updates, "made": meta.step,  # (up to this checkpoint)
+            "planned_at_chars_per_sec": round(meta.planned_speed)},
         "init_from": meta.init_from,
         "corpus": meta.corpus,
         "config": meta.config,

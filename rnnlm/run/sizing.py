@@ -18,6 +18,7 @@ from rnnlm import engines
 from rnnlm.io import data
 from rnnlm.params import Spec, count, init_params, zero_state
 from rnnlm.run import memory, workers
+from rnnlm.run.plan import Plan
 from rnnlm.run.training import EVAL_SHARE
 
 SIZED = ("cell", "hidden", "layers", "dropout", "dropout_mode", "weight_drop", "lr")
@@ -85,19 +86,21 @@ def model_words(cfg):
 def sized(cfg, given, text, began=None, check_memory=True):
     """A new run's model chosen for its text (corpus.Corpus), its budget and this machine
     by rule(), every setting in `given` kept: each candidate's speed is measured here,
-    unless the budget is in updates only. Returns the Config and the choice in one line."""
+    unless the budget is in updates only. Returns the Config, the choice in one line, and
+    the updates the budget is to buy it (plan.Plan; None where the budget is in updates)."""
     began = time.perf_counter() if began is None else began
     train_chars = len(data.split(text.ids, cfg.val_fraction)[0])
     fitting = _fitting(candidates(cfg, given), cfg, text, check_memory)
-    updates = _updates(cfg, _not_too_big(fitting, text.vocab.size, train_chars), text, began)
+    plans = _plans(cfg, _not_too_big(fitting, text.vocab.size, train_chars), text, began)
     budget = f"{_duration(cfg.max_seconds)} here" if cfg.max_seconds else f"{cfg.max_steps:,} updates"
-    cfg, words, passes = rule(cfg, given, updates, train_chars)
-    made = f" ({updates[cfg.hidden]:,.0f} updates)" if cfg.max_seconds else ""
+    cfg, words, passes = rule(cfg, given, {h: p.updates for h, p in plans.items()}, train_chars)
+    plan = plans[cfg.hidden] if cfg.max_seconds else None
+    made = f" ({plan.updates:,} updates)" if plan else ""
     tiny = (f"; a tiny text: {count(Spec.of(cfg, text.vocab.size)):,} parameters for "
             f"{train_chars:,} characters learn it by heart more than they model it"
             if _too_big(cfg, text.vocab.size, train_chars) else "")
     return cfg, (f"{_size(train_chars)} to train on, about {passes:.1f} passes{made} in "
-                 f"{budget}: {words}{tiny} (settings you give win: rnnlm config)")
+                 f"{budget}: {words}{tiny} (settings you give win: rnnlm config)"), plan
 
 
 def _not_too_big(candidates, vocab_size, train_chars):
@@ -123,21 +126,22 @@ def _fitting(candidates, cfg, text, check_memory):
     return fitting or candidates[:1]
 
 
-def _updates(cfg, candidates, text, began):
-    """{hidden: the updates the budget buys each candidate}, narrowest first: where one
-    makes too few, wider ones (slower) would too, and are not measured."""
+def _plans(cfg, candidates, text, began):
+    """{hidden: the updates the budget buys each candidate and its speed (Plan)},
+    narrowest first: where one makes too few, wider ones (slower) would too, and are not
+    measured."""
     window = cfg.batch_size * cfg.seq_len
-    updates = {}
+    plans = {}
     for candidate in candidates:
-        made = cfg.max_steps or float("inf")
+        made, rate = cfg.max_steps or float("inf"), None
         if cfg.max_seconds > 0:
             seconds = cfg.max_seconds * (1 - EVAL_SHARE) - (time.perf_counter() - began)
             rate = speed(candidate, text.ids, text.vocab.size)
-            made = min(made, rate * max(seconds, 0.0) / window)
-        updates[candidate.hidden] = made
+            made = min(made, round(rate * max(seconds, 0.0) / window))
+        plans[candidate.hidden] = Plan(made, rate)
         if made < MIN_UPDATES:
             break
-    return updates
+    return plans
 
 
 def speed(cfg, ids, vocab_size, most=12):

@@ -53,6 +53,7 @@ def start(corpus=None, out=None, *, config_file=None, assignments=(), time=None,
     what the set-up found; warn(message), default notify, what a quiet run must say too."""
     began = clock.perf_counter() if began is None else began  # a budget counts from here
     settings, paths, out = limits(time, settings), paths_of(corpus), _out(out)
+    plan = None  # the updates a new run's time budget is to buy, where it measured them
     if resume is not None and init_from is not None:
         raise RnnlmError("--resume continues a run, --init-from starts a new one from "
                          "another's weights: give one of them")
@@ -66,13 +67,13 @@ def start(corpus=None, out=None, *, config_file=None, assignments=(), time=None,
         chosen = out
         out = workers.decided(lambda: rundir.for_new_run(chosen, default_out))
         fixed = given | set(sizing.SIZED) if origin.base else given  # fine-tuning keeps its model
-        cfg, _ = for_text(cfg, fixed, text, began, check_memory, notify)
+        cfg, _, plan = for_text(cfg, fixed, text, began, check_memory, notify)
     elif cfg.engine == "fast":
         engines.load_kernels(notify=notify)
     events = training.train(cfg, text.vocab, text.ids, out, corpus_name=text.name,
                             corpus_record=record, resume=origin.resumed, stop=stop,
                             metrics_from=origin.metrics_from, check_memory=check_memory,
-                            init_from=origin.base, began=began)
+                            init_from=origin.base, began=began, plan=plan)
     return Training(Path(out), cfg, events)
 
 
@@ -170,7 +171,7 @@ def choose(corpus=None, *, config_file=None, assignments=(), time=None, globs=()
     settings = limits(time, settings)
     cfg, given = config.resolve(file=config_file, assignments=assignments, **settings)
     text, _, _ = _read_corpus(paths_of(corpus), globs, cfg, _Origin(), notify)
-    return for_text(cfg, given, text, began, check_memory, notify)
+    return for_text(cfg, given, text, began, check_memory, notify)[:2]
 
 
 def limits(time, settings):
@@ -187,17 +188,18 @@ def limits(time, settings):
 
 def for_text(cfg, given, text, began, check_memory, notify):
     """A new run's settings for its text: fewer streams where it is short, and the model
-    the rule chooses (sizing.sized), each unless `given`. Returns the Config and the
-    choice in one line (None where every setting the rule chooses was given)."""
+    the rule chooses (sizing.sized), each unless `given`. Returns the Config, the choice
+    in one line and the updates planned (plan.Plan), both None where every setting the
+    rule chooses was given."""
     if not {"batch_size", "seq_len"} & given:
         cfg = _fitted(cfg, len(text.ids), notify)
     if cfg.engine == "fast":
         engines.load_kernels(notify=notify)
     if set(sizing.SIZED) <= given:
-        return cfg, None
-    cfg, why = sizing.sized(cfg, given, text, began, check_memory)
+        return cfg, None, None
+    cfg, why, plan = sizing.sized(cfg, given, text, began, check_memory)
     notify(why)
-    return cfg, why
+    return cfg, why, plan
 
 
 def _fitted(cfg, characters, notify):

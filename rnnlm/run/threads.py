@@ -6,7 +6,7 @@ all: beside one busy core, two threads ran at half the speed of one (README, "Mo
 cores"). Which is fastest depends on what else the machine is doing, and that changes
 during a run. So the run measures: it tries each thread count on a few real updates,
 keeps the fastest, and tries again when its speed falls well below what that count gave,
-and every RECHECK seconds.
+and at intervals (SOON to LATEST seconds).
 
 Threads decide only the speed: OpenBLAS splits a product's output between its threads,
 never a sum, so every number the run computes is the same with any count
@@ -22,7 +22,14 @@ THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
                     "VECLIB_MAXIMUM_THREADS")
 PROBE_UPDATES = 3  # updates timed at each count while probing: their median decides
 SLOWER = 0.7  # a speed below this share of the best at the current count: probe again
-RECHECK = 30.0  # seconds of training between probes, where the speed says nothing
+# A count whose first timed update takes this many times the fastest count's so far is
+# not timed further: a probe beside a busy core costs two slow updates, not four.
+HOPELESS = 1.5
+# Seconds of training until the next probe, where the speed says nothing: SOON after a
+# probe that changed the count (the load is changing), twice as long after each one that
+# kept it, up to LATEST. One thread beside a busy core runs as fast as on a quiet machine,
+# so only a probe finds that the other program has ended.
+SOON, LATEST = 5.0, 60.0
 
 
 @dataclass
@@ -41,22 +48,44 @@ class Change:
 
 
 def tuner():
-    """A Tuner of this process's BLAS threads, or None where the count is pinned (a thread
-    variable is set: --threads, the workers' launcher, the user), where one core is all
-    there is, or where the count cannot change in a running process (threadpoolctl, of
-    the extra rnnlm[fast], missing)."""
+    """A Tuner of this process's BLAS threads; Pinned where the count is pinned (a thread
+    variable is set: --threads, the workers' launcher, the user; or a limit set in this
+    process leaves one thread), where one core is all there is, or where the count cannot
+    change in a running process (threadpoolctl, of the extra rnnlm[fast], missing)."""
     if any(name in os.environ for name in THREAD_VARIABLES) or cores() < 2:
-        return None
+        return Pinned(current())
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
-        return None
+        return Pinned(current())
     blas = ThreadpoolController().select(user_api="blas")
     if not blas.lib_controllers:
-        return None
+        return Pinned(None)
     most = min(cores(), max(c.num_threads for c in blas.lib_controllers))
     # a controller made once switches in 7 us; threadpool_limits() took 0.2 ms (measured)
-    return Tuner(range(1, most + 1), lambda n: blas.limit(limits=n)) if most > 1 else None
+    return Tuner(range(1, most + 1), lambda n: blas.limit(limits=n)) if most > 1 else Pinned(most)
+
+
+class Pinned:
+    """Threads the run does not choose: `threads` (None where unknown), never changed."""
+
+    def __init__(self, threads):
+        self.threads = self.in_use = threads
+
+    def observe(self, seconds):
+        return None
+
+
+def current():
+    """The threads the BLAS runs its products on now, or None where that cannot be known:
+    as threadpoolctl reads them, else as a thread variable set them."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return next((int(os.environ[name]) for name in THREAD_VARIABLES
+                     if os.environ.get(name, "").isdigit()), None)
+    counts = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    return max(counts) if counts else None
 
 
 def cores():
@@ -72,11 +101,13 @@ class Tuner:
 
     observe(seconds) after each update; it calls set_threads(n) where it wants the next
     updates run on n threads, and returns a Change where the chosen count changed. A probe
-    times PROBE_UPDATES updates at each count; the first update after a switch is not
-    timed (the pool wakes up)."""
+    times PROBE_UPDATES updates at each count (one, where that is HOPELESS); the first
+    update after a switch is not timed (the pool wakes up). soon, latest: the seconds
+    between probes, where the speed says nothing."""
 
-    def __init__(self, counts, set_threads, recheck=RECHECK):
-        self.counts, self._set, self.recheck = sorted(counts), set_threads, recheck
+    def __init__(self, counts, set_threads, soon=SOON, latest=LATEST):
+        self.counts, self._set = sorted(counts), set_threads
+        self.soon, self.latest, self.recheck = soon, latest, soon
         self.threads = self.in_use = self.counts[-1]  # the chosen count; the one running
         self.recent, self.since_probe = [], 0.0
         self.queue, self.times = [], []
@@ -110,7 +141,8 @@ class Tuner:
             self.skip = False
             return None
         self.times.append(seconds)
-        if len(self.times) < PROBE_UPDATES:
+        hopeless = self.measured and seconds > HOPELESS * min(self.measured.values())
+        if len(self.times) < PROBE_UPDATES and not hopeless:
             return None
         self.measured[self.queue.pop(0)] = statistics.median(self.times)
         self.times, self.skip = [], True
@@ -125,5 +157,7 @@ class Tuner:
         self.recent, self.since_probe = [], 0.0
         self.set_threads(self.threads)
         if self.threads == was:
+            self.recheck = min(2 * self.recheck, self.latest)
             return None
+        self.recheck = self.soon
         return Change(self.threads, was, 1 / self.measured[self.threads], 1 / self.measured[was])

@@ -19,7 +19,7 @@ from rnnlm import config, engines, plots
 from rnnlm.errors import RnnlmError
 from rnnlm.io import checkpoint as ckpt_io, rundir
 from rnnlm.io.rundir import BEST, CONFIG, CURVES, LAST, METRICS
-from rnnlm.run import memory, optim, threads as threads_lib, workers
+from rnnlm.run import memory, optim, plan as plan_lib, threads as threads_lib, workers
 from rnnlm.config import to_yaml
 from rnnlm.io.data import Streams, min_corpus_length, split
 from rnnlm.evaluate import Interrupted, loss_sums
@@ -47,7 +47,7 @@ class Step:
     lr: float
     chars_per_sec: float  # over the last log interval
     elapsed: float = 0.0  # seconds of training, counting the runs this one resumed
-    threads: int = None  # the matrix products' threads, where the run chooses them
+    threads: int = None  # the threads this update's matrix products ran on, where known
     change: threads_lib.Change = None  # the run has just chosen another count
 
 
@@ -67,6 +67,12 @@ class Eval:
 class Stopped:
     step: int
     saved: Path  # the checkpoint written on the way out
+
+
+@dataclass
+class Finished:
+    step: int  # updates done: the run has reached its budget
+    warnings: list  # what its end must say: too few updates to learn, far fewer than planned
 
 
 @dataclass
@@ -105,6 +111,7 @@ class Run:
         self.val_total = 0  # how much there is
         self.init_from = None  # the checkpoint a fine-tuned run started from
         self.budget_spent = 0.0  # the time budget (s) this run ended by having spent
+        self.plan = None  # the updates its time budget was to buy (plan.Plan), where measured
         self.drawing = self.group.rank == 0 and plots.available()  # curves.png at evaluations
 
     def zero_state(self):
@@ -126,7 +133,8 @@ class Run:
                             step=self.step, epoch=self.epoch, window=self.window,
                             best_val_loss=self.best_val, lr_scale=self.lr_scale,
                             rng=self.rng.bit_generator.state, elapsed=self.elapsed(),
-                            init_from=self.init_from, budget_spent=self.budget_spent)
+                            init_from=self.init_from, budget_spent=self.budget_spent,
+                            **plan_lib.to_meta(self.plan))
         return ckpt_io.Checkpoint(self.params, self.spec, self.vocab, meta,
                                   dict(self.optimizer.slots), state)
 
@@ -147,6 +155,8 @@ class Run:
         self.best_val, self.lr_scale = meta.best_val_loss, meta.lr_scale
         self.started = self.began - meta.elapsed
         self.init_from, self.budget_spent = meta.init_from, meta.budget_spent
+        if meta.config.get("max_seconds") == self.cfg.max_seconds:  # the budget planned for
+            self.plan = plan_lib.from_meta(meta)
         for name, p in self.params.items():
             p[...] = ckpt.params[name]
         self.optimizer.load_slots(ckpt.slots)
@@ -159,7 +169,7 @@ class Run:
 
 def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, resume=None,
           stop=lambda: False, metrics_from=None, check_memory=True, init_from=None,
-          began=None):
+          began=None, plan=None):
     """Train on ids (encoded with vocab) as cfg says, writing into out_dir, which it holds
     (rundir.Claim) until the last event. Yields events.
 
@@ -172,7 +182,9 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
     fine-tune: its weights, carried over to vocab (which holds its characters), start a new
     run. corpus_record: what the run is trained on (corpus.Corpus.record), kept in its
     checkpoints and config.yaml. began: time.perf_counter() when the run's process began
-    its work (reading the corpus counts against a time budget); default now.
+    its work (reading the corpus counts against a time budget); default now. plan: the
+    updates a time budget is to buy (plan.Plan, from sizing), which the run's end and its
+    checkpoints compare with those it made.
     """
     workers.check_streams(cfg.batch_size, workers.group().size)
     if vocab.size < 2:
@@ -194,6 +206,7 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
     if init_from is not None:
         carry_over(params, init_from.params, init_from.vocab.chars, vocab.chars)
     run = Run(cfg, spec, vocab, params, rng, corpus_record, began)
+    run.plan = plan
     if init_from is not None:
         run.init_from = {"path": init_from.path, "step": init_from.meta.step}
     if resume is not None:  # a new run whose set-up spent its budget makes one update
@@ -415,35 +428,34 @@ def _steps(run, streams, val_ids, out_dir, stop):
     rollbacks, smoothed, evaluated = 0, None, run.best_val is not None
     reserve = 0.0  # seconds kept at the end of a time budget for the final evaluation
     checked = run.elapsed()  # training time when _due last looked at the clock
-    dt, fastest, updates = 0.0, math.inf, 0  # this process's updates: the last's time, ...
-    tuner = threads_lib.tuner()  # the threads' count chosen as it goes; None where pinned
+    made = plan_lib.Made(chars_per_step)  # this process's updates: their times, threads
+    tuner = threads_lib.tuner()  # the threads' count, chosen as it goes (or pinned)
 
     def decide():  # made before the reduction, so that it can carry them
         nonlocal checked
         if run.group.rank > 0:  # what the clock decides, worker 0's clock decides
             return bool(stop()), False, False
-        last, evaluating = _due(run, checked, dt, reserve, updates + 1 >= WARM_UPDATES)
+        last, evaluating = _due(run, checked, made.last, reserve,
+                                made.updates + 1 >= WARM_UPDATES)
         checked = run.elapsed()
         return bool(stop()), last, evaluating
 
     while True:
         t0 = time.perf_counter()
         loss, norm, lr, smoothed, why, (stopping, last, evaluating), clock = _update(
-            run, streams, smoothed, evaluated, (reserve, fastest), decide)
+            run, streams, smoothed, evaluated, (reserve, made.fastest), decide)
         if why:
             run.step += 1  # the update that diverged, never applied
             yield _roll_back(run, why, out_dir, rollbacks)
             rollbacks, smoothed = rollbacks + 1, None
             continue
-        dt = time.perf_counter() - t0
-        fastest, updates = min(fastest, dt), updates + 1
-        val_ids, reserve = _sized(run, val_ids, chars_per_step / min(
-            clock[2], fastest if run.group.size == 1 else math.inf), updates, last or evaluating)
+        dt, ran_on = time.perf_counter() - t0, tuner.in_use  # the update's time, threads
+        made.add(dt, ran_on)
+        val_ids, reserve = _sized(run, val_ids, made, clock[2], last or evaluating)
         speed = interval.add(loss, dt, chars_per_step)
         epoch = run.epoch + run.window / streams.windows
         yield Step(run.step, epoch, loss, norm, lr, speed, run.elapsed(),  # threads: as run,
-                   *(tuner.in_use, tuner.observe(dt)) if tuner else ())  # and any change
-
+                   ran_on, tuner.observe(dt))  # and any change of them
         if stopping:
             yield _stop(run, out_dir)
             return
@@ -461,20 +473,30 @@ def _steps(run, streams, val_ids, out_dir, stop):
                 return
             evaluated = True
         if event or run.step % cfg.log_every == 0:
-            _log(run, out_dir, epoch, interval, event, norm, lr, speed, tuner and tuner.threads)
+            _log(run, out_dir, epoch, interval, event, norm, lr, speed, ran_on)
             interval = _Interval()
         if event:  # after its row of metrics.csv, which curves.png draws
             event.warning = _draw_curves(run, out_dir)
             yield event
         if last:
+            yield _finished(run, made)
             return
 
 
-def _sized(run, val_ids, train_rate, updates, due):
+def _finished(run, made):
+    """The run has reached its budget, having made `made` (plan.Made) in this process."""
+    warnings = (too_few(run.cfg, made.updates), plan_lib.shortfall(run.plan, run.step, made))
+    return Finished(run.step, [w for w in warnings if w])
+
+
+def _sized(run, val_ids, made, fastest, due):
     """(the validation text evaluations read, the seconds the final one will take) from
-    the training speed (worker 0's, everywhere), once the first updates have measured it
-    or an evaluation is due."""
-    if updates >= WARM_UPDATES or due:
+    the training speed (worker 0's fastest update, everywhere; made: this process's
+    updates), once the first updates have measured it or an evaluation is due."""
+    if run.group.size == 1:
+        fastest = min(fastest, made.fastest)
+    train_rate = made.chars_per_update / fastest
+    if made.updates >= WARM_UPDATES or due:
         val_ids = _validation_slice(run, val_ids, train_rate)
     return val_ids, _eval_seconds(run, len(val_ids), train_rate)
 
