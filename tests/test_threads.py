@@ -69,6 +69,22 @@ def test_a_probe_of_a_hopeless_count_costs_one_timed_update():
     assert tuner.threads == 1 and tuner.measured == {1: 0.010, 2: 0.050}
 
 
+def test_the_tuner_probes_at_once_when_another_program_ends():
+    """One thread beside a busy core runs as fast as alone, so its speed cannot tell that
+    the other program has ended: the CPU time of other programs on the run's cores can."""
+    machine = Machine({1: 0.010, 2: 0.030})
+    beside = [1.0]  # cores that other programs keep busy
+    tuner = Tuner([1, 2], machine.set.append, soon=1000, latest=1000,
+                  neighbours=lambda: beside[0])
+    machine.run(tuner, PROBE_UPDATES + 3)
+    assert tuner.threads == 1
+    machine.run(tuner, 300)  # 3 s: the readings agree, no probe
+    assert machine.set == [1, 2, 1]
+    beside[0], machine.seconds = 0.0, {1: 0.010, 2: 0.006}  # the other program ends
+    changes = machine.run(tuner, 100 + 2 * (PROBE_UPDATES + 1))  # within a reading's second
+    assert [(c.was, c.threads) for c in changes] == [(1, 2)] and tuner.in_use == 2
+
+
 def test_changing_threads_during_a_run_changes_no_number_it_computes():
     """Twelve float64 updates of a model large enough that OpenBLAS splits its products
     over threads, the count switching between 1 and 2 every few updates, against the same

@@ -6,7 +6,8 @@ all: beside one busy core, two threads ran at half the speed of one (README, "Mo
 cores"). Which is fastest depends on what else the machine is doing, and that changes
 during a run. So the run measures: it tries each thread count on a few real updates,
 keeps the fastest, and tries again when its speed falls well below what that count gave,
-and at intervals (SOON to LATEST seconds).
+when the CPU time other programs take changes (Neighbours), and at intervals (SOON to
+LATEST seconds).
 
 Threads decide only the speed: OpenBLAS splits a product's output between its threads,
 never a sum, so every number the run computes is the same with any count
@@ -14,6 +15,7 @@ never a sum, so every number the run computes is the same with any count
 """
 import os
 import statistics
+import time
 from dataclasses import dataclass
 
 # The variables through which a BLAS takes its thread count as it loads: --threads sets
@@ -30,6 +32,12 @@ HOPELESS = 1.5
 # kept it, up to LATEST. One thread beside a busy core runs as fast as on a quiet machine,
 # so only a probe finds that the other program has ended.
 SOON, LATEST = 5.0, 60.0
+# Where the cores that other programs keep busy change by this many (a program starts or
+# ends; read every SAMPLE seconds of training), the run probes at once: one thread beside
+# a busy core runs as fast as on a quiet machine, so its speed cannot say that the other
+# program has ended. Beside a load busy 10 s of every 30, this took the default from 0.85
+# to NN of an oracle switching with the load (benchmarks/scaling.py, docs/results.md).
+NEIGHBOURS_CHANGED, SAMPLE = 0.5, 1.0
 
 
 @dataclass
@@ -63,7 +71,43 @@ def tuner():
         return Pinned(None)
     most = min(cores(), max(c.num_threads for c in blas.lib_controllers))
     # a controller made once switches in 7 us; threadpool_limits() took 0.2 ms (measured)
-    return Tuner(range(1, most + 1), lambda n: blas.limit(limits=n)) if most > 1 else Pinned(most)
+    if most < 2:
+        return Pinned(most)
+    return Tuner(range(1, most + 1), lambda n: blas.limit(limits=n),
+                 neighbours=Neighbours().busy if Neighbours.available() else None)
+
+
+class Neighbours:
+    """The cores' worth of CPU time that other programs took on this process's cores,
+    between calls: those cores' busy time (Linux: /proc/stat, a line per core) less this
+    process's own CPU time (os.times), over the wall time."""
+
+    STAT = "/proc/stat"
+
+    def __init__(self):
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self.mine = {f"cpu{n}" for n in os.sched_getaffinity(0)}
+        self.last = self._read()
+
+    @classmethod
+    def available(cls):
+        return os.path.exists(cls.STAT) and hasattr(os, "sched_getaffinity")
+
+    def _read(self):
+        """(wall time, seconds of busy CPU time on this process's cores, its own), now."""
+        busy = 0
+        with open(self.STAT) as f:
+            for line in f:
+                name, *ticks = line.split()
+                if name in self.mine:  # user nice system idle iowait irq softirq steal
+                    busy += sum(int(t) for t in ticks[:8]) - int(ticks[3]) - int(ticks[4])
+        own = os.times()
+        return time.monotonic(), busy / self.hz, own.user + own.system
+
+    def busy(self):
+        now = self._read()
+        (wall, busy, own), self.last = [b - a for a, b in zip(self.last, now)], now
+        return max(busy - own, 0.0) / wall if wall > 0 else None
 
 
 class Pinned:
@@ -103,11 +147,14 @@ class Tuner:
     updates run on n threads, and returns a Change where the chosen count changed. A probe
     times PROBE_UPDATES updates at each count (one, where that is HOPELESS); the first
     update after a switch is not timed (the pool wakes up). soon, latest: the seconds
-    between probes, where the speed says nothing."""
+    between probes, where the speed says nothing. neighbours(): the cores other programs
+    kept busy since the last call (Neighbours.busy), or None where that is not known."""
 
-    def __init__(self, counts, set_threads, soon=SOON, latest=LATEST):
+    def __init__(self, counts, set_threads, soon=SOON, latest=LATEST, neighbours=None):
         self.counts, self._set = sorted(counts), set_threads
         self.soon, self.latest, self.recheck = soon, latest, soon
+        self.neighbours = neighbours or (lambda: None)
+        self.since_sample, self.busy_beside = 0.0, None  # as the chosen count began
         self.threads = self.in_use = self.counts[-1]  # the chosen count; the one running
         self.recent, self.since_probe = [], 0.0
         self.queue, self.times = [], []
@@ -132,9 +179,21 @@ class Tuner:
         self.recent = (self.recent + [seconds])[-PROBE_UPDATES:]
         slow = (len(self.recent) == PROBE_UPDATES and
                 SLOWER * statistics.median(self.recent) > self.measured[self.threads])
-        if slow or self.since_probe >= self.recheck:
+        if slow or self.since_probe >= self.recheck or self._neighbours_changed(seconds):
             self._probe()
         return None
+
+    def _neighbours_changed(self, seconds):
+        """Whether other programs now keep NEIGHBOURS_CHANGED cores more or fewer busy than
+        when the chosen count began (read every SAMPLE seconds)."""
+        self.since_sample += seconds
+        if self.since_sample < SAMPLE:
+            return False
+        self.since_sample, busy = 0.0, self.neighbours()
+        if busy is None or self.busy_beside is None:
+            self.busy_beside = busy
+            return False
+        return abs(busy - self.busy_beside) >= NEIGHBOURS_CHANGED
 
     def _probing(self, seconds):
         if self.skip:
@@ -155,6 +214,8 @@ class Tuner:
         was = self.threads
         self.threads = min(self.measured, key=self.measured.get)
         self.recent, self.since_probe = [], 0.0
+        self.since_sample, self.busy_beside = 0.0, None
+        self.neighbours()  # the next reading covers the chosen count's time alone
         self.set_threads(self.threads)
         if self.threads == was:
             self.recheck = min(2 * self.recheck, self.latest)
