@@ -126,9 +126,9 @@ def test_changing_threads_during_a_run_changes_no_number_it_computes():
 def test_a_run_on_threads_that_slow_down_switches_and_says_so(corpus, tmp_path, runner,
                                                                monkeypatch):
     """A simulated machine where two threads are slow (each update run on two sleeps 20 ms
-    more): the run probes both counts, keeps one (the tiny run ends before it probes
-    again), logs the change with the two speeds,
-    and metrics.csv shows the count of every interval."""
+    more): the run probes both counts, keeps one, logs the change with the two speeds, and
+    metrics.csv shows the count of every interval. A later probe (at an interval, or where
+    a busy machine slows an update) tries two again for at most two updates."""
     from rnnlm.cli import cli
     from tests.conftest import CONFIGS
 
@@ -153,4 +153,6 @@ def test_a_run_on_threads_that_slow_down_switches_and_says_so(corpus, tmp_path, 
     assert on_one > 2 * on_two  # 20 ms is far longer than the tiny model's update
     shown = [r["threads"] for r in csv.DictReader(open(out / "metrics.csv"))]
     probe = ["1"] * (PROBE_UPDATES + 1) + ["2"] * 2  # two: the count proved hopeless at once
-    assert shown[:len(probe)] == probe and set(shown[len(probe):]) == {"1"}
+    assert shown[:len(probe)] == probe
+    later = "".join(shown[len(probe):])
+    assert later.startswith("1") and all(len(run) <= 2 for run in re.findall("2+", later))
