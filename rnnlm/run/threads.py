@@ -29,14 +29,15 @@ SLOWER = 0.7  # a speed below this share of the best at the current count: probe
 HOPELESS = 1.5
 # Seconds of training until the next probe, where the speed says nothing: SOON after a
 # probe that changed the count (the load is changing), twice as long after each one that
-# kept it, up to LATEST. One thread beside a busy core runs as fast as on a quiet machine,
-# so only a probe finds that the other program has ended.
+# kept it, up to LATEST: for what Neighbours cannot see (no /proc/stat; memory bandwidth
+# that a program on another core takes).
 SOON, LATEST = 5.0, 60.0
 # Where the cores that other programs keep busy change by this many (a program starts or
 # ends; read every SAMPLE seconds of training), the run probes at once: one thread beside
 # a busy core runs as fast as on a quiet machine, so its speed cannot say that the other
-# program has ended. Beside a load busy 10 s of every 30, this took the default from 0.85
-# to NN of an oracle switching with the load (benchmarks/scaling.py, docs/results.md).
+# program has ended. Beside a load busy 10 s of every 30, the run went back to two threads
+# within a second of each load's end (metrics.csv, docs/results.md "More cores"), where
+# the probes at intervals alone would wait 5 to 60 s.
 NEIGHBOURS_CHANGED, SAMPLE = 0.5, 1.0
 
 
