@@ -18,7 +18,7 @@ import numpy as np
 from rnnlm.errors import RnnlmError
 
 from rnnlm import textbook
-from rnnlm.fast import engine as fast, kernels
+from rnnlm.fast import blas, engine as fast, kernels
 from rnnlm.fast.buffers import scratch
 from rnnlm.params import layer_keys
 
@@ -49,17 +49,21 @@ def loss_and_grads(name, params, spec, x, y, state, masks=None, weight_masks=Non
 
 
 def describe(name="fast"):
-    """The engine, and for the fast one which kernels it runs: "fast engine, numba kernels"."""
+    """The engine, and for the fast one which kernels and BLAS it runs: "fast engine, numba
+    kernels, products by openblas 0.3.31 (SkylakeX kernels)"."""
     if name != "fast":
         return f"{name} engine"
-    return f"fast engine, {kernels.active.name} kernels"
+    return f"fast engine, {kernels.active.name} kernels, products by {blas.active.describe()}"
 
 
 def load_kernels(name=None, notify=None, prefer=None):
     """Choose the fast engine's kernels now (fast/kernels.py: numba where it imports, else
     numpy; $RNNLM_KERNELS or name forces one), compiling or loading them from the cache,
-    and return the implementation's name."""
-    return kernels.load(name, notify, prefer).name
+    and the BLAS of its products (fast/blas.py: as measured on this machine; $RNNLM_BLAS
+    forces one). Returns the kernels' name."""
+    chosen = kernels.load(name, notify, prefer).name
+    blas.load(notify=notify)
+    return chosen
 
 
 def limit_threads(n):

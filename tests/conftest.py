@@ -65,6 +65,19 @@ def kernel_path(request, monkeypatch):
         kernels.active = previous
 
 
+@pytest.fixture(params=["openblas", "mkl"])
+def blas_provider(request, monkeypatch):
+    """Run the test with each library that can run the fast engine's matrix products
+    (fast/blas.py), in this process and in any rnnlm it starts. MKL's skips where it is
+    absent (pip install 'rnnlm[mkl]')."""
+    from rnnlm.fast import blas
+    if request.param == "mkl" and blas.find_mkl() is None:
+        pytest.skip("MKL is not installed (pip install 'rnnlm[mkl]')")
+    monkeypatch.setenv("RNNLM_BLAS", request.param)
+    monkeypatch.setattr(blas, "active", blas.provider(request.param))
+    yield request.param
+
+
 def chromium():
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)

@@ -18,7 +18,8 @@ def test_gradcheck_passes_for_every_cell_depth_and_regulariser_with_the_textbook
     assert_gradcheck_passes("textbook")
 
 
-def test_gradcheck_passes_for_every_cell_depth_and_regulariser_with_the_fast_engine(kernel_path):
+def test_gradcheck_passes_for_every_cell_depth_and_regulariser_with_the_fast_engine(
+        kernel_path, blas_provider):
     assert_gradcheck_passes("fast")
 
 
@@ -87,7 +88,7 @@ def random_case(cell, layers, regulariser, seed=5, V=11, H=9, B=4, T=13):
 @pytest.mark.parametrize("cell,layers,regulariser",
                          SETTINGS + [(c, 3, "none") for c in CELLS]
                          + [(c, 3, "locked") for c in CELLS] + [(c, 3, "weight drop") for c in CELLS])
-def test_fast_engine_equals_the_textbook(cell, layers, regulariser, kernel_path):
+def test_fast_engine_equals_the_textbook(cell, layers, regulariser, kernel_path, blas_provider):
     params, spec, x, y, state, masks, weight_masks = random_case(cell, layers, regulariser)
     loss, grads, new_state = engines.loss_and_grads("fast", params, spec, x, y, state, masks,
                                                     weight_masks)

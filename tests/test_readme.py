@@ -25,8 +25,8 @@ def test_two_commands_and_ci_runs_the_test_command():
     test_command = commands[1].split(" && ")[-1]
     assert test_command == "python -m pytest -q"
     ci = (ROOT / ".ci" / "run").read_text()
-    assert 'pip install --quiet -e ".[test,fast,plot,onnx,mpi]"' in ci
-    assert 'pip install -e ".[test,fast,plot,onnx,mpi]"' in commands[1]
+    assert 'pip install --quiet -e ".[test,fast,plot,onnx,mpi,mkl]"' in ci
+    assert 'pip install -e ".[test,fast,plot,onnx,mpi,mkl]"' in commands[1]
     assert re.search(rf"^{re.escape(test_command)}$", ci, re.M)
 
 

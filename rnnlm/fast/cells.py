@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rnnlm.fast import kernels
+from rnnlm.fast import blas, kernels
 from rnnlm.fast.buffers import transpose
 from rnnlm.params import CELLS
 
@@ -89,7 +89,7 @@ class RNN(Step, cell="rnn", order=(0,)):
     @staticmethod
     def forward(t, buf, w):
         a = buf["h"][t + 1]  # so far W_ih x_t + b; becomes h_t
-        np.dot(w.hh, buf["h"][t], out=buf["hh"])
+        blas.active.matmul(w.hh, buf["h"][t], buf["hh"])
         kernels.active.rnn_forward(a, buf["hh"])
 
     @staticmethod
@@ -97,7 +97,7 @@ class RNN(Step, cell="rnn", order=(0,)):
         """dstate (dh,) reaching h after step t; fills dgx (= dgh here: the step's h,
         which the gradient replaces) and dprev (dh_prev,)."""
         kernels.active.rnn_backward(dgx, dstate[0])
-        np.dot(w.hh_t, dgx, out=dprev[0])
+        blas.active.matmul(w.hh_t, dgx, dprev[0])
 
 
 class LSTM(Step, cell="lstm", order=(3, 0, 1, 2)):
@@ -117,7 +117,7 @@ class LSTM(Step, cell="lstm", order=(3, 0, 1, 2)):
 
     @staticmethod
     def forward(t, buf, w):
-        np.dot(w.hh, buf["h"][t], out=buf["hh"])
+        blas.active.matmul(w.hh, buf["h"][t], buf["hh"])
         kernels.active.lstm_forward(buf["acts"][t], buf["hh"], buf["c"][t], buf["c"][t + 1],
                                     buf["h"][t + 1])
 
@@ -127,7 +127,7 @@ class LSTM(Step, cell="lstm", order=(3, 0, 1, 2)):
         which the gradients replace) and dprev (dh_prev, dc_prev)."""
         (dh, dc_next), (dh_prev, dc_prev) = dstate, dprev
         kernels.active.lstm_backward(dgx, buf["c"][t], buf["c"][t + 1], dh, dc_next, dc_prev)
-        np.dot(w.hh_t, dgx, out=dh_prev)
+        blas.active.matmul(w.hh_t, dgx, dh_prev)
 
 
 class GRU(Step, cell="gru", order=(0, 1, 2)):
@@ -147,7 +147,7 @@ class GRU(Step, cell="gru", order=(0, 1, 2)):
     @staticmethod
     def forward(t, buf, w):
         gh, h_prev = buf["gh"][t], buf["h"][t]
-        np.dot(w.hh, h_prev, out=gh)
+        blas.active.matmul(w.hh, h_prev, gh)
         kernels.active.gru_forward(buf["rzn"][t], gh, w.bias, h_prev, buf["h"][t + 1])
 
     @staticmethod
@@ -156,7 +156,7 @@ class GRU(Step, cell="gru", order=(0, 1, 2)):
         dprev (dh_prev,)."""
         (dh,), (dh_prev,) = dstate, dprev
         kernels.active.gru_backward(buf["rzn"][t], buf["gh"][t], buf["h"][t], dh, dgx, dgh)
-        np.dot(w.hh_t, dgh, out=dh_prev)
+        blas.active.matmul(w.hh_t, dgh, dh_prev)
         dh_prev += dh  # now dh * z: h_prev also reaches h directly
 
 

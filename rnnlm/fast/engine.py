@@ -15,7 +15,7 @@ business; the elementwise work of a step is kernels.py's.
 """
 import numpy as np
 
-from rnnlm.fast import buffers, kernels
+from rnnlm.fast import blas, buffers, kernels
 from rnnlm.fast.buffers import columns, from_columns, scratch, shared_columns
 from rnnlm.fast.cells import STEPS, prepare
 from rnnlm.params import layer_keys
@@ -81,7 +81,7 @@ def _layer_forward(cell, params, layer, inputs, state):
         table = np.add(w_in, b_in[:, None], out=alloc("table", w_in.shape, dtype))
         kernels.active.lookup(table, inputs, gx)
     else:  # T GEMMs back to back, while W_ih is in cache; in the loop only W_hh is read
-        np.matmul(w_in, inputs, out=gx)
+        blas.active.matmul(w_in, inputs, gx)
         gx += b_in[:, None]
     for t in range(T):
         cell.forward(t, buf, w)
@@ -176,13 +176,13 @@ def _output_layer(params, spec, top, targets):
     spare_cols = shared_columns(spec.gates * H, N, dtype)[:H]  # free till the backward
     dtop = spare_cols if len(chunks) == 1 else scratch("dtop", (H, N), dtype)
     for c in chunks:
-        logits = np.matmul(w_out, top[:, c], out=scratch("logits", (V, c.stop - c.start), dtype))
+        logits = blas.active.matmul(w_out, top[:, c], scratch("logits", (V, c.stop - c.start), dtype))
         logits += params["out.bias"][:, None]
         part, dlogits = softmax_cross_entropy(logits, targets[c], N)  # (V, columns)
         loss += part
-        grads["out.weight"] += dlogits @ top[:, c].T
+        grads["out.weight"] += blas.active.matmul(dlogits, top[:, c].T)
         grads["out.bias"] += dlogits.sum(axis=1)
-        np.matmul(w_out.T, dlogits, out=dtop[:, c])  # top was last read above, if one chunk
+        blas.active.matmul(w_out.T, dlogits, dtop[:, c])  # top was last read above, if one chunk
     return loss, grads, dtop
 
 
@@ -207,7 +207,7 @@ def _backward_layers(cell, params, spec, layers, dtop, h_cols, masks, grads):
                                                cell.order)
         grads[b_ih] = _sum_over_columns(dgx2)
         grads[b_hh] = grads[b_ih].copy() if dgh is dgx else _sum_over_columns(dgh2)
-        grads[w_hh] = dgh2 @ prev_cols.T  # sum over t of dgh_t h_{t-1}^T
+        grads[w_hh] = blas.active.matmul(dgh2, prev_cols.T)  # sum over t of dgh_t h_{t-1}^T
         if layer == 0:  # sum over t of dgx_t x_t^T, x_t one-hot: a scatter-add
             grads[w_ih] = kernels.active.lookup_grad(dgx2, layer_inputs.reshape(-1),
                                                      np.empty((GH, spec.vocab_size), dtype))
@@ -218,11 +218,11 @@ def _backward_layers(cell, params, spec, layers, dtop, h_cols, masks, grads):
         else:  # remade, as columns where the states will go
             masked = np.multiply(below[1:], masks[layer - 1], out=scratch("masked", (T, H, B), dtype))
             input_cols = columns(masked, h_cols[:, :N])
-        grads[w_ih] = dgx2 @ input_cols.T  # sum over t of dgx_t x_t^T
+        grads[w_ih] = blas.active.matmul(dgx2, input_cols.T)  # sum over t of dgx_t x_t^T
         # The gradient reaching the layer below's outputs, computed in this layer's spent
         # state buffer (free now) and laid out back as (T, H, B).
         spent = buf["h"].reshape(-1)[:H * N].reshape(H, N)
-        dout = from_columns(np.dot(params[w_ih].T, dgx2, out=spent),
+        dout = from_columns(blas.active.matmul(params[w_ih].T, dgx2, spent),
                             scratch("dout", (T, H, B), dtype))
 
 
@@ -236,7 +236,7 @@ def forward(params, spec, x, state):
         inputs = buf["h"][1:]
     T, H, B = inputs.shape
     top = shared_columns(spec.gates * H, T * B, inputs.dtype)[:H]
-    logits = params["out.weight"] @ columns(inputs, top)  # (V, T*B): the caller chooses T
+    logits = blas.active.matmul(params["out.weight"], columns(inputs, top))  # (V, T*B): the caller chooses T
     logits += params["out.bias"][:, None]  # so that this fits (evaluate.py)
     return logits.reshape(-1, T, B).transpose(2, 1, 0), new_state
 
