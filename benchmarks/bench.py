@@ -6,6 +6,7 @@
     python benchmarks/bench.py --quick --textbook --only lstm2x256   # the engines compared
     python benchmarks/bench.py --versus ../old-checkout              # before and after
     python benchmarks/bench.py --smoke         # a few steps of everything: it runs, no figures
+    python benchmarks/bench.py --gemm          # the GEMM rates of each BLAS rnnlm can use
 
 rnnlm is measured on each of its kernel paths (RNNLM_KERNELS=numba where Numba is
 installed, and numpy). Each measurement runs in a fresh subprocess, so its peak RSS is its
@@ -133,6 +134,13 @@ def worker_rnnlm(name, steps, sample_chars, engine="fast"):
                  sample_length=0,
                  **({} if engine == "fast" else {"engine": engine}))
     vocab = Vocab(chars)
+    products = ""
+    try:  # the BLAS a user's run chooses (fast/blas.py); a --versus checkout may predate it
+        from rnnlm import engines
+        engines.load_kernels()
+        products = engines.describe(engine)
+    except (ImportError, AttributeError):
+        pass
     base = rss_mb()
     times = []
     with tempfile.TemporaryDirectory() as out:
@@ -145,7 +153,8 @@ def worker_rnnlm(name, steps, sample_chars, engine="fast"):
     chars_per_step = cfg.batch_size * cfg.seq_len
     train_cps = chars_per_step * (len(times) - 6) / (times[-1] - times[5])
     peak = rss_mb()  # before the GEMM timing allocates arrays of its own
-    result = dict(train_cps=train_cps, peak_mb=peak, base_mb=base, gemm=gemm_rate())
+    result = dict(train_cps=train_cps, peak_mb=peak, base_mb=base, gemm=gemm_rate(),
+                  products=products)
     if sample_chars:
         from rnnlm.params import Spec, init_params
         spec = Spec(cfg.cell, vocab.size, cfg.hidden, cfg.layers)  # any --versus checkout's
@@ -201,7 +210,11 @@ def worker_torch(name, steps, sample_chars):
         state = tuple(h.detach() for h in state) if isinstance(state, tuple) else state.detach()
         times.append(time.perf_counter())
     train_cps = B * T * (len(times) - 6) / (times[-1] - times[5])
-    result = dict(train_cps=train_cps, peak_mb=rss_mb(), base_mb=base)
+    blas = next((part.split("=", 1)[1] for part in torch.__config__.show().replace(",", " ").split()
+                 if part.startswith("BLAS_INFO=")), "?")
+    result = dict(train_cps=train_cps, peak_mb=rss_mb(), base_mb=base,
+                  products=f"torch {torch.__version__}, BLAS {blas}, threads "
+                           f"{torch.get_num_threads()}")
     if sample_chars:
         with torch.no_grad():
             h = torch.zeros(L, 1, H)
@@ -258,6 +271,58 @@ def gemm_rate():
     return best
 
 
+# The products of issue 31's table: a large square; a recurrent step's (G*H x H by B
+# columns), its transpose's, and a window's input or output product (by T*B columns).
+GEMM_SHAPES = ((2048, 2048, 2048), (768, 256, 32), (32, 256, 768), (2048, 256, 768))
+
+
+def gemm_table(seconds):
+    """GFLOP/s of each library that can run rnnlm's products (fast/blas.py), on one thread
+    and on every core, float32 and (MKL) bfloat16 in, float32 out, for GEMM_SHAPES."""
+    from threadpoolctl import threadpool_limits
+
+    from rnnlm.fast import blas
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    counts = sorted({1, cores})
+    libraries = [(lib, "float32", lib.matmul) for lib in blas.available()]
+    libraries += [(lib, "bf16", lambda a, b, out, lib=lib: lib.matmul_bf16(a, b, out))
+                  for lib in blas.available() if lib.name == "mkl"]
+    print("\nGEMM rates, GFLOP/s (m x k by n columns), threads " + " / ".join(map(str, counts)))
+    print(f"{'library':<46}" + "".join(f"{f'{m}x{k} by {n}':>22}" for m, k, n in GEMM_SHAPES))
+    for lib, precision, product in libraries:
+        cells = []
+        for m, k, n in GEMM_SHAPES:
+            rates = []
+            for count in counts:
+                with threadpool_limits(count, user_api="blas"):
+                    rates.append(gemm_rate_of(product, m, k, n, precision == "bf16", seconds))
+            cells.append(" / ".join(f"{r:.0f}" for r in rates))
+        print(f"{lib.describe() + ', ' + precision:<46}" + "".join(f"{c:>22}" for c in cells),
+              flush=True)
+
+
+def gemm_rate_of(product, m, k, n, bf16=False, seconds=0.1):
+    """GFLOP/s of product(a, b, out) on (m, k) by (k, n): the best of three timings."""
+    from rnnlm.fast import blas
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((m, k), np.float32), rng.random((k, n), np.float32)
+    if bf16:
+        a, b = blas.to_bf16(a), blas.to_bf16(b)
+    out = np.empty((m, n), np.float32)
+    product(a, b, out)
+    started = time.perf_counter()
+    product(a, b, out)
+    reps, best = max(1, int(seconds / max(time.perf_counter() - started, 1e-7))), float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(reps):
+            product(a, b, out)
+        best = min(best, (time.perf_counter() - started) / reps)
+    return 2 * m * k * n / best / 1e9
+
+
 def measure(impl, name, steps, sample_chars, env=None):
     cmd = [sys.executable, __file__, "--worker", impl, name, str(steps), str(sample_chars)]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
@@ -274,7 +339,8 @@ def cpu_extensions():
         flags = open("/proc/cpuinfo").read().split()
     except OSError:
         return "extensions unknown"
-    return "+".join(name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"))
+    return "+".join(name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"),
+                                            ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX"))
                     if flag in flags) or "no AVX2"
 
 
@@ -304,6 +370,8 @@ def main():
     parser.add_argument("--versus", type=Path, metavar="DIR",
                         help="another checkout of rnnlm (e.g. a git worktree of an earlier "
                              "commit), measured alongside: before/after figures in one run")
+    parser.add_argument("--gemm", action="store_true",
+                        help="only the GEMM rates of each BLAS rnnlm can use, on rnnlm's shapes")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.smoke:
@@ -315,6 +383,12 @@ def main():
         print(json.dumps(work(name, int(steps), int(sample_chars))))
         return
 
+    if args.gemm:
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cores ({cpu_extensions()})")
+        gemm_table(0.001 if args.smoke else 0.1)
+        if args.smoke:
+            print("\nsmoke run: every library ran; its figures are not measurements")
+        return
     try:
         import torch
         torch_version = None if args.no_torch else torch.__version__
@@ -386,6 +460,9 @@ def main():
                   + (f"{sample:>10,.0f}" if sample else f"{'':>10}")
                   + "".join(f"{ratio(label, v, 'sample_cps', False):>13}" for v in versus),
                   flush=True)
+        if name == names[0]:  # which BLAS and threads each side ran its products on
+            for label, _, _ in sides:
+                print(f"{'':<14}{label:<10}{rounds[0][label].get('products') or '?'}")
     if args.memory:
         memory_steps = 2 if args.smoke else 20
         m = measure("memory", str(args.memory), memory_steps, 0)

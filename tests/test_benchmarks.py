@@ -28,6 +28,19 @@ def test_bench_runs_every_configuration_and_side():
     for name in bench.CONFIGS:
         assert f"\n{name} " in out
     assert "numpy" in out and "memory: rnnlm train on a 1 MB corpus" in out
+    assert "numba     fast engine, numba kernels, products by " in out  # what each side ran on
+    assert out.rstrip().endswith("its figures are not measurements")
+
+
+def test_bench_gemm_rates_every_library_the_products_can_run_on():
+    from rnnlm.fast import blas
+
+    out = smoke("bench.py", "--gemm")
+    rows = out.split("\nlibrary ")[1].split("\n\n")[0].splitlines()[1:]  # below the header
+    expected = [f"{lib.describe()}, float32" for lib in blas.available()]
+    expected += [f"{blas.provider('mkl').describe()}, bf16"] if blas.find_mkl() else []
+    assert len(rows) == len(expected)
+    assert all(row.startswith(label + " ") for row, label in zip(rows, expected))
     assert out.rstrip().endswith("its figures are not measurements")
 
 

@@ -77,6 +77,19 @@ class MKL:
             function.argtypes = [scalar if t is None else t for t in arguments]
             self.gemm[np.dtype(dtype)] = function
 
+    def matmul_bf16(self, a, b, out):
+        """out = a @ b, a and b bfloat16 (as uint16, to_bf16's), contiguous; out float32:
+        MKL's cblas_gemm_bf16bf16f32, which runs on AMX or AVX512-BF16 units where the CPU
+        has them, and more slowly on any AVX-512 CPU. What its speed is worth: bench.py
+        --gemm."""
+        function = self.lib.cblas_gemm_bf16bf16f32
+        function.restype = None
+        (m, k), n = a.shape, b.shape[1]
+        function(ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k, ctypes.c_float(1.0),
+                 ctypes.c_void_p(a.ctypes.data), k, ctypes.c_void_p(b.ctypes.data), n,
+                 ctypes.c_float(0.0), ctypes.c_void_p(out.ctypes.data), n)
+        return out
+
     def describe(self):
         version = ctypes.create_string_buffer(256)
         try:
@@ -116,6 +129,12 @@ def _layout(x):
     if (s0 == size or rows == 1) and s1 % size == 0 and s1 // size >= max(rows, 1):
         return TRANS, s1 // size
     return None
+
+
+def to_bf16(x):
+    """float32 -> bfloat16, rounded to nearest even, as the uint16 of its bits."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
 
 
 def find_mkl():
