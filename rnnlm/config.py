@@ -68,6 +68,7 @@ class Config:
     sample_length: int = 200  # characters of the sample shown at each eval
     seed: int = 1337  # weights, dropout and samples all come from this
     engine: str = "fast"  # fast | textbook: the same numbers (README, "Read the BPTT")
+    precision: str = "float32"  # float32 | bf16: products of bfloat16 (MKL) | auto: bf16 where faster
 
 
 # key -> (check, message): what a value must satisfy beyond its type.
@@ -77,6 +78,7 @@ RULES = {
     "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
     "schedule": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
     "engine": (lambda v: v in ENGINES, f"one of {', '.join(ENGINES)}"),
+    "precision": (lambda v: v in ("float32", "bf16", "auto"), "one of float32, bf16, auto"),
     "newline": (lambda v: v in ("keep", "lf"), "one of keep, lf"),
     "on_divergence": (lambda v: v in ("stop", "rollback"), "one of stop, rollback"),
     "hidden": (lambda v: v >= 1, ">= 1"),

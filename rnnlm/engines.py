@@ -56,13 +56,26 @@ def describe(name="fast"):
     return f"fast engine, {kernels.active.name} kernels, products by {blas.active.describe()}"
 
 
-def load_kernels(name=None, notify=None, prefer=None):
+def precision(cfg, notify=None):
+    """The precision of the products a run with `cfg` computes in: cfg.precision, where
+    "auto" becomes bf16 or float32 as this machine measures (fast/blas.py: bf16_pays).
+    bfloat16 products are the fast engine's alone."""
+    if cfg.precision == "bf16" and cfg.engine != "fast":
+        raise RnnlmError(f"precision bf16 is the fast engine's (engine={cfg.engine} computes "
+                         f"in float32 or float64)")
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bf16" if cfg.engine == "fast" and blas.bf16_pays(notify) else "float32"
+
+
+def load_kernels(name=None, notify=None, prefer=None, precision="float32"):
     """Choose the fast engine's kernels now (fast/kernels.py: numba where it imports, else
     numpy; $RNNLM_KERNELS or name forces one), compiling or loading them from the cache,
     and the BLAS of its products (fast/blas.py: as measured on this machine; $RNNLM_BLAS
-    forces one). Returns the kernels' name."""
+    forces one; MKL's bfloat16 products where `precision` is "bf16"). Returns the
+    kernels' name."""
     chosen = kernels.load(name, notify, prefer).name
-    blas.load(notify=notify)
+    blas.load(notify=notify, precision=precision)
     return chosen
 
 

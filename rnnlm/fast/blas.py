@@ -40,10 +40,15 @@ class NumPyBLAS:
     """The BLAS NumPy was built with: OpenBLAS in NumPy's wheels."""
 
     name = "openblas"
+    precision = "float32"
 
     @staticmethod
     def matmul(a, b, out=None):
         return np.matmul(a, b, out=out)
+
+    @staticmethod
+    def keep(name, *weights):
+        """Weights that stay as they are through a window (BF16 converts them once)."""
 
     @staticmethod
     def describe():
@@ -63,6 +68,8 @@ class MKL:
     of the engine's are)."""
 
     name = "mkl"
+    precision = "float32"
+    keep = NumPyBLAS.keep
 
     def __init__(self, path):
         self.path, self.lib = path, ctypes.CDLL(path)
@@ -87,7 +94,7 @@ class MKL:
         (m, k), n = a.shape, b.shape[1]
         function(ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k, ctypes.c_float(1.0),
                  ctypes.c_void_p(a.ctypes.data), k, ctypes.c_void_p(b.ctypes.data), n,
-                 ctypes.c_float(0.0), ctypes.c_void_p(out.ctypes.data), n)
+                 ctypes.c_float(0.0), ctypes.c_void_p(out.ctypes.data), out.strides[0] // 4)
         return out
 
     def describe(self):
@@ -115,6 +122,52 @@ class MKL:
         (trans_a, lda), (trans_b, ldb), (_, ldc) = layouts
         gemm(ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, lda,
              b.ctypes.data, ldb, 0.0, out.ctypes.data, ldc)
+        return out
+
+
+class BF16:
+    """MKL's bfloat16 products (precision "bf16"): each product's operands rounded to
+    bfloat16, multiplied with float32 accumulation, the result float32. Parameters,
+    optimizer state, elementwise work and the loss stay float32. The weights that a
+    window multiplies at every step (a layer's W_hh and its transpose) are rounded once
+    per window (keep); every other operand at its product."""
+
+    name = "mkl"
+    precision = "bf16"
+
+    def __init__(self, mkl):
+        self.mkl, self.kept = mkl, {}  # name -> (the float32 array, its bfloat16 bits)
+
+    def describe(self):
+        return f"{self.mkl.describe()} in bfloat16"
+
+    def keep(self, name, *weights):
+        for k, w in enumerate(weights):
+            self.kept[f"{name}.{k}"] = (w, to_bf16(w))
+
+    def _bits(self, x):
+        """x as bfloat16: kept (the very array keep() was given), else rounded now."""
+        return next((bits for array, bits in self.kept.values() if array is x), None) \
+            if x.ndim == 2 else None
+
+    def matmul(self, a, b, out=None):
+        if a.dtype != np.float32 or b.dtype != np.float32:
+            return self.mkl.matmul(a, b, out)  # float64 (gradient checks) stays exact
+        if out is None:
+            out = np.empty(a.shape[:-1] + b.shape[-1:] if b.ndim == 2 else
+                           (b.shape[0], a.shape[0], b.shape[2]), np.float32)
+        a16 = self._bits(a)
+        a16 = to_bf16(a) if a16 is None else a16
+        if b.ndim == 3:  # a by each of a stack
+            for b_t, out_t in zip(b, out):
+                self._product(a16, to_bf16(b_t), out_t)
+            return out
+        return self._product(a16, to_bf16(b), out)
+
+    def _product(self, a16, b16, out):
+        if _layout(out) is not None and _layout(out)[0] == NO_TRANS:
+            return self.mkl.matmul_bf16(a16, b16, out)
+        out[...] = self.mkl.matmul_bf16(a16, b16, np.empty(out.shape, np.float32))
         return out
 
 
@@ -203,11 +256,18 @@ def measure(libraries, seconds=0.05):
     return sorted(times, key=lambda pair: pair[1])
 
 
-def load(name=None, notify=None):
+PRECISIONS = ("float32", "bf16", "auto")
+
+
+def load(name=None, notify=None, precision="float32"):
     """Make a library the active one and return it: `name`, else $RNNLM_BLAS, else the
     one this machine's measurement chose (measured now, the first time, in about a
-    second). notify(message) hears the measurement where one is made."""
+    second); with precision "bf16", MKL's bfloat16 products. notify(message) hears the
+    measurement where one is made."""
     global active
+    if precision == "bf16":
+        active = bf16()
+        return active
     name = name or os.environ.get("RNNLM_BLAS")
     if name:
         active = provider(name)
@@ -215,6 +275,46 @@ def load(name=None, notify=None):
     libraries = available()
     active = libraries[0] if len(libraries) == 1 else _chosen(libraries, notify)
     return active
+
+
+def bf16():
+    """MKL's bfloat16 products, or a one-line error saying what is missing."""
+    if find_mkl() is None:
+        raise RnnlmError("precision bf16 runs on Intel's MKL: pip install 'rnnlm[mkl]'")
+    return BF16(provider("mkl"))
+
+
+# CPU flags of units that multiply bfloat16 (Linux's names): AMX's tiles, AVX-512's
+# dot products.
+BF16_UNITS = ("amx_bf16", "avx512_bf16")
+
+
+def bf16_pays(notify=None):
+    """precision "auto": whether bfloat16 products are worth using here: the CPU has
+    units for them, MKL is installed, and they run a step's and a window's products
+    faster than the float32 library would (each at its best thread count)."""
+    from rnnlm.fast.kernels import cache_dir
+
+    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else []
+    if not any(unit in flags for unit in BF16_UNITS) or find_mkl() is None:
+        return False
+    float32 = load(notify=notify)
+    memo = cache_dir() / f"precision-{_signature([float32, bf16()])}"
+    try:  # measured once per machine, as the library is: every process decides alike
+        return memo.read_text().split()[0] == "bf16"
+    except (OSError, IndexError):
+        pass
+    times = _at_best_threads([float32, bf16()])
+    (notify or (lambda message: None))(
+        "precision auto: " + ", ".join(f"{lib.describe()} {seconds * 1e3:.2f} ms"
+                                       for lib, seconds in times)
+        + f" (a step's and a window's products): using {times[0][0].precision}")
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(times[0][0].precision + "\n")
+    except OSError:
+        pass
+    return times[0][0].precision == "bf16"
 
 
 def _chosen(libraries, notify):

@@ -71,6 +71,7 @@ def _layer_forward(cell, params, layer, inputs, state):
     # shared columns, which hold nothing until the backward pass.
     lent = buffers.lend_for_forward(alloc, GH, T * B, {"w_in": 0, "w_hh": GH * n_in})
     w_in, b_in, w = prepare(cell, *weights, batch=B, alloc=lent)
+    blas.active.keep(f"l{layer}", w.hh, w.hh_t)  # multiplied at every step of the window
     H, dtype = w.hh.shape[1], w.hh.dtype
     buf = {name: alloc(name, shape, dtype)
            for name, shape in cell.buffer_shapes(T, B, H).items()}

@@ -68,8 +68,8 @@ def start(corpus=None, out=None, *, config_file=None, assignments=(), time=None,
         out = workers.decided(lambda: rundir.for_new_run(chosen, default_out))
         fixed = given | set(sizing.SIZED) if origin.base else given  # fine-tuning keeps its model
         cfg, _, plan = for_text(cfg, fixed, text, began, check_memory, notify)
-    elif cfg.engine == "fast":
-        engines.load_kernels(notify=notify)
+    else:
+        cfg = _engine_loaded(cfg, notify)
     events = training.train(cfg, text.vocab, text.ids, out, corpus_name=text.name,
                             corpus_record=record, resume=origin.resumed, stop=stop,
                             metrics_from=origin.metrics_from, check_memory=check_memory,
@@ -186,6 +186,15 @@ def limits(time, settings):
     return settings
 
 
+def _engine_loaded(cfg, notify):
+    """cfg, its precision "auto" resolved to the one this machine computes in, with the
+    fast engine's kernels and products loaded for it."""
+    cfg = dataclasses.replace(cfg, precision=engines.precision(cfg, notify))
+    if cfg.engine == "fast":
+        engines.load_kernels(notify=notify, precision=cfg.precision)
+    return cfg
+
+
 def for_text(cfg, given, text, began, check_memory, notify):
     """A new run's settings for its text: fewer streams where it is short, and the model
     the rule chooses (sizing.sized), each unless `given`. Returns the Config, the choice
@@ -193,8 +202,7 @@ def for_text(cfg, given, text, began, check_memory, notify):
     rule chooses was given."""
     if not {"batch_size", "seq_len"} & given:
         cfg = _fitted(cfg, len(text.ids), notify)
-    if cfg.engine == "fast":
-        engines.load_kernels(notify=notify)
+    cfg = _engine_loaded(cfg, notify)
     if set(sizing.SIZED) <= given:
         return cfg, None, None
     cfg, why, plan = sizing.sized(cfg, given, text, began, check_memory)
