@@ -27,6 +27,7 @@ next to each other in time share the machine's state), followed by the lowest an
 of those ratios.
 """
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -134,13 +135,15 @@ def worker_rnnlm(name, steps, sample_chars, engine="fast"):
                  sample_length=0,
                  **({} if engine == "fast" else {"engine": engine}))
     vocab = Vocab(chars)
-    products = ""
+    products, precision = "", os.environ.get("BENCH_PRECISION", "float32")
     try:  # the BLAS a user's run chooses (fast/blas.py); a --versus checkout may predate it
         from rnnlm import engines
-        engines.load_kernels()
+        engines.load_kernels(**({"precision": precision} if precision != "float32" else {}))
         products = engines.describe(engine)
     except (ImportError, AttributeError):
         pass
+    if precision != "float32":
+        cfg = dataclasses.replace(cfg, precision=precision)
     base = rss_mb()
     times = []
     with tempfile.TemporaryDirectory() as out:
@@ -181,6 +184,8 @@ def worker_torch(name, steps, sample_chars):
     chars, ids = corpus(s["vocab"])
     V, H, L, B, T = s["vocab"], s["hidden"], s["layers"], s["batch_size"], s["seq_len"]
     torch.manual_seed(0)
+    if os.environ.get("BENCH_PRECISION") == "bf16":  # PyTorch's own switch (2.9+)
+        torch.backends.mkldnn.rnn.fp32_precision = "bf16"
     rnn = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[s["cell"]](V, H, L)
     out = torch.nn.Linear(H, V)
     params = list(rnn.parameters()) + list(out.parameters())
@@ -370,6 +375,9 @@ def main():
     parser.add_argument("--versus", type=Path, metavar="DIR",
                         help="another checkout of rnnlm (e.g. a git worktree of an earlier "
                              "commit), measured alongside: before/after figures in one run")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also rnnlm with precision bf16 (MKL) and PyTorch with its "
+                             "bf16 switch for RNNs (torch.backends.mkldnn.rnn.fp32_precision)")
     parser.add_argument("--gemm", action="store_true",
                         help="only the GEMM rates of each BLAS rnnlm can use, on rnnlm's shapes")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
@@ -406,8 +414,12 @@ def main():
         sides.append(("textbook", "textbook", {}))
     if args.versus:  # another checkout of rnnlm, imported ahead of this one
         sides.append((args.versus.name, "rnnlm", {"PYTHONPATH": str(args.versus.resolve())}))
+    if args.bf16:
+        sides.insert(1, ("bf16", "rnnlm", {"BENCH_PRECISION": "bf16"}))
     if torch_version:
         sides.append(("torch", "torch", {}))
+        if args.bf16:
+            sides.append(("torch-bf16", "torch", {"BENCH_PRECISION": "bf16"}))
     names = args.only or list(CONFIGS)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores ({cpu_extensions()}); "
           f"numpy {np.__version__} ({blas_info()}); torch {torch_version or 'absent'}")
