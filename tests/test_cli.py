@@ -393,6 +393,8 @@ def test_threads_on_the_commands(corpus, tmp_path, runner):
 def test_ctrl_c_while_starting_up_exits_130_quietly():
     done = run_python(
         "import builtins, os, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal: a\n"
+        "# process started in the background (`pytest &`) inherits Ctrl-C ignored\n"
         "real = builtins.__import__\n"
         "def importing(name, *args, **kwargs):\n"
         "    if name == 'numpy':  # Ctrl-C arrives while the command line loads NumPy\n"
