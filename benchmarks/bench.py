@@ -281,9 +281,14 @@ def gemm_rate():
 GEMM_SHAPES = ((2048, 2048, 2048), (768, 256, 32), (32, 256, 768), (2048, 256, 768))
 
 
+# A GRU 256 step's product by the columns of an update: the streams (batch) it runs.
+COLUMNS = tuple((768, 256, n) for n in (16, 32, 64, 128, 256))
+
+
 def gemm_table(seconds):
     """GFLOP/s of each library that can run rnnlm's products (fast/blas.py), on one thread
-    and on every core, float32 and (MKL) bfloat16 in, float32 out, for GEMM_SHAPES."""
+    and on every core, float32 and (MKL) bfloat16 in, float32 out: for GEMM_SHAPES, and
+    for a step's product by more or fewer columns (COLUMNS)."""
     from threadpoolctl import threadpool_limits
 
     from rnnlm.fast import blas
@@ -293,18 +298,19 @@ def gemm_table(seconds):
     libraries = [(lib, "float32", lib.matmul) for lib in blas.available()]
     libraries += [(lib, "bf16", lambda a, b, out, lib=lib: lib.matmul_bf16(a, b, out))
                   for lib in blas.available() if lib.name == "mkl"]
-    print("\nGEMM rates, GFLOP/s (m x k by n columns), threads " + " / ".join(map(str, counts)))
-    print(f"{'library':<46}" + "".join(f"{f'{m}x{k} by {n}':>22}" for m, k, n in GEMM_SHAPES))
-    for lib, precision, product in libraries:
-        cells = []
-        for m, k, n in GEMM_SHAPES:
-            rates = []
-            for count in counts:
-                with threadpool_limits(count, user_api="blas"):
-                    rates.append(gemm_rate_of(product, m, k, n, precision == "bf16", seconds))
-            cells.append(" / ".join(f"{r:.0f}" for r in rates))
-        print(f"{lib.describe() + ', ' + precision:<46}" + "".join(f"{c:>22}" for c in cells),
-              flush=True)
+    for title, shapes in (("GEMM rates", GEMM_SHAPES), ("a step's product by columns", COLUMNS)):
+        print(f"\n{title}, GFLOP/s (m x k by n columns), threads " + " / ".join(map(str, counts)))
+        print(f"{'library':<46}" + "".join(f"{f'{m}x{k} by {n}':>22}" for m, k, n in shapes))
+        for lib, precision, product in libraries:
+            cells = []
+            for m, k, n in shapes:
+                rates = []
+                for count in counts:
+                    with threadpool_limits(count, user_api="blas"):
+                        rates.append(gemm_rate_of(product, m, k, n, precision == "bf16", seconds))
+                cells.append(" / ".join(f"{r:.0f}" for r in rates))
+            print(f"{lib.describe() + ', ' + precision:<46}" + "".join(f"{c:>22}" for c in cells),
+                  flush=True)
 
 
 def gemm_rate_of(product, m, k, n, bf16=False, seconds=0.1):

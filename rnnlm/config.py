@@ -68,7 +68,7 @@ class Config:
     sample_length: int = 200  # characters of the sample shown at each eval
     seed: int = 1337  # weights, dropout and samples all come from this
     engine: str = "fast"  # fast | textbook: the same numbers (README, "Read the BPTT")
-    precision: str = "float32"  # float32 | bf16: products of bfloat16 (MKL) | auto: bf16 where faster
+    precision: str = "float32"  # float32 | bf16: products in bfloat16 (MKL) | auto: where faster
 
 
 # key -> (check, message): what a value must satisfy beyond its type.

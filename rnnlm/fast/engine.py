@@ -177,7 +177,8 @@ def _output_layer(params, spec, top, targets):
     spare_cols = shared_columns(spec.gates * H, N, dtype)[:H]  # free till the backward
     dtop = spare_cols if len(chunks) == 1 else scratch("dtop", (H, N), dtype)
     for c in chunks:
-        logits = blas.active.matmul(w_out, top[:, c], scratch("logits", (V, c.stop - c.start), dtype))
+        logits = blas.active.matmul(w_out, top[:, c],
+                                    scratch("logits", (V, c.stop - c.start), dtype))
         logits += params["out.bias"][:, None]
         part, dlogits = softmax_cross_entropy(logits, targets[c], N)  # (V, columns)
         loss += part
@@ -237,8 +238,8 @@ def forward(params, spec, x, state):
         inputs = buf["h"][1:]
     T, H, B = inputs.shape
     top = shared_columns(spec.gates * H, T * B, inputs.dtype)[:H]
-    logits = blas.active.matmul(params["out.weight"], columns(inputs, top))  # (V, T*B): the caller chooses T
-    logits += params["out.bias"][:, None]  # so that this fits (evaluate.py)
+    logits = blas.active.matmul(params["out.weight"], columns(inputs, top))  # (V, T*B)
+    logits += params["out.bias"][:, None]  # the caller chooses T so that this fits (evaluate.py)
     return logits.reshape(-1, T, B).transpose(2, 1, 0), new_state
 
 
