@@ -68,15 +68,21 @@ def precision(cfg, notify=None):
     return "bf16" if cfg.engine == "fast" and blas.bf16_pays(notify) else "float32"
 
 
-def load_kernels(name=None, notify=None, prefer=None, precision="float32"):
+def load_kernels(name=None, notify=None, prefer=None, precision="float32", products=None):
     """Choose the fast engine's kernels now (fast/kernels.py: numba where it imports, else
     numpy; $RNNLM_KERNELS or name forces one), compiling or loading them from the cache,
     and the BLAS of its products (fast/blas.py: as measured on this machine; $RNNLM_BLAS
-    forces one; MKL's bfloat16 products where `precision` is "bf16"). Returns the
-    kernels' name."""
+    forces one, and so does `products`; MKL's bfloat16 products where `precision` is
+    "bf16"). Returns the kernels' name."""
     chosen = kernels.load(name, notify, prefer).name
-    blas.load(notify=notify, precision=precision)
+    blas.load(products, notify=notify, precision=precision)
     return chosen
+
+
+def products(notify=None, precision="float32"):
+    """The library that runs the fast engine's products, as this machine chose it (or
+    $RNNLM_BLAS forces it): "openblas" or "mkl"."""
+    return blas.load(notify=notify, precision=precision).name
 
 
 def limit_threads(n):

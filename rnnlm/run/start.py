@@ -188,10 +188,13 @@ def limits(time, settings):
 
 def _engine_loaded(cfg, notify):
     """cfg, its precision "auto" resolved to the one this machine computes in, with the
-    fast engine's kernels and products loaded for it."""
-    cfg = dataclasses.replace(cfg, precision=engines.precision(cfg, notify))
+    fast engine's kernels and products loaded for it. Worker 0 measures and decides for
+    every worker: the library and the precision decide the numbers' last bits."""
+    cfg = dataclasses.replace(cfg, precision=workers.decided(
+        lambda: engines.precision(cfg, notify)))
     if cfg.engine == "fast":
-        engines.load_kernels(notify=notify, precision=cfg.precision)
+        library = workers.decided(lambda: engines.products(notify, cfg.precision))
+        engines.load_kernels(notify=notify, precision=cfg.precision, products=library)
     return cfg
 
 
