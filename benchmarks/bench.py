@@ -292,9 +292,9 @@ def gemm_table(seconds):
     from threadpoolctl import threadpool_limits
 
     from rnnlm.fast import blas
+    from rnnlm.run.threads import cores
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    counts = sorted({1, cores})
+    counts = sorted({1, cores()})
     libraries = [(lib, "float32", lib.matmul) for lib in blas.available()]
     libraries += [(lib, "bf16", lambda a, b, out, lib=lib: lib.matmul_bf16(a, b, out))
                   for lib in blas.available() if lib.name == "mkl"]
@@ -307,31 +307,10 @@ def gemm_table(seconds):
                 rates = []
                 for count in counts:
                     with threadpool_limits(count, user_api="blas"):
-                        rates.append(gemm_rate_of(product, m, k, n, precision == "bf16", seconds))
+                        rates.append(blas.rate(product, m, k, n, precision == "bf16", seconds))
                 cells.append(" / ".join(f"{r:.0f}" for r in rates))
             print(f"{lib.describe() + ', ' + precision:<46}" + "".join(f"{c:>22}" for c in cells),
                   flush=True)
-
-
-def gemm_rate_of(product, m, k, n, bf16=False, seconds=0.1):
-    """GFLOP/s of product(a, b, out) on (m, k) by (k, n): the best of three timings."""
-    from rnnlm.fast import blas
-
-    rng = np.random.default_rng(0)
-    a, b = rng.random((m, k), np.float32), rng.random((k, n), np.float32)
-    if bf16:
-        a, b = blas.to_bf16(a), blas.to_bf16(b)
-    out = np.empty((m, n), np.float32)
-    product(a, b, out)
-    started = time.perf_counter()
-    product(a, b, out)
-    reps, best = max(1, int(seconds / max(time.perf_counter() - started, 1e-7))), float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        for _ in range(reps):
-            product(a, b, out)
-        best = min(best, (time.perf_counter() - started) / reps)
-    return 2 * m * k * n / best / 1e9
 
 
 def measure(impl, name, steps, sample_chars, env=None):

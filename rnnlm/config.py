@@ -23,6 +23,7 @@ OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam")
 SCHEDULES = ("constant", "step", "cosine", "linear")
 INITS = ("uniform", "orthogonal")
 ENGINES = ("fast", "textbook")
+PRECISIONS = ("float32", "bf16", "auto")  # of the fast engine's products (fast/blas.py)
 DROPOUT_MODES = ("step", "locked")
 
 
@@ -78,7 +79,7 @@ RULES = {
     "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
     "schedule": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
     "engine": (lambda v: v in ENGINES, f"one of {', '.join(ENGINES)}"),
-    "precision": (lambda v: v in ("float32", "bf16", "auto"), "one of float32, bf16, auto"),
+    "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     "newline": (lambda v: v in ("keep", "lf"), "one of keep, lf"),
     "on_divergence": (lambda v: v in ("stop", "rollback"), "one of stop, rollback"),
     "hidden": (lambda v: v >= 1, ">= 1"),

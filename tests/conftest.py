@@ -65,16 +65,24 @@ def kernel_path(request, monkeypatch):
         kernels.active = previous
 
 
+@pytest.fixture
+def mkl():
+    """Intel's MKL as fast/blas.py runs it; the test skips where it is absent."""
+    from rnnlm.fast import blas
+    if blas.find_mkl() is None:
+        pytest.skip("MKL is not installed (pip install 'rnnlm[mkl]')")
+    return blas.provider("mkl")
+
+
 @pytest.fixture(params=["openblas", "mkl"])
 def blas_provider(request, monkeypatch):
     """Run the test with each library that can run the fast engine's matrix products
     (fast/blas.py), in this process and in any rnnlm it starts. MKL's skips where it is
     absent (pip install 'rnnlm[mkl]')."""
     from rnnlm.fast import blas
-    if request.param == "mkl" and blas.find_mkl() is None:
-        pytest.skip("MKL is not installed (pip install 'rnnlm[mkl]')")
+    library = request.getfixturevalue("mkl") if request.param == "mkl" else blas.NumPyBLAS()
     monkeypatch.setenv("RNNLM_BLAS", request.param)
-    monkeypatch.setattr(blas, "active", blas.provider(request.param))
+    monkeypatch.setattr(blas, "active", library)
     yield request.param
 
 

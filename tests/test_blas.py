@@ -12,13 +12,6 @@ from rnnlm.fast import blas
 from tests.conftest import CONFIGS
 
 
-@pytest.fixture
-def mkl():
-    if blas.find_mkl() is None:
-        pytest.skip("MKL is not installed (pip install 'rnnlm[mkl]')")
-    return blas.provider("mkl")
-
-
 def layouts(rng, dtype):
     """(a, b) pairs as the engine multiplies them: contiguous, transposed, a block of
     columns of a wider array, and a vector-like edge."""

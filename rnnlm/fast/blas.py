@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from rnnlm.errors import RnnlmError
+from rnnlm.run.threads import cores
 
 PROVIDERS = ("openblas", "mkl")
 # CBLAS's enumerations
@@ -83,18 +84,18 @@ class MKL:
             function.restype = None
             function.argtypes = [scalar if t is None else t for t in arguments]
             self.gemm[np.dtype(dtype)] = function
+        self.gemm_bf16 = self.lib.cblas_gemm_bf16bf16f32  # uint16 bits in, float32 out
+        self.gemm_bf16.restype = None
+        self.gemm_bf16.argtypes = self.gemm[np.dtype(np.float32)].argtypes
 
     def matmul_bf16(self, a, b, out):
         """out = a @ b, a and b bfloat16 (as uint16, to_bf16's), contiguous; out float32:
         MKL's cblas_gemm_bf16bf16f32, which runs on AMX or AVX512-BF16 units where the CPU
         has them, and more slowly on any AVX-512 CPU. What its speed is worth: bench.py
         --gemm."""
-        function = self.lib.cblas_gemm_bf16bf16f32
-        function.restype = None
         (m, k), n = a.shape, b.shape[1]
-        function(ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k, ctypes.c_float(1.0),
-                 ctypes.c_void_p(a.ctypes.data), k, ctypes.c_void_p(b.ctypes.data), n,
-                 ctypes.c_float(0.0), ctypes.c_void_p(out.ctypes.data), out.strides[0] // 4)
+        self.gemm_bf16(ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k, 1.0, a.ctypes.data, k,
+                       b.ctypes.data, n, 0.0, out.ctypes.data, out.strides[0] // out.itemsize)
         return out
 
     def describe(self):
@@ -229,21 +230,24 @@ def available():
 SHAPES = ((768, 256, 32), (256, 768, 32), (768, 256, 2048))
 
 
-def rate(library, m, k, n, dtype=np.float32, seconds=0.05):
-    """GFLOP/s of `library` multiplying (m, k) by (k, n): the best of three timings of
-    repeated products, about `seconds` each."""
+def rate(product, m, k, n, bf16=False, seconds=0.05):
+    """GFLOP/s of product(a, b, out) on (m, k) by (k, n) float32 operands (bfloat16 bits,
+    to_bf16's, where bf16): the best of three timings of repeated products, about
+    `seconds` each."""
     rng = np.random.default_rng(0)
-    a, b = rng.random((m, k), dtype), rng.random((k, n), dtype)
-    out = np.empty((m, n), dtype)
-    library.matmul(a, b, out)  # warm: the library's threads and buffers
-    started, reps = time.perf_counter(), 1
-    library.matmul(a, b, out)
+    a, b = rng.random((m, k), np.float32), rng.random((k, n), np.float32)
+    if bf16:
+        a, b = to_bf16(a), to_bf16(b)
+    out = np.empty((m, n), np.float32)
+    product(a, b, out)  # warm: the library's threads and buffers
+    started = time.perf_counter()
+    product(a, b, out)
     reps = max(1, int(seconds / max(time.perf_counter() - started, 1e-7)))
     best = float("inf")
     for _ in range(3):
         started = time.perf_counter()
         for _ in range(reps):
-            library.matmul(a, b, out)
+            product(a, b, out)
         best = min(best, (time.perf_counter() - started) / reps)
     return 2 * m * k * n / best / 1e9
 
@@ -251,12 +255,9 @@ def rate(library, m, k, n, dtype=np.float32, seconds=0.05):
 def measure(libraries, seconds=0.05):
     """Each library's time for one of each SHAPES product (in seconds, as rates say), the
     fastest first: [(library, seconds)]."""
-    times = [(lib, sum(2 * m * k * n / (rate(lib, m, k, n, seconds=seconds) * 1e9)
+    times = [(lib, sum(2 * m * k * n / (rate(lib.matmul, m, k, n, seconds=seconds) * 1e9)
                        for m, k, n in SHAPES)) for lib in libraries]
     return sorted(times, key=lambda pair: pair[1])
-
-
-PRECISIONS = ("float32", "bf16", "auto")
 
 
 def load(name=None, notify=None, precision="float32"):
@@ -293,55 +294,47 @@ def bf16_pays(notify=None):
     """precision "auto": whether bfloat16 products are worth using here: the CPU has
     units for them, MKL is installed, and they run a step's and a window's products
     faster than the float32 library would (each at its best thread count)."""
-    from rnnlm.fast.kernels import cache_dir
-
     flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else []
     if not any(unit in flags for unit in BF16_UNITS) or find_mkl() is None:
         return False
-    float32 = load(notify=notify)
-    memo = cache_dir() / f"precision-{_signature([float32, bf16()])}"
-    try:  # measured once per machine, as the library is: every process decides alike
-        return memo.read_text().split()[0] == "bf16"
-    except (OSError, IndexError):
-        pass
-    times = _at_best_threads([float32, bf16()])
-    (notify or (lambda message: None))(
-        "precision auto: " + ", ".join(f"{lib.describe()} {seconds * 1e3:.2f} ms"
-                                       for lib, seconds in times)
-        + f" (a step's and a window's products): using {times[0][0].precision}")
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(times[0][0].precision + "\n")
-    except OSError:
-        pass
-    return times[0][0].precision == "bf16"
+    libraries = [load(notify=notify), bf16()]
+    return _remembered("precision", "precision auto", libraries,
+                       lambda lib: lib.precision, notify) == "bf16"
 
 
 def _chosen(libraries, notify):
     """The faster of `libraries` on this machine, as remembered, else measured now."""
+    name = _remembered("blas", "matrix products", libraries, lambda lib: lib.name, notify)
+    return next(lib for lib in libraries if lib.name == name)
+
+
+def _remembered(kind, saying, libraries, key, notify):
+    """key() of the faster of `libraries` on this machine: as remembered (in the kernels'
+    cache directory, a file `kind`-<the libraries and the machine>), else measured now,
+    said to notify(message) as `saying`: ..., and remembered. Measured once per machine,
+    so that every process there decides alike."""
     from rnnlm.fast.kernels import cache_dir
 
-    notify = notify or (lambda message: None)
-    names = {lib.name: lib for lib in libraries}
-    memo = cache_dir() / f"blas-{_signature(libraries)}"
+    memo = cache_dir() / f"{kind}-{_signature(libraries)}"
     try:
         remembered = memo.read_text().split()[0]
-        if remembered in names:
-            return names[remembered]
+        if remembered in {key(lib) for lib in libraries}:
+            return remembered
     except (OSError, IndexError):
         pass
     times = _at_best_threads(libraries)
-    fastest = times[0][0]
-    notify("matrix products: " + ", ".join(f"{lib.describe()} {seconds * 1e3:.2f} ms"
-                                           for lib, seconds in times)
-           + f" (the products of a step and of a window): using {fastest.name}")
+    chosen = key(times[0][0])
+    (notify or (lambda message: None))(
+        f"{saying}: " + ", ".join(f"{lib.describe()} {seconds * 1e3:.2f} ms"
+                                  for lib, seconds in times)
+        + f" (the products of a step and of a window): using {chosen}")
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(" ".join([fastest.name] + [f"{lib.name}={seconds:.6f}"
-                                                   for lib, seconds in times]) + "\n")
+        memo.write_text(" ".join([chosen] + [f"{key(lib)}={seconds:.6f}"
+                                             for lib, seconds in times]) + "\n")
     except OSError:
         pass  # measured again by the next run
-    return fastest
+    return chosen
 
 
 def _at_best_threads(libraries):
@@ -352,8 +345,7 @@ def _at_best_threads(libraries):
     except ImportError:
         return measure(libraries, seconds=0.015)
     best = {}
-    for threads in sorted({1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                           else os.cpu_count() or 1}):
+    for threads in sorted({1, cores()}):
         with threadpool_limits(threads, user_api="blas"):
             for lib, seconds in measure(libraries, seconds=0.015):
                 best[lib] = min(best.get(lib, seconds), seconds)
@@ -365,6 +357,6 @@ def _signature(libraries):
     cpu = ""
     if os.path.exists("/proc/cpuinfo"):
         cpu = next((line for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = " ".join([lib.describe() for lib in libraries] + [cpu, str(cores), platform.machine()])
+    text = " ".join([lib.describe() for lib in libraries]
+                    + [cpu, str(cores()), platform.machine()])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
