@@ -85,6 +85,12 @@ def products(notify=None, precision="float32"):
     return blas.load(notify=notify, precision=precision).name
 
 
+def cores():
+    """The cores this process may run on (fast/blas.py counts them for its measurements;
+    the run's thread tuner counts them here)."""
+    return blas.cores()
+
+
 def limit_threads(n):
     """Run the matrix products on n threads from now on, in a process whose NumPy has
     loaded already (threadpoolctl); RnnlmError where that cannot be done."""

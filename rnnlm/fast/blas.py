@@ -30,7 +30,6 @@ import time
 import numpy as np
 
 from rnnlm.errors import RnnlmError
-from rnnlm.run.threads import cores
 
 PROVIDERS = ("openblas", "mkl")
 # CBLAS's enumerations
@@ -335,6 +334,14 @@ def _remembered(kind, saying, libraries, key, notify):
     except OSError:
         pass  # measured again by the next run
     return chosen
+
+
+def cores():
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _at_best_threads(libraries):

@@ -18,6 +18,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
+from rnnlm.engines import cores
+
 # The variables through which a BLAS takes its thread count as it loads: --threads sets
 # them (rnnlm/__main__.py), so do the workers' launcher and a user who pins the count.
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
@@ -131,14 +133,6 @@ def current():
                      if os.environ.get(name, "").isdigit()), None)
     counts = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
     return max(counts) if counts else None
-
-
-def cores():
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 class Tuner:
