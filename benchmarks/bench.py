@@ -292,7 +292,7 @@ def gemm_table(seconds):
     from threadpoolctl import threadpool_limits
 
     from rnnlm.fast import blas
-    from rnnlm.run.threads import cores
+    from rnnlm.engines import cores
 
     counts = sorted({1, cores()})
     libraries = [(lib, "float32", lib.matmul) for lib in blas.available()]

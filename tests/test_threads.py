@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from rnnlm import engines
 from rnnlm.config import Config
 from rnnlm.io.data import Streams, text_corpus
 from rnnlm.params import Spec, init_params
@@ -92,7 +93,7 @@ def test_changing_threads_during_a_run_changes_no_number_it_computes():
     pytest.importorskip("threadpoolctl")
     from threadpoolctl import ThreadpoolController
     blas = ThreadpoolController().select(user_api="blas")
-    if threads.cores() < 2 or not blas.lib_controllers:
+    if engines.cores() < 2 or not blas.lib_controllers:
         pytest.skip("one core, or no BLAS threadpoolctl can reach")
     vocab, ids = text_corpus("It was the best of times, it was the worst of times. " * 80)
     cfg = Config(cell="gru", hidden=192, layers=2, batch_size=32, seq_len=16, lr=1e-2,
@@ -118,7 +119,7 @@ def test_changing_threads_during_a_run_changes_no_number_it_computes():
         switching = Tuner([1, 2], lambda n: blas.limit(limits=n), soon=0.0, latest=0.0)
         adapted = trajectory(switching)
     finally:
-        blas.limit(limits=threads.cores())
+        blas.limit(limits=engines.cores())
     for name in pinned:
         assert np.array_equal(pinned[name], adapted[name]), name
 

@@ -18,8 +18,6 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from rnnlm.engines import cores
-
 # The variables through which a BLAS takes its thread count as it loads: --threads sets
 # them (rnnlm/__main__.py), so do the workers' launcher and a user who pins the count.
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
@@ -63,6 +61,8 @@ def tuner():
     variable is set: --threads, the workers' launcher, the user; or a limit set in this
     process leaves one thread), where one core is all there is, or where the count cannot
     change in a running process (threadpoolctl, of the extra rnnlm[fast], missing)."""
+    # imported here: rnnlm/__main__.py reads this module before NumPy may load
+    from rnnlm.engines import cores
     if any(name in os.environ for name in THREAD_VARIABLES) or cores() < 2:
         return Pinned(current())
     try:
