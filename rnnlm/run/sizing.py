@@ -4,12 +4,18 @@ A new run gets the settings in SIZED that its user did not set from what its bud
 how many updates each candidate width would make on this machine (its speed, measured at
 the start: speed()), and how many times ("passes") that reads the training text. The
 widest candidate that still makes MIN_UPDATES updates wins (a wider model that makes fewer
-has not learned enough by the end); its passes set its regularisation (a text read more
-often is learned by heart sooner). Fitted on benchmarks/sweep.py --passes
-(benchmarks/passes.csv; docs/results.md, "A model sized to the text, the budget and the
-machine"): passes and updates, not seconds, carry over between machines.
+has not learned enough by the end); its passes, and its width, set its regularisation (a
+text read more often, by a wider model, is learned by heart sooner). Fitted on
+benchmarks/sweep.py --passes (benchmarks/passes.csv; docs/results.md, "A model sized to
+the text, the budget and the machine"): passes and updates, not seconds, carry over
+between machines.
+
+Nothing in it jumps: the regularisation grows continuously with the passes, and the widths
+are close enough that a speed measured 5% off chooses a neighbour (a model that, at that
+budget, ends near the same loss) rather than a different kind of model.
 """
 import dataclasses
+import math
 import time
 
 import numpy as np
@@ -22,24 +28,40 @@ from rnnlm.run.plan import Plan
 from rnnlm.run.training import EVAL_SHARE
 
 SIZED = ("cell", "hidden", "layers", "dropout", "dropout_mode", "weight_drop", "lr")
-HIDDEN_SIZES = (128, 192, 256, 384, 512)  # the candidates, GRU 2 x H
+# The candidates, GRU 2 x H: 320 and 448 sit between the swept widths so that the choice
+# at a budget's edge is between neighbours (5 minutes of Shakespeare: 2 x 256 ended 0.026
+# behind 2 x 384, beyond the 0.01 that measurement noise may cost).
+HIDDEN_SIZES = (128, 192, 256, 320, 384, 448, 512)
 MIN_UPDATES = 2500
-# (passes at least, (dropout, dropout_mode, weight_drop)): the sweep's best level
-REGULARISATION = ((0, (0.0, "step", 0.0)),
-                  (10, (0.2, "locked", 0.2)),
-                  (40, (0.35, "locked", 0.3)))
+# The regularisation's strength (0: none, 1: locked dropout 0.35 and weight drop 0.3)
+# against the passes a model of 256 reads, each wider model's passes counting as many
+# times more as it is wider: (passes, strength) points, straight lines between them in
+# log(passes). The sweep's (benchmarks/passes.csv, GRU 2 x 256, four texts): none was best
+# at 8 passes on every text, locked 0.2 + weight drop 0.2 (strength 0.6) at 16 on three of
+# four, and 0.35 + 0.3 at 40 (docs/results.md). The width's share is fitted to two
+# observations only: a 2 x 384 at 4 passes of 100 KB gained from strength 1, and a 2 x 512
+# overfitted tiny Shakespeare at 9 passes without dropout.
+STRENGTH = ((8, 0.0), (16, 0.6), (40, 1.0))
+MOST_DROPOUT, MOST_WEIGHT_DROP = 0.35, 0.3
 STEADY = 0.15  # two windows in a row this close in time: the machine shows its speed
-# A candidate with more parameters than this per training character is not measured: on
-# a text of a few hundred characters every candidate makes its updates, and the widest
-# (1.3 million parameters for 270 characters) would learn the text by heart. Set far
-# above what the sweep's texts (30 KB and more) reach, so that it decides for tiny texts
-# alone.
-MAX_PARAMS_PER_CHAR = 50
+# The most parameters a text of n training characters gets: PARAMS_FOR_TEXT * n ** 1.15,
+# a few times its characters for a few hundred (a 300-byte text: about 1,000), 10 for
+# 100 KB (a 2 x 256 fits, as on the sweep's smallest slices), never binding on a text of
+# a megabyte. Below the narrowest candidate, the rule shrinks the model to fit.
+PARAMS_FOR_TEXT = 1.7
+SMALLEST_HIDDEN = 8  # the narrowest model the rule makes for a very small text
 
 
-def regularisation(passes):
-    """(dropout, dropout_mode, weight_drop) for a model that reads its text `passes` times."""
-    return [level for at_least, level in REGULARISATION if passes >= at_least][-1]
+def regularisation(passes, hidden=256):
+    """(dropout, dropout_mode, weight_drop) for a model of `hidden` units a layer that reads
+    its text `passes` times: continuous in both, none up to 8 passes of a 2 x 256."""
+    exposure = passes * hidden / 256
+    strength = np.interp(math.log(max(exposure, 1e-9)), [math.log(p) for p, _ in STRENGTH],
+                         [s for _, s in STRENGTH])
+    if strength <= 0:
+        return (0.0, "step", 0.0)
+    return (round(float(MOST_DROPOUT * strength), 2), "locked",
+            round(float(MOST_WEIGHT_DROP * strength), 2))
 
 
 def learning_rate(hidden):
@@ -47,25 +69,53 @@ def learning_rate(hidden):
     return 6e-3 if hidden <= 256 else 4e-3
 
 
-def candidates(cfg, given):
+def candidates(cfg, given, vocab_size=None, train_chars=None):
     """The models the rule chooses among, narrowest first, as Configs: cfg's cell and
-    layers where given, else a GRU of 2 layers; each width of HIDDEN_SIZES, or cfg's."""
+    layers where given, else a GRU of 2 layers; each width of HIDDEN_SIZES, or cfg's. Given
+    a text (its vocabulary's size and training characters), none with more parameters
+    than most_params() allows it, and where that leaves none, the narrowest made to fit."""
     shape = {k: v for k, v in (("cell", "gru"), ("layers", 2)) if k not in given}
     base = dataclasses.replace(cfg, **shape)
     hiddens = [cfg.hidden] if "hidden" in given else HIDDEN_SIZES
-    return [dataclasses.replace(base, hidden=h) for h in hiddens]
+    models = [dataclasses.replace(base, hidden=h) for h in hiddens]
+    if vocab_size is None:
+        return models
+    most = most_params(train_chars)
+    small = [m for m in models if count(Spec.of(m, vocab_size)) <= most]
+    return small or [_shrunk(models[0], given, vocab_size, most)]
 
 
-def rule(cfg, given, updates, train_chars):
+def most_params(train_chars):
+    """The most parameters the rule gives a model of a text of train_chars characters."""
+    return PARAMS_FOR_TEXT * max(train_chars, 1) ** 1.15
+
+
+def _shrunk(model, given, vocab_size, most):
+    """model, narrowed (and made one layer) until it has at most `most` parameters, in
+    what its user left to the rule; SMALLEST_HIDDEN units at least."""
+    if "hidden" in given:
+        return model
+    shapes = [(layers, hidden) for layers in sorted({model.layers, 1}, reverse=True)
+              if layers == model.layers or "layers" not in given
+              for hidden in range(model.hidden, SMALLEST_HIDDEN - 1, -SMALLEST_HIDDEN)]
+    for layers, hidden in shapes:
+        small = dataclasses.replace(model, layers=layers, hidden=hidden)
+        if count(Spec.of(small, vocab_size)) <= most:
+            return small
+    return dataclasses.replace(model, layers=shapes[-1][0], hidden=SMALLEST_HIDDEN)
+
+
+def rule(cfg, given, updates, train_chars, vocab_size=None):
     """The rule. updates: {hidden: the updates the budget buys that candidate (of
-    candidates())}; train_chars: the characters of the training text. Returns the Config,
-    every SIZED setting not in `given` chosen, its model in words, and its passes."""
+    candidates(), for the text of train_chars characters and vocab_size symbols, where
+    given)}. Returns the Config, every SIZED setting not in `given` chosen, its model in
+    words, and its passes."""
     fits = [h for h in updates if updates[h] >= MIN_UPDATES]
     hidden = max(fits) if fits else min(updates)
     passes = updates[hidden] * cfg.batch_size * cfg.seq_len / max(train_chars, 1)
-    chosen = dataclasses.asdict(candidates(cfg, given)[0])
-    chosen["hidden"] = hidden
-    chosen["dropout"], chosen["dropout_mode"], chosen["weight_drop"] = regularisation(passes)
+    models = candidates(cfg, given, vocab_size, train_chars)
+    chosen = dataclasses.asdict(next(m for m in models if m.hidden == hidden))
+    chosen["dropout"], chosen["dropout_mode"], chosen["weight_drop"] = regularisation(passes, hidden)
     chosen["lr"] = learning_rate(hidden)
     cfg = dataclasses.replace(cfg, **{k: chosen[k] for k in SIZED if k not in given})
     return cfg, f"{model_words(cfg)}, lr {cfg.lr:g}", passes
@@ -90,34 +140,34 @@ def sized(cfg, given, text, began=None, check_memory=True):
     the updates the budget is to buy it (plan.Plan; None where the budget is in updates)."""
     began = time.perf_counter() if began is None else began
     train_chars = len(data.split(text.ids, cfg.val_fraction)[0])
-    fitting = _fitting(candidates(cfg, given), cfg, text, check_memory)
-    plans = _plans(cfg, _not_too_big(fitting, text.vocab.size, train_chars), text, began)
+    fitting = _fitting(candidates(cfg, given, text.vocab.size, train_chars), cfg, text,
+                       check_memory)
+    plans = _plans(cfg, fitting, text, began)
     budget = f"{_duration(cfg.max_seconds)} here" if cfg.max_seconds else f"{cfg.max_steps:,} updates"
-    cfg, words, passes = rule(cfg, given, {h: p.updates for h, p in plans.items()}, train_chars)
+    cfg, words, passes = rule(cfg, given, {h: p.updates for h, p in plans.items()},
+                              train_chars, text.vocab.size)
     plan = plans[cfg.hidden] if cfg.max_seconds else None
     made = f" ({plan.updates:,} updates)" if plan else ""
-    tiny = (f"; a tiny text: {count(Spec.of(cfg, text.vocab.size)):,} parameters for "
-            f"{train_chars:,} characters learn it by heart more than they model it"
-            if _too_big(cfg, text.vocab.size, train_chars) else "")
     return cfg, (f"{_size(train_chars)} to train on, about {passes:.1f} passes{made} in "
-                 f"{budget}: {words}{tiny} (settings you give win: rnnlm config)"), plan
+                 f"{budget}: {words}{_small(cfg, text.vocab.size, train_chars)} "
+                 f"(settings you give win: rnnlm config)"), plan
 
 
-def _not_too_big(candidates, vocab_size, train_chars):
-    """The candidates within MAX_PARAMS_PER_CHAR of the text; the narrowest at least."""
-    small = [c for c in candidates if not _too_big(c, vocab_size, train_chars)]
-    return small or candidates[:1]
-
-
-def _too_big(cfg, vocab_size, train_chars):
-    return count(Spec.of(cfg, vocab_size)) > MAX_PARAMS_PER_CHAR * train_chars
+def _small(cfg, vocab_size, train_chars):
+    """What the choice line says of a text too small for the rule's candidates."""
+    narrowest = candidates(cfg, set())[0]
+    if count(Spec.of(narrowest, vocab_size)) <= most_params(train_chars):
+        return ""
+    return (f"; a very small text: {count(Spec.of(cfg, vocab_size)):,} parameters for "
+            f"{train_chars:,} characters (a larger model would learn it by heart)")
 
 
 def _fitting(candidates, cfg, text, check_memory):
-    """The candidates to measure: cfg's width alone where the budget is in updates (they
-    say nothing of the machine), and none that training would refuse for memory."""
-    if not cfg.max_seconds:
-        candidates = [c for c in candidates if c.hidden == cfg.hidden]
+    """The candidates to measure: one where the budget is in updates (they say nothing of
+    the machine), and none that training would refuse for memory."""
+    if not cfg.max_seconds:  # cfg's width, or the widest below it that the text allows
+        candidates = [max((c for c in candidates if c.hidden <= cfg.hidden),
+                          key=lambda c: c.hidden, default=candidates[0])]
     has = memory.available() if check_memory else None
     if has is None:
         return candidates
@@ -127,20 +177,25 @@ def _fitting(candidates, cfg, text, check_memory):
 
 
 def _plans(cfg, candidates, text, began):
-    """{hidden: the updates the budget buys each candidate and its speed (Plan)},
-    narrowest first: where one makes too few, wider ones (slower) would too, and are not
-    measured."""
-    window = cfg.batch_size * cfg.seq_len
+    """{hidden: the updates the budget buys a candidate and its speed (Plan)}, of the
+    candidates measured: the narrowest, and then, where it makes MIN_UPDATES, the widest
+    that does found by halving (a wider model is slower), 3 of 7 measured rather than 7."""
     plans = {}
-    for candidate in candidates:
+
+    def enough(candidate):
         made, rate = cfg.max_steps or float("inf"), None
         if cfg.max_seconds > 0:
             seconds = cfg.max_seconds * (1 - EVAL_SHARE) - (time.perf_counter() - began)
             rate = speed(candidate, text.ids, text.vocab.size)
-            made = min(made, round(rate * max(seconds, 0.0) / window))
+            made = min(made, round(rate * max(seconds, 0.0) / (cfg.batch_size * cfg.seq_len)))
         plans[candidate.hidden] = Plan(made, rate)
-        if made < MIN_UPDATES:
-            break
+        return made >= MIN_UPDATES
+
+    fits, most = 0, len(candidates) - 1  # the widest that fits is among fits..most
+    if enough(candidates[0]):
+        while fits < most:
+            middle = (fits + most + 1) // 2
+            fits, most = (middle, most) if enough(candidates[middle]) else (fits, middle - 1)
     return plans
 
 
