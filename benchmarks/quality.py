@@ -1,6 +1,7 @@
-"""The best model in the same wall-clock time: rnnlm against PyTorch, side by side.
+"""The best model in the same wall-clock time: rnnlm against a panel of peers, side by side.
 
-    python benchmarks/quality.py --time 5m                 # the rule's model (issue 21)
+    python benchmarks/quality.py --time 5m --seeds 1 2     # the rule's model, every peer
+    python benchmarks/quality.py --time 3m --kb 30 --only rnnlm --only gpt
     python benchmarks/quality.py --time 3m --kb 300        # the first 300 KB
     python benchmarks/quality.py --time 5m --config configs/shakespeare.yaml --only rnnlm
     python benchmarks/quality.py --smoke       # every side for 4 s: that it runs (CI)
@@ -21,6 +22,11 @@ validation loss in nats/char on the same 10% tail, measured the same way. The si
   last inside it, each over every character of the validation tail in 32 streams (rnnlm's
   evaluate(), whose windows and loss this script uses for PyTorch's model too). --peer-set
   changes its settings (e.g. cell=lstm dropout=0.25).
+- charrnn: the classic char-rnn a user writes in PyTorch, the same way: LSTM 2 x 256,
+  dropout 0.25, Adam 2e-3 without a schedule, clip 5 (CHARRNN);
+- gpt: a small decoder-only Transformer in PyTorch, the nanoGPT architecture at its
+  published CPU settings (run_gpt), scored on the same tail in non-overlapping windows of
+  its block (its best, in the table) and in sliding windows (a line under it).
 PyTorch is never a dependency of rnnlm: without it, its rows are absent.
 """
 import argparse
@@ -152,6 +158,128 @@ def run_torch(corpus, cfg, seconds, seed):
                               f"lr {cfg.lr:g}")
 
 
+def run_gpt(corpus, seconds, seed, evaluations=8):
+    """A small decoder-only Transformer in PyTorch: the nanoGPT architecture (pre-norm
+    blocks of causal self-attention and a 4x GELU MLP, learned positions, the output tied
+    to the input embedding) at its published CPU settings for Shakespeare by characters (4
+    layers, 4 heads, 128 wide, block 64, batch 12, AdamW lr 1e-3 with betas 0.9/0.99 and
+    weight decay 0.1, 100 warm-up steps, cosine to 1e-4 over the budget, clip 1.0, no
+    dropout), random windows of the same training text. It is scored on the same tail as
+    the others with the context it can use: in non-overlapping windows of its block (the
+    first characters of each see little context: `best`, as evaluated during the run), and,
+    for the best of those models, in windows sliding by 16 where each scored character sees
+    48 to 63 before it (`sliding`, after the budget)."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    text = corpus_lib.read([corpus])
+    train_ids, val_ids = (torch.from_numpy(np.asarray(a, np.int64))
+                          for a in split(text.ids, 0.1))
+    V, C, HEADS, LAYERS, BLOCK, BATCH = text.vocab.size, 128, 4, 4, 64, 12
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(C), nn.LayerNorm(C)
+            self.qkv, self.proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
+            self.mlp = nn.Sequential(nn.Linear(C, 4 * C), nn.GELU(), nn.Linear(4 * C, C))
+
+        def forward(self, x):
+            b, t, _ = x.shape
+            q, k, v = (z.view(b, t, HEADS, C // HEADS).transpose(1, 2)
+                       for z in self.qkv(self.ln1(x)).split(C, dim=2))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.proj(y.transpose(1, 2).reshape(b, t, C))
+            return x + self.mlp(self.ln2(x))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tokens, self.positions = nn.Embedding(V, C), nn.Embedding(BLOCK, C)
+            self.blocks = nn.Sequential(*[Block() for _ in range(LAYERS)])
+            self.ln = nn.LayerNorm(C)
+            self.apply(self._init)
+
+        @staticmethod
+        def _init(module):  # nanoGPT's: N(0, 0.02), zero biases
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+        def forward(self, idx):
+            x = self.tokens(idx) + self.positions(torch.arange(idx.shape[1]))
+            return self.ln(self.blocks(x)) @ self.tokens.weight.T  # tied output
+
+    model = GPT()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": rest, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99))
+
+    def scored(stride):
+        """Mean nats/char of the tail: windows of BLOCK starting every `stride`; each
+        character scored once, among the last `stride` of a window (so after at least
+        BLOCK - stride characters of context), the first window's all."""
+        model.eval()
+        total, n, starts = 0.0, 0, list(range(0, len(val_ids) - 1, stride))
+        full = [s for s in starts if s + BLOCK < len(val_ids)]
+        with torch.no_grad():
+            groups = [full[i:i + 64] for i in range(0, len(full), 64)]
+            groups += [[s] for s in starts[len(full):]]  # the ragged end, one at a time
+            for group in groups:
+                width = min(BLOCK, len(val_ids) - 1 - group[0])
+                x = torch.stack([val_ids[s:s + width] for s in group])
+                y = torch.stack([val_ids[s + 1:s + 1 + width] for s in group])
+                ce = F.cross_entropy(model(x).double().transpose(1, 2), y, reduction="none")
+                keep = ce[:, BLOCK - stride:] if group[0] else torch.cat(
+                    [ce[0], ce[1:, BLOCK - stride:].reshape(-1)])
+                total, n = total + float(keep.sum()), n + keep.numel()
+        assert n == len(val_ids) - 1, (n, len(val_ids))
+        model.train()
+        return total / n
+
+    started = time.perf_counter()
+    elapsed = lambda: time.perf_counter() - started  # noqa: E731
+    step, best, best_state, eval_seconds = 0, math.inf, None, 0.0
+    interval = seconds / evaluations
+    while True:
+        t0 = time.perf_counter()
+        budget_share = min(elapsed() / seconds, 1.0)
+        lr = 1e-3 * min(1.0, (step + 1) / 100)
+        lr = 1e-4 + (lr - 1e-4) * 0.5 * (1 + math.cos(math.pi * budget_share))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        starts = torch.randint(len(train_ids) - BLOCK - 1, (BATCH,))
+        x = torch.stack([train_ids[i:i + BLOCK] for i in starts])
+        y = torch.stack([train_ids[i + 1:i + 1 + BLOCK] for i in starts])
+        loss = F.cross_entropy(model(x).reshape(-1, V), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        dt, now = time.perf_counter() - t0, elapsed()
+        reserve = eval_seconds or 2.0
+        last = now + dt + reserve >= seconds
+        if last or now // interval > (now - dt) // interval:
+            t_eval = time.perf_counter()
+            loss = scored(BLOCK)
+            if loss < best:
+                best, best_state = loss, {k: v.clone() for k, v in model.state_dict().items()}
+            eval_seconds = max(eval_seconds, time.perf_counter() - t_eval)
+        if last:
+            wall = elapsed()
+            model.load_state_dict(best_state)
+            params = sum(p.numel() for p in model.parameters())
+            return dict(best=best, sliding=scored(16), steps=step,
+                        epochs=step * BATCH * BLOCK / len(train_ids), elapsed=wall, wall=wall,
+                        model=f"GPT {LAYERS} layers x {C}, {HEADS} heads, block {BLOCK}, "
+                              f"{params / 1e6:.2f}M parameters")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--time", default="5m", help="the budget of each run [5m]")
@@ -178,7 +306,7 @@ def main():
         peer = torch.__version__
     except ImportError:
         peer = None
-        sides = [s for s in sides if s != "torch"]
+        sides = [s for s in sides if s not in ("torch", "charrnn", "gpt")]
     with tempfile.TemporaryDirectory() as tmp:
         corpus = CORPUS
         if args.kb:
@@ -190,7 +318,7 @@ def main():
               f"{peer or 'absent'}{' ' + ' '.join(args.peer_set) if args.peer_set else ''}")
         print(f"{'seed':>6} {'side':<9} {'best val nats/char':>19} {'bits/char':>10} "
               f"{'updates':>8} {'epochs':>7} {'seconds':>8}  model")
-        results = {side: [] for side in SIDES}
+        results, sliding = {side: [] for side in SIDES}, {}
         for seed in args.seeds:
             trained = None
             for side in sides:
@@ -199,6 +327,13 @@ def main():
                     cfg = config_lib.build(base=base, assignments=args.peer_set,
                                            max_seconds=seconds, max_steps=0, seed=seed)
                     r = run_torch(corpus, cfg, seconds, seed)
+                elif side == "charrnn":
+                    cfg = config_lib.build(assignments=list(CHARRNN), max_seconds=seconds,
+                                           max_steps=0, seed=seed)
+                    r = run_torch(corpus, cfg, seconds, seed)
+                elif side == "gpt":
+                    r = run_gpt(corpus, seconds, seed)
+                    sliding[seed] = r["sliding"]
                 else:
                     r = run_rnnlm(corpus, args.config if side == "rnnlm" else DEFAULTS, seconds,
                                   seed, args.overrides if side == "rnnlm" else [], args.keep, side)
@@ -211,7 +346,15 @@ def main():
         if bests:
             print(f"{side}: mean best {np.mean(bests):.4f} over {len(bests)} seed(s), "
                   f"spread {max(bests) - min(bests):.4f}")
-    for other in ("defaults", "torch"):
+    if sliding:
+        print(f"gpt scored in sliding windows (48 to 63 characters of context): mean "
+              f"{np.mean(list(sliding.values())):.4f} over {len(sliding)} seed(s)")
+    peers = [s for s in ("torch", "charrnn", "gpt") if results[s]]
+    if results["rnnlm"] and peers:
+        best = min(peers, key=lambda s: np.mean(results[s]))
+        print(f"rnnlm - the best peer ({best}): "
+              f"{np.mean(results['rnnlm']) - np.mean(results[best]):+.4f} nats/char")
+    for other in ("defaults",) + tuple(peers):
         if results["rnnlm"] and results[other]:
             print(f"rnnlm - {other}: {np.mean(results['rnnlm']) - np.mean(results[other]):+.4f} "
                   f"nats/char")
@@ -219,7 +362,12 @@ def main():
         print("smoke run: every side ran; its figures are not measurements")
 
 
-SIDES = ("rnnlm", "defaults", "torch")
+SIDES = ("rnnlm", "defaults", "torch", "charrnn", "gpt")
+# The classic char-rnn a user writes in PyTorch: LSTM 2 x 256, dropout 0.25, Adam 2e-3 (no
+# schedule), clip 5, 32 streams of 64.
+CHARRNN = ("cell=lstm", "hidden=256", "layers=2", "dropout=0.25", "dropout_mode=step",
+           "weight_drop=0", "lr=2e-3", "schedule=constant", "clip_norm=5", "batch_size=32",
+           "seq_len=64")
 DEFAULTS = ROOT / "configs" / "shakespeare.yaml"  # the fixed defaults before the rule
 
 
