@@ -87,26 +87,30 @@ class Model:
         """n characters generated after prime, as one string (the prime not included)."""
         return "".join(self.chars(prime, n, temperature, top_k, top_p, seed, argmax))
 
-    def loss(self, text, batch_size=32, skip_unknown=False):
+    def loss(self, text, batch_size=32, skip_unknown=False, dynamic=False):
         """Mean cross-entropy on text in nats per character (every character but the first).
-        Characters outside the vocabulary are an error naming them, or skipped."""
+        Characters outside the vocabulary are an error naming them, or skipped. dynamic:
+        the model keeps learning the text as it scores it (evaluate.dynamic; one stream)."""
         text = arguments.text(text, "text")
         batch_size = arguments.integer(batch_size, "batch_size", minimum=1)
         ids, _ = self.vocab.encode(text, skip_unknown=skip_unknown)
-        return self._loss(ids, streams(len(ids), batch_size))
+        return self._loss(ids, 1 if dynamic else streams(len(ids), batch_size), dynamic)
 
-    def loss_of_file(self, path, encoding=None, batch_size=32, skip_unknown=False):
+    def loss_of_file(self, path, encoding=None, batch_size=32, skip_unknown=False,
+                     dynamic=False):
         """(nats per character, characters read, characters skipped, streams read in) of a
-        text file, read in `encoding` (default: the model's)."""
+        text file, read in `encoding` (default: the model's); dynamic as for loss()."""
         path = arguments.path(path, "path")
         batch_size = arguments.integer(batch_size, "batch_size", minimum=1)
         ids, skipped = data.encode_file(path, self.vocab,
                                         encoding or self.checkpoint.encoding, skip_unknown)
-        n = streams(len(ids), batch_size)
-        return self._loss(ids, n), len(ids), skipped, n
+        n = 1 if dynamic else streams(len(ids), batch_size)
+        return self._loss(ids, n, dynamic), len(ids), skipped, n
 
-    def _loss(self, ids, batch_size):
+    def _loss(self, ids, batch_size, dynamic=False):
         self.ready()
+        if dynamic:
+            return evaluate.dynamic(self.params, self.spec, ids, engine=self.engine)
         return evaluate.evaluate(self.params, self.spec, ids, batch_size, engine=self.engine)
 
     def probabilities(self, prime=""):

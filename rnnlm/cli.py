@@ -401,9 +401,10 @@ def config_(paths, config_file, assignments, globs, duration, max_steps):
 @text_options
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
               help="Contiguous streams the file is cut into.")
+@click.option("--dynamic", is_flag=True, help="Learn the text while scoring it (one stream).")
 @engine_option
 @threads_option
-def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, engine):
+def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, dynamic, engine):
     """Loss of a checkpoint on TEXTFILE: nats/char, bits/char and perplexity.
 
     \b
@@ -412,11 +413,12 @@ def eval_(ckpt, textfile, skip_unknown, encoding, batch_size, engine):
     """
     model = api.load(ckpt, engine, notify=log)
     nats, characters, skipped, streams = model.loss_of_file(textfile, encoding, batch_size,
-                                                            skip_unknown)
+                                                            skip_unknown, dynamic)
     click.echo(f"{textfile}: {characters:,} characters, {nats:.4f} nats/char, "
                f"{bits(nats):.4f} bits/char, perplexity {evaluate.perplexity(nats):.3f}"
                + (f"; {skipped:,} unknown characters skipped" if skip_unknown else "")
-               + (f" (read in {streams} streams: each then has {api.STREAM_CONTEXT} "
+               + (" (dynamic evaluation: the model learned the text as it read it)" if dynamic
+                  else f" (read in {streams} streams: each then has {api.STREAM_CONTEXT} "
                   f"characters of context or more)" if streams < batch_size else ""))
 
 
@@ -579,8 +581,7 @@ def gradcheck(cells, layer_counts, regularisers, hidden, vocab, seq_len, batch, 
               engine_names):
     """Check every analytic gradient against centred finite differences (float64).
 
-    Prints one row per parameter tensor; exits 1 if any relative error exceeds the
-    tolerance.
+    One row per parameter tensor; exit status 1 if any relative error exceeds the tolerance.
 
     \b
     Example:
@@ -590,8 +591,7 @@ def gradcheck(cells, layer_counts, regularisers, hidden, vocab, seq_len, batch, 
                                    regularisers or tuple(gradcheck_lib.REGULARISERS),
                                    engine_names or ("fast",), hidden=hidden, vocab=vocab,
                                    seq_len=seq_len, batch=batch, seed=seed)
-    for line in gradcheck_lib.report(rows):
-        click.echo(line)
+    click.echo("\n".join(gradcheck_lib.report(rows)))
     if not all(r.ok for r in rows):
         sys.exit(1)
 
