@@ -65,9 +65,19 @@ def run_rnnlm(corpus, cfg_file, seconds, seed, overrides, keep, name):
         rows = list(csv.DictReader(f))
     vals = [float(r["val_loss"]) for r in rows if r["val_loss"]]
     trained = config_lib.build(file=out / "config.yaml")
-    return dict(best=min(vals), steps=int(rows[-1]["step"]), epochs=float(rows[-1]["epoch"]),
+    return dict(best=min(vals), dynamic=dynamic_loss(corpus, out / "best.npz"), steps=int(rows[-1]["step"]), epochs=float(rows[-1]["epoch"]),
                 elapsed=float(rows[-1]["elapsed_s"]), wall=wall, cfg=trained,
                 model=describe(trained))
+
+
+def dynamic_loss(corpus, ckpt):
+    """best.npz's loss on the same tail with dynamic evaluation (rnnlm eval --dynamic):
+    its own column, never the comparison, after the budget."""
+    import rnnlm
+    from rnnlm.evaluate import dynamic
+    model = rnnlm.load(ckpt).ready()
+    return dynamic(model.params, model.spec, split(corpus_lib.read([corpus]).ids, 0.1)[1],
+                   engine=model.engine)
 
 
 def describe(cfg):
@@ -319,6 +329,7 @@ def main():
         print(f"{'seed':>6} {'side':<9} {'best val nats/char':>19} {'bits/char':>10} "
               f"{'updates':>8} {'epochs':>7} {'seconds':>8}  model")
         results, sliding = {side: [] for side in SIDES}, {}
+        dynamics = {"rnnlm": [], "defaults": []}
         for seed in args.seeds:
             trained = None
             for side in sides:
@@ -338,6 +349,7 @@ def main():
                     r = run_rnnlm(corpus, args.config if side == "rnnlm" else DEFAULTS, seconds,
                                   seed, args.overrides if side == "rnnlm" else [], args.keep, side)
                     trained = r["cfg"] if side == "rnnlm" else trained
+                    dynamics[side].append(r["dynamic"])
                 results[side].append(r["best"])
                 print(f"{seed:>6} {side:<9} {r['best']:>19.4f} {r['best'] / math.log(2):>10.4f} "
                       f"{r['steps']:>8,} {r['epochs']:>7.1f} {r['wall']:>8.1f}  {r['model']}",
@@ -346,6 +358,10 @@ def main():
         if bests:
             print(f"{side}: mean best {np.mean(bests):.4f} over {len(bests)} seed(s), "
                   f"spread {max(bests) - min(bests):.4f}")
+    for side, losses in dynamics.items():
+        if losses:
+            print(f"{side} with dynamic evaluation (rnnlm eval --dynamic; not the comparison): "
+                  f"mean {np.mean(losses):.4f} over {len(losses)} seed(s)")
     if sliding:
         print(f"gpt scored in sliding windows (48 to 63 characters of context): mean "
               f"{np.mean(list(sliding.values())):.4f} over {len(sliding)} seed(s)")
