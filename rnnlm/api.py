@@ -94,7 +94,7 @@ class Model:
         text = arguments.text(text, "text")
         batch_size = arguments.integer(batch_size, "batch_size", minimum=1)
         ids, _ = self.vocab.encode(text, skip_unknown=skip_unknown)
-        return self._loss(ids, 1 if dynamic else streams(len(ids), batch_size), dynamic)
+        return self._loss(ids, batch_size, dynamic)[0]
 
     def loss_of_file(self, path, encoding=None, batch_size=32, skip_unknown=False,
                      dynamic=False):
@@ -104,14 +104,17 @@ class Model:
         batch_size = arguments.integer(batch_size, "batch_size", minimum=1)
         ids, skipped = data.encode_file(path, self.vocab,
                                         encoding or self.checkpoint.encoding, skip_unknown)
-        n = 1 if dynamic else streams(len(ids), batch_size)
-        return self._loss(ids, n, dynamic), len(ids), skipped, n
+        nats, n = self._loss(ids, batch_size, dynamic)
+        return nats, len(ids), skipped, n
 
-    def _loss(self, ids, batch_size, dynamic=False):
+    def _loss(self, ids, batch_size, dynamic):
+        """(nats per character of ids, the streams they were read in): one, dynamically,
+        else up to batch_size (streams())."""
         self.ready()
         if dynamic:
-            return evaluate.dynamic(self.params, self.spec, ids, engine=self.engine)
-        return evaluate.evaluate(self.params, self.spec, ids, batch_size, engine=self.engine)
+            return evaluate.dynamic(self.params, self.spec, ids, engine=self.engine), 1
+        n = streams(len(ids), batch_size)
+        return evaluate.evaluate(self.params, self.spec, ids, n, engine=self.engine), n
 
     def probabilities(self, prime=""):
         """The distribution of the character that follows prime, as {character: p} in the

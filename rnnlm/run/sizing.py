@@ -179,7 +179,7 @@ def _fitting(candidates, cfg, text, check_memory):
 def _plans(cfg, candidates, text, began):
     """{hidden: the updates the budget buys a candidate and its speed (Plan)}, of the
     candidates measured: the narrowest, and then, where it makes MIN_UPDATES, the widest
-    that does found by halving (a wider model is slower), 3 of 7 measured rather than 7."""
+    that does found by halving (a wider model is slower): 4 of 7 measured, not up to 7."""
     plans = {}
 
     def enough(candidate):
