@@ -32,6 +32,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 BASE = ROOT / "configs" / "shakespeare.yaml"
@@ -119,6 +121,10 @@ REGULARISATION = {
     "mid": "dropout=0.2 dropout_mode=locked weight_drop=0.2",
     "high": "dropout=0.35 dropout_mode=locked weight_drop=0.3",
 }
+# Where each level sits on the rule's scale of strength (rnnlm/run/sizing.py: 1 = locked
+# dropout 0.35 + weight drop 0.3): mid's 0.2 and 0.2 are 0.57 and 0.67 of it.
+STRENGTH_OF = {"none": 0.0, "mid": 0.6, "high": 1.0}
+FEWEST_UPDATES = 100  # a cell of fewer (a budget of seconds) has not learned its text yet
 TEXTS = ("shakespeare", "python")
 FIELDS = ("text", "kb", "hidden", "regularisation", "passes", "seed", "lr", "updates",
           "best", "at", "train_loss")
@@ -204,6 +210,32 @@ def passes_study(args, root):
             print(" ".join(f"{k}={row[k]}" for k in FIELDS), flush=True)
 
 
+def regrets(rows):
+    """{(text, kb, passes, hidden): the rule's regret} for each cell of the passes study
+    measured at the rule's rate, at two levels or more and FEWEST_UPDATES updates or more:
+    the seeds' mean best loss at the strength the rule gives the cell (straight lines
+    between the levels measured), less the best level's. A cell whose rule lies outside its
+    levels (the 128s' none was not run) says nothing of the rule, and is left out."""
+    sys.path.insert(0, str(ROOT))
+    from rnnlm.run import sizing
+    cells = {}
+    for r in rows:
+        if float(r["lr"]) == sizing.learning_rate(int(r["hidden"])) and \
+                int(r["updates"]) >= FEWEST_UPDATES:
+            key = (r["text"], int(r["kb"]), int(r["passes"]), int(r["hidden"]))
+            level = STRENGTH_OF[r["regularisation"]]
+            cells.setdefault(key, {}).setdefault(level, []).append(float(r["best"]))
+    out = {}
+    for (text, kb, passes, hidden), levels in cells.items():
+        if len(levels) >= 2:
+            at = sorted(levels)
+            means = [statistics.mean(levels[lv]) for lv in at]
+            rule = sizing.strength(passes, hidden)
+            if at[0] <= rule <= at[-1]:
+                out[(text, kb, passes, hidden)] = float(np.interp(rule, at, means)) - min(means)
+    return out
+
+
 def passes_table(path):
     """The study's CSV as a table: for each slice, model and budget in passes, the mean
     best validation loss of the seeds at each regularisation level (and the seeds' spread),
@@ -218,8 +250,10 @@ def passes_table(path):
     print("Best validation loss in nats/char, the mean of the seeds ± half their spread, at "
           "each regularisation level (" + "; ".join(f"{k}: {v}" for k, v in REGULARISATION.items())
           + "); updates of 32 streams of 64.\n")
-    print("| text | KB | passes | GRU 2 x | lr | updates | " + " | ".join(levels) + " |")
-    print("|---|---|---|---|---|---|" + "---|" * len(levels))
+    print("| text | KB | passes | GRU 2 x | lr | updates | " + " | ".join(levels) +
+          " | the rule's regret |")
+    print("|---|---|---|---|---|---|" + "---|" * (len(levels) + 1))
+    regret = regrets(rows)
     updates = {(r["text"], int(r["kb"]), int(r["passes"])): int(r["updates"]) for r in rows}
     for key in sorted(groups):
         means = {lv: statistics.mean(v) for lv, v in groups[key].items()}
@@ -232,8 +266,12 @@ def passes_table(path):
             v = groups[key][lv]
             text = f"{means[lv]:.4f} ±{(max(v) - min(v)) / 2:.3f}" + ("" if len(v) > 1 else " (1 seed)")
             cells.append(f"**{text}**" if lv == best and len(means) > 1 else text)
+        rule = regret.get(key[:4]) if float(key[4]) == rate(key[3]) else None
         print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4]} | {updates[key[:3]]:,} | "
-              + " | ".join(cells) + " |")
+              + " | ".join(cells) + f" | {'' if rule is None else f'{rule:.4f}'} |")
+    print(f"\nThe rule's regret (its strength's loss, between the levels measured, less the "
+          f"best level's; cells of {FEWEST_UPDATES} updates or more): mean "
+          f"{statistics.mean(regret.values()):.4f}, most {max(regret.values()):.4f}")
 
 
 def main():

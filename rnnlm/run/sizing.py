@@ -52,16 +52,21 @@ PARAMS_FOR_TEXT = 1.7
 SMALLEST_HIDDEN = 8  # the narrowest model the rule makes for a very small text
 
 
+def strength(passes, hidden=256):
+    """How strongly a model of `hidden` units a layer that reads its text `passes` times is
+    regularised, 0 (none) to 1 (locked dropout MOST_DROPOUT, weight drop MOST_WEIGHT_DROP)."""
+    exposure = passes * hidden / 256
+    return float(np.interp(math.log(max(exposure, 1e-9)), [math.log(p) for p, _ in STRENGTH],
+                           [s for _, s in STRENGTH]))
+
+
 def regularisation(passes, hidden=256):
     """(dropout, dropout_mode, weight_drop) for a model of `hidden` units a layer that reads
     its text `passes` times: continuous in both, none up to 8 passes of a 2 x 256."""
-    exposure = passes * hidden / 256
-    strength = np.interp(math.log(max(exposure, 1e-9)), [math.log(p) for p, _ in STRENGTH],
-                         [s for _, s in STRENGTH])
-    if strength <= 0:
+    level = strength(passes, hidden)
+    if level <= 0:
         return (0.0, "step", 0.0)
-    return (round(float(MOST_DROPOUT * strength), 2), "locked",
-            round(float(MOST_WEIGHT_DROP * strength), 2))
+    return (round(MOST_DROPOUT * level, 2), "locked", round(MOST_WEIGHT_DROP * level, 2))
 
 
 def learning_rate(hidden):
