@@ -34,13 +34,14 @@ SIZED = ("cell", "hidden", "layers", "dropout", "dropout_mode", "weight_drop", "
 HIDDEN_SIZES = (128, 192, 256, 320, 384, 448, 512)
 MIN_UPDATES = 2500
 # The regularisation's strength (0: none, 1: locked dropout 0.35 and weight drop 0.3)
-# against the passes a model of 256 reads, each wider model's passes counting as many
-# times more as it is wider: (passes, strength) points, straight lines between them in
-# log(passes). The sweep's (benchmarks/passes.csv, GRU 2 x 256, four texts): none was best
-# at 8 passes on every text, locked 0.2 + weight drop 0.2 (strength 0.6) at 16 on three of
-# four, and 0.35 + 0.3 at 40 (docs/results.md). The width's share is fitted to two
-# observations only: a 2 x 384 at 4 passes of 100 KB gained from strength 1, and a 2 x 512
-# overfitted tiny Shakespeare at 9 passes without dropout.
+# against the passes a model of 256 reads, a wider model's passes counting as many times
+# more as the square root of how much wider it is: (passes, strength) points, straight
+# lines between them in log(passes). The sweep's (benchmarks/passes.csv, GRU 2 x 256, four
+# texts): none was best at 8 passes on three of four, locked 0.2 + weight drop 0.2
+# (strength 0.6) at 16 on three of four, and 0.35 + 0.3 at 40 (docs/results.md). The
+# width's share, measured on a GRU 2 x 512 at 8 passes of tiny Shakespeare (3,900 updates,
+# what 15 minutes buy here), two seeds each: none overfitted (1.514), strength 0.6 (the
+# share counted in full) 1.458, strength 0.3 (its square root) 1.444.
 STRENGTH = ((8, 0.0), (16, 0.6), (40, 1.0))
 MOST_DROPOUT, MOST_WEIGHT_DROP = 0.35, 0.3
 STEADY = 0.15  # two windows in a row this close in time: the machine shows its speed
@@ -55,7 +56,7 @@ SMALLEST_HIDDEN = 8  # the narrowest model the rule makes for a very small text
 def strength(passes, hidden=256):
     """How strongly a model of `hidden` units a layer that reads its text `passes` times is
     regularised, 0 (none) to 1 (locked dropout MOST_DROPOUT, weight drop MOST_WEIGHT_DROP)."""
-    exposure = passes * hidden / 256
+    exposure = passes * math.sqrt(hidden / 256)
     return float(np.interp(math.log(max(exposure, 1e-9)), [math.log(p) for p, _ in STRENGTH],
                            [s for _, s in STRENGTH]))
 
