@@ -269,9 +269,10 @@ def passes_table(path):
         rule = regret.get(key[:4]) if float(key[4]) == rate(key[3]) else None
         print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4]} | {updates[key[:3]]:,} | "
               + " | ".join(cells) + f" | {'' if rule is None else f'{rule:.4f}'} |")
-    print(f"\nThe rule's regret (its strength's loss, between the levels measured, less the "
-          f"best level's; cells of {FEWEST_UPDATES} updates or more): mean "
-          f"{statistics.mean(regret.values()):.4f}, most {max(regret.values()):.4f}")
+    if regret:  # a table of one level a cell (the smoke's) has none
+        print(f"\nThe rule's regret (its strength's loss, between the levels measured, less "
+              f"the best level's; cells of {FEWEST_UPDATES} updates or more): mean "
+              f"{statistics.mean(regret.values()):.4f}, most {max(regret.values()):.4f}")
 
 
 def main():
