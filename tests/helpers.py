@@ -1,9 +1,10 @@
 """What many test files need, once: starting rnnlm as a real process, the shape of a
-one-line error, a checkpoint's parameters."""
+one-line error, a checkpoint's parameters, a benchmark script's module."""
+import importlib.util
 import subprocess
 import sys
 
-from conftest import CONFIGS
+from conftest import CONFIGS, ROOT
 
 TINY = str(CONFIGS / "tiny.yaml")
 
@@ -42,3 +43,11 @@ def installed(module):
     except ImportError:
         return False
     return True
+
+
+def benchmark(name):
+    """benchmarks/<name>.py as a module (a script, not a package), for its tables and lists."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

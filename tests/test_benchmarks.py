@@ -1,6 +1,5 @@
 """The benchmarks run, in their smoke mode (a few steps of everything, no figures to quote),
 so that they cannot rot unnoticed. Their figures are measured by hand, never asserted."""
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -9,7 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT, SHARED_DATA
-from helpers import installed
+from helpers import benchmark, installed
 
 
 def smoke(script, *args, timeout=600):
@@ -22,10 +21,7 @@ def smoke(script, *args, timeout=600):
 
 def test_bench_runs_every_configuration_and_side():
     out = smoke("bench.py", "--memory", "1")
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    for name in bench.CONFIGS:
+    for name in benchmark("bench").CONFIGS:
         assert f"\n{name} " in out
     assert "numpy" in out and "memory: rnnlm train on a 1 MB corpus" in out
     assert "numba     fast engine, numba kernels, products by " in out  # what each side ran on

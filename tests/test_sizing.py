@@ -3,7 +3,6 @@ rule, and the measurement of the machine it reads): what it chooses, that the us
 win, that more compute never buys a smaller or less regularised model."""
 import csv
 import dataclasses
-import importlib.util
 import re
 
 from hypothesis import given, settings, strategies as st
@@ -14,6 +13,7 @@ from rnnlm.run import sizing
 from rnnlm.cli import cli
 
 from conftest import CONFIGS, ROOT
+from helpers import benchmark
 
 WINDOW = 32 * 64  # characters per update with the default streams
 TEXT = 100_000  # training characters
@@ -64,11 +64,8 @@ def test_the_rules_regularisation_is_near_the_best_on_every_cell_of_its_study():
     slices of 100 KB to 1.1 MB, 1 to 16 passes, none / mid / high, two seeds): its loss less
     the best level's, within 0.03 nats on every cell (measured: 0.026 at most, the Python
     100 KB's 8 passes, where mid beat none; Shakespeare's 8 passes wanted none)."""
-    spec = importlib.util.spec_from_file_location("sweep", ROOT / "benchmarks" / "sweep.py")
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
     with open(ROOT / "benchmarks" / "passes.csv", newline="") as f:
-        regret = sweep.regrets(list(csv.DictReader(f)))
+        regret = benchmark("sweep").regrets(list(csv.DictReader(f)))
     assert len(regret) >= 15
     assert max(regret.values()) <= 0.03, max(regret.items(), key=lambda kv: kv[1])
 
