@@ -211,7 +211,7 @@ def passes_study(args, root):
 
 
 def regrets(rows):
-    """{(text, kb, passes, hidden): the rule's regret} for each cell of the passes study
+    """{(text, kb, passes, hidden, lr): the rule's regret} for each cell of the passes study
     measured at the rule's rate, at two levels or more and FEWEST_UPDATES updates or more:
     the seeds' mean best loss at the strength the rule gives the cell (straight lines
     between the levels measured), less the best level's. A cell whose rule lies outside its
@@ -222,17 +222,17 @@ def regrets(rows):
     for r in rows:
         if float(r["lr"]) == sizing.learning_rate(int(r["hidden"])) and \
                 int(r["updates"]) >= FEWEST_UPDATES:
-            key = (r["text"], int(r["kb"]), int(r["passes"]), int(r["hidden"]))
+            key = (r["text"], int(r["kb"]), int(r["passes"]), int(r["hidden"]), r["lr"])
             level = STRENGTH_OF[r["regularisation"]]
             cells.setdefault(key, {}).setdefault(level, []).append(float(r["best"]))
     out = {}
-    for (text, kb, passes, hidden), levels in cells.items():
+    for key, levels in cells.items():
         if len(levels) >= 2:
             at = sorted(levels)
             means = [statistics.mean(levels[lv]) for lv in at]
-            rule = sizing.strength(passes, hidden)
+            rule = sizing.strength(passes=key[2], hidden=key[3])
             if at[0] <= rule <= at[-1]:
-                out[(text, kb, passes, hidden)] = float(np.interp(rule, at, means)) - min(means)
+                out[key] = float(np.interp(rule, at, means)) - min(means)
     return out
 
 
@@ -266,7 +266,7 @@ def passes_table(path):
             v = groups[key][lv]
             text = f"{means[lv]:.4f} ±{(max(v) - min(v)) / 2:.3f}" + ("" if len(v) > 1 else " (1 seed)")
             cells.append(f"**{text}**" if lv == best and len(means) > 1 else text)
-        rule = regret.get(key[:4]) if float(key[4]) == rate(key[3]) else None
+        rule = regret.get(key)
         print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4]} | {updates[key[:3]]:,} | "
               + " | ".join(cells) + f" | {'' if rule is None else f'{rule:.4f}'} |")
     if regret:  # a table of one level a cell (the smoke's) has none
