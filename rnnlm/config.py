@@ -44,6 +44,7 @@ class Config:
     val_fraction: float = 0.1  # the last part of the text, held out for validation
     batch_size: int = 32  # parallel streams (B)
     seq_len: int = 64  # BPTT window (T): gradients flow back at most this far
+    windows: str = "shifted"  # shifted: each pass cuts its windows elsewhere | fixed: the same every pass
     # optimisation
     optimizer: str = "adam"  # sgd | adagrad | rmsprop | adam
     lr: float = 6e-3  # peak learning rate
@@ -90,6 +91,7 @@ RULES = {
     "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "batch_size": (lambda v: v >= 1, ">= 1"),
     "seq_len": (lambda v: v >= 1, ">= 1"),
+    "windows": (lambda v: v in ("shifted", "fixed"), "one of shifted, fixed"),
     "lr": (lambda v: v > 0, "> 0"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -310,8 +312,8 @@ def _number(digits, text):
 
 
 # What a resumed run cannot change: the model's shape, the data layout and the optimizer.
-FROZEN_ON_RESUME = ("cell", "hidden", "layers", "batch_size", "seq_len", "val_fraction",
-                    "optimizer", "seed")
+FROZEN_ON_RESUME = ("cell", "hidden", "layers", "batch_size", "seq_len", "windows",
+                    "val_fraction", "optimizer", "seed")
 
 
 def check_resumable(saved, wanted):
@@ -323,9 +325,14 @@ def check_resumable(saved, wanted):
                              f"with {key}={old!r}")
 
 
+# Settings added after checkpoints had been saved without them, with the value that their
+# runs had (so that resuming one stays exact).
+BEFORE_THEY_EXISTED = {"windows": "fixed"}
+
+
 def from_dict(data, where=""):
     """A Config from a plain dict (a checkpoint's), every value checked."""
-    values = dataclasses.asdict(Config())
+    values = dataclasses.asdict(Config()) | BEFORE_THEY_EXISTED
     for key, value in data.items():
         if not isinstance(key, str):
             raise RnnlmError(f"{where}config key {key!r} is not a string")

@@ -47,7 +47,8 @@ def test_bench_gemm_rates_every_library_the_products_can_run_on():
                     reason="../shared/data is absent")
 @pytest.mark.parametrize("script,args", [("quality.py", ()), ("quality.py", ("--kb", "100")),
                                          ("sweep.py", ()), ("sweep.py", ("--init",)),
-                                         ("sweep.py", ("--passes",))])
+                                         ("sweep.py", ("--passes",)),
+                                         ("tried.py", ("--idea", "average"))])
 def test_the_quality_benchmark_and_the_sweeps_run(script, args):
     out = smoke(script, *args)
     assert "nats/char" in out or "best val" in out

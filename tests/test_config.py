@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from rnnlm import RnnlmError, config
@@ -109,3 +111,11 @@ def test_named_choices_match_what_implements_them():
     assert tuple(engines.ENGINES) == config.ENGINES
     from rnnlm.fast.cells import STEPS
     assert tuple(params.CELLS) == tuple(STEPS) == ("rnn", "lstm", "gru")
+
+
+def test_a_checkpoint_from_before_shifted_windows_resumes_on_the_fixed_windows_it_had():
+    saved = dataclasses.asdict(config.Config())
+    del saved["windows"]  # what a checkpoint saved before the setting existed holds
+    assert config.from_dict(saved).windows == "fixed"
+    assert config.Config().windows == "shifted"  # new runs shift them
+    assert config.from_dict({**saved, "windows": "shifted"}).windows == "shifted"

@@ -86,6 +86,27 @@ def test_split_keeps_the_last_fraction_contiguous():
     assert len(train) == 100 and len(val) == 0
 
 
+def test_each_pass_cuts_its_windows_elsewhere_and_gives_up_one_window_for_it():
+    ids = (np.arange(1000) % 251).astype(np.uint8)  # 4 streams of 250
+    fixed, shifted = data.Streams(ids, 4, 10), data.Streams(ids, 4, 10, shifted=True)
+    assert shifted.windows == fixed.windows - 1
+    assert [shifted.offset(e) for e in range(4)] == [0, 3, 6, 9]  # 23 mod 10 apart
+    for epoch in range(12):  # a pass is contiguous, from its offset, in every stream
+        xs = [shifted.window(k, epoch)[0] for k in range(shifted.windows)]
+        start = shifted.offset(epoch)
+        np.testing.assert_array_equal(np.concatenate(xs, axis=1),
+                                      fixed.data[:, start:start + shifted.windows * 10])
+        np.testing.assert_array_equal(shifted.window(0, epoch)[1][:, :-1],
+                                      shifted.window(0, epoch)[0][:, 1:])
+    assert {shifted.offset(e) for e in range(10)} == set(range(10))  # every offset in turn
+    assert fixed.window(3, epoch=5)[0].tolist() == fixed.window(3)[0].tolist()
+
+
+def test_a_text_of_one_window_a_stream_is_never_shifted():
+    streams = data.Streams(np.zeros(4 * 15, np.uint8), 4, 10, shifted=True)
+    assert (streams.windows, streams.shifted, streams.offset(3)) == (1, False, 0)
+
+
 def test_streams_windows_are_shifted_by_one_and_contiguous_per_stream():
     ids = np.arange(1000) % 251
     s = data.Streams(ids.astype(np.uint8), batch=4, seq_len=10)

@@ -31,24 +31,28 @@ def test_reading_a_file_in_chunks_round_trips(tmp_path, monkeypatch, text, chunk
     assert vocab.decode(ids) == text
 
 
-@given(n=st.integers(2, 3000), batch=st.integers(1, 16), seq_len=st.integers(1, 40))
-def test_an_epoch_visits_every_character_once_and_reports_the_rest(n, batch, seq_len):
+@given(n=st.integers(2, 3000), batch=st.integers(1, 16), seq_len=st.integers(1, 40),
+       shifted=st.booleans(), epoch=st.integers(0, 200))
+def test_an_epoch_visits_every_character_once_and_reports_the_rest(n, batch, seq_len, shifted,
+                                                                   epoch):
     ids = np.arange(n)  # each id is its own position
     if n // batch < seq_len + 1:
         try:
-            data.Streams(ids, batch, seq_len)
+            data.Streams(ids, batch, seq_len, shifted)
         except RnnlmError as e:
             assert f"at least {batch * (seq_len + 1)}" in str(e)
             return
         raise AssertionError("a too-short text was accepted")
-    streams = data.Streams(ids, batch, seq_len)
-    seen = np.concatenate([streams.window(k)[0].ravel() for k in range(streams.windows)])
+    streams = data.Streams(ids, batch, seq_len, shifted)
+    windows = [streams.window(k, epoch) for k in range(streams.windows)]
+    seen = np.concatenate([x.ravel() for x, _ in windows])
     assert len(seen) == len(set(seen.tolist())) == streams.chars_per_epoch
-    targets = np.concatenate([streams.window(k)[1].ravel() for k in range(streams.windows)])
+    targets = np.concatenate([y.ravel() for _, y in windows])
     np.testing.assert_array_equal(targets, seen + 1)  # each target is its input's successor
     trimmed = n - streams.chars_per_epoch  # what `rnnlm train` reports as not visited
     assert trimmed == n - len(seen)
-    assert trimmed < batch * seq_len + batch  # at most a partial window per stream, + n mod B
+    # at most a partial window per stream (and the window given up to shift), + n mod B
+    assert trimmed < batch * seq_len * (1 + streams.shifted) + batch
 
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),

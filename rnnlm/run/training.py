@@ -192,7 +192,7 @@ def train(cfg, vocab, ids, out_dir, corpus_name="corpus", corpus_record=None, re
                          f"there is nothing to predict (a model needs at least two)")
     train_ids, val_ids = split(ids, cfg.val_fraction)
     _check_lengths(cfg, ids, train_ids, val_ids, corpus_name)
-    streams = Streams(train_ids, cfg.batch_size, cfg.seq_len)
+    streams = Streams(train_ids, cfg.batch_size, cfg.seq_len, cfg.windows == "shifted")
     spec = Spec.of(cfg, vocab.size)
     needs = memory.estimate(cfg, spec)
     has = memory.available()
@@ -272,7 +272,8 @@ def _begin(run, streams, ids, train_ids, val_ids, corpus_name, out_dir, resume, 
         f"{engines.describe(cfg.engine)}",
         memory.describe(needs),
         f"epoch: {streams.windows:,} windows of {cfg.batch_size} x {cfg.seq_len}; "
-        f"{trimmed:,} trailing characters not visited",
+        + (f"{trimmed:,} characters not visited, elsewhere each pass (windows shifted)"
+           if streams.shifted else f"{trimmed:,} trailing characters not visited"),
         (f"resuming at step {run.step} (epoch {run.epoch}, window {run.window})"
          if resume is not None else
          f"fine-tuning the weights of {run.init_from['path']} (step {run.init_from['step']})"
@@ -393,7 +394,7 @@ def _gradients(run, streams):
     cfg = run.cfg
     if run.window == 0:
         run.state = run.zero_state()  # the streams start over
-    x, y = streams.window(run.window)
+    x, y = streams.window(run.window, run.epoch)
     # Every stream's masks, drawn from the run's generator whatever the workers, so that
     # N workers follow the trajectory of one.
     masks = dropout_masks(run.spec, cfg.batch_size, cfg.seq_len, cfg.dropout, run.rng,
