@@ -17,8 +17,9 @@ validation loss in nats/char on the same 10% tail, measured the same way. The si
   width, depth and rate, read from its run) as nn.LSTM/GRU/RNN + nn.Linear on one-hot
   input, with plain dropout at rnnlm's rate (between layers and on the top layer's output;
   PyTorch's modules cannot drop W_hh without extra code), Adam, global-norm clipping, the
-  same streams, windows and carried state, the same learning-rate schedule over the same
-  wall-clock budget, and the same evaluations: as many, evenly spaced in the budget, the
+  same streams and carried state in windows fixed for every pass (rnnlm shifts them each
+  pass, docs/results.md "Ideas measured"; a user's loop does not), the same learning-rate
+  schedule over the same wall-clock budget, and the same evaluations: as many, evenly spaced in the budget, the
   last inside it, each over every character of the validation tail in 32 streams (rnnlm's
   evaluate(), whose windows and loss this script uses for PyTorch's model too). --peer-set
   changes its settings (e.g. cell=lstm dropout=0.25).
