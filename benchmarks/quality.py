@@ -19,10 +19,10 @@ validation loss in nats/char on the same 10% tail, measured the same way. The si
   PyTorch's modules cannot drop W_hh without extra code), Adam, global-norm clipping, the
   same streams and carried state in windows fixed for every pass (rnnlm shifts them each
   pass, docs/results.md "Ideas measured"; a user's loop does not), the same learning-rate
-  schedule over the same wall-clock budget, and the same evaluations: as many, evenly spaced in the budget, the
-  last inside it, each over every character of the validation tail in 32 streams (rnnlm's
-  evaluate(), whose windows and loss this script uses for PyTorch's model too). --peer-set
-  changes its settings (e.g. cell=lstm dropout=0.25).
+  schedule over the same wall-clock budget, and the same evaluations: as many, evenly
+  spaced in the budget, the last inside it, each over every character of the validation
+  tail in 32 streams (rnnlm's evaluate(), whose windows and loss this script uses for
+  PyTorch's model too). --peer-set changes its settings (e.g. cell=lstm dropout=0.25).
 - charrnn: the classic char-rnn a user writes in PyTorch, the same way: LSTM 2 x 256,
   dropout 0.25, Adam 2e-3 without a schedule, clip 5 (CHARRNN);
 - gpt: a small decoder-only Transformer in PyTorch, the nanoGPT architecture at its

@@ -44,7 +44,7 @@ class Config:
     val_fraction: float = 0.1  # the last part of the text, held out for validation
     batch_size: int = 32  # parallel streams (B)
     seq_len: int = 64  # BPTT window (T): gradients flow back at most this far
-    windows: str = "shifted"  # shifted: each pass cuts its windows elsewhere | fixed: the same every pass
+    windows: str = "shifted"  # shifted: cut elsewhere each pass | fixed: the same every pass
     # optimisation
     optimizer: str = "adam"  # sgd | adagrad | rmsprop | adam
     lr: float = 6e-3  # peak learning rate

@@ -209,9 +209,10 @@ def min_corpus_length(batch, seq_len, val_fraction):
 # Where a pass's windows start in each stream: SHIFT characters later than the last pass's,
 # modulo the window, so that BPTT is truncated at other places each pass (AWD-LSTM's
 # variable window lengths have this purpose). 23 is prime to every power of two, so that a
-# window of 64 visits all 64 offsets in 64 passes (a window of a multiple of 23 gets fewer). Measured on the rule's 5-minute model
-# (GRU 2 x 320, 3,078 updates, 6 passes), four seeds: 0.004 nats/char better than a grid
-# fixed for every pass, each seed better (docs/results.md, "Ideas measured").
+# window of 64 visits all 64 offsets in 64 passes (a window of a multiple of 23 gets fewer).
+# Measured on the rule's 5-minute model (GRU 2 x 320, 3,078 updates, 6 passes), four
+# seeds: 0.004 nats/char better than a grid fixed for every pass, each seed better
+# (docs/results.md, "Ideas measured").
 SHIFT = 23
 
 
