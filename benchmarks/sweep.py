@@ -37,6 +37,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 BASE = ROOT / "configs" / "shakespeare.yaml"
+sys.path.insert(0, str(ROOT))
+
+from rnnlm.run import sizing  # noqa: E402 (the checkout's rule: its rate and strength)
 
 # name -> overrides of configs/shakespeare.yaml. Each row names every key it varies, so
 # that a row means the same whatever the base is (the README gives the figures).
@@ -130,11 +133,6 @@ FIELDS = ("text", "kb", "hidden", "regularisation", "passes", "seed", "lr", "upd
           "best", "at", "train_loss")
 
 
-def rate(hidden):
-    """The rule's learning rate for the width (sizing.rule)."""
-    return 6e-3 if hidden <= 256 else 4e-3
-
-
 def passes_jobs():
     """(text, kb, hidden, regularisation, passes) in the order they are worth running:
     for each slice, the 2 x 256 GRU at every level at 1, 4 and 16 passes; then 8 passes,
@@ -182,11 +180,12 @@ def passes_run(job, seed, folder):
     chars = len(corpus.read_text(encoding="utf-8"))
     steps = max(8, math.ceil(passes * chars * 0.9 / (32 * 64)))
     out = Path(folder) / f"{text}-{kb}-{hidden}-{reg}-{passes}-{seed}"
-    overrides = (f"cell=gru layers=2 hidden={hidden} lr={rate(hidden):g} batch_size=32 "
-                 f"seq_len=64 eval_every={max(1, steps // 8)} {REGULARISATION[reg]}")
+    lr = f"{sizing.learning_rate(hidden):g}"  # the rule's rate for the width
+    overrides = (f"cell=gru layers=2 hidden={hidden} lr={lr} batch_size=32 seq_len=64 "
+                 f"eval_every={max(1, steps // 8)} {REGULARISATION[reg]}")
     r = run(out, overrides, ["--max-steps", str(steps)], seed, corpus, None, ["--threads", "1"])
     return dict(text=text, kb=kb, hidden=hidden, regularisation=reg, passes=passes,
-                seed=seed, lr=f"{rate(hidden):g}", updates=steps, best=f"{r['best']:.4f}",
+                seed=seed, lr=lr, updates=steps, best=f"{r['best']:.4f}",
                 at=r["at"], train_loss=f"{r['train_loss']:.4f}")
 
 
@@ -198,7 +197,7 @@ def passes_study(args, root):
     else:
         args.csv.write_text(",".join(FIELDS) + "\n")
     todo = [(job, seed) for job in passes_jobs() for seed in args.seeds
-            if tuple(map(str, job + (seed, f"{rate(job[2]):g}"))) not in done]
+            if tuple(map(str, job + (seed, f"{sizing.learning_rate(job[2]):g}"))) not in done]
     if args.smoke:
         todo = [((TEXTS[0], 100, 16, "mid", 1), args.seeds[0])]
     for text, kb in {(job[0], job[1]) for job, _ in todo}:  # before the runs that read them
@@ -216,8 +215,6 @@ def regrets(rows):
     the seeds' mean best loss at the strength the rule gives the cell (straight lines
     between the levels measured), less the best level's. A cell whose rule lies outside its
     levels (the 128s' none was not run) says nothing of the rule, and is left out."""
-    sys.path.insert(0, str(ROOT))
-    from rnnlm.run import sizing
     cells = {}
     for r in rows:
         if float(r["lr"]) == sizing.learning_rate(int(r["hidden"])) and \
