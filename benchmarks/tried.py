@@ -8,7 +8,8 @@
 Each is one real training run of the model the rule chooses for 5 minutes of tiny
 Shakespeare here (GRU 2 x 320, lr 4e-3, no dropout), its budget in updates (3,078, what 5
 minutes bought) so that a busy machine cannot move the result and two runs can share it
-(`--threads 1` each; --set hidden=512 ... for the 15-minute model). At every evaluation it
+(OPENBLAS_NUM_THREADS=1 each; threads change the speed only; --set hidden=512 ... for the
+15-minute model). At every evaluation it
 prints the validation loss of the weights as trained, and, for --idea average, of
 exponential moving averages of them (Polyak averaging; AWD-LSTM's averaged SGD is its
 uniform cousin) at several decays at once, each warmed up as min(decay, (1 + t) / (10 + t))
@@ -24,7 +25,6 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
-
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
