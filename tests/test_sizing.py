@@ -70,6 +70,41 @@ def test_the_rules_regularisation_is_near_the_best_on_every_cell_of_its_study():
     assert max(regret.values()) <= 0.03, max(regret.items(), key=lambda kv: kv[1])
 
 
+def widths_measured():
+    """benchmarks/widths.csv by cell (text, budget): {hidden: (updates, val loss)}, the
+    means of its seeds."""
+    cells = {}
+    with open(ROOT / "benchmarks" / "widths.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            cell = cells.setdefault((row["text"], row["budget"], int(row["train_chars"])), {})
+            cell.setdefault(int(row["hidden"]), []).append(
+                (int(row["updates"]), float(row["best_val"])))
+    return {key: {h: tuple(sum(x) / len(runs) for x in zip(*runs)) for h, runs in cell.items()}
+            for key, cell in cells.items()}
+
+
+def test_the_rules_width_is_near_the_best_and_stable_on_every_cell_measured():
+    """Neighbouring widths, each with the updates the cell's budget bought it (two seeds;
+    benchmarks/widths.csv, docs/results.md "Stable choices"). On every cell the rule's
+    width ends within 0.02 of the best width measured (its regret; measured: 0.011 at
+    most, the 100 KB's 256 where the 192 won), and a speed measured a quarter slower or
+    faster (the worst measurement seen was 18% slow) chooses a width that ends within
+    0.01 of it: the candidates are close enough that noise costs little."""
+    cells = widths_measured()
+    assert len(cells) >= 3
+    for (text, budget, chars), measured in cells.items():
+        candidates = {h: m for h, m in measured.items() if h in sizing.HIDDEN_SIZES}
+
+        def loss(off):
+            updates = {h: off * made for h, (made, _) in candidates.items()}
+            return candidates[sizing.rule(config.Config(), set(), updates, chars)[0].hidden][1]
+
+        best = min(val for _, val in measured.values())
+        assert loss(1.0) - best <= 0.02, (text, budget)
+        for off in (0.75, 1.25):
+            assert abs(loss(off) - loss(1.0)) <= 0.01, (text, budget, off)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.floats(500.0, 100_000), st.floats(0.95, 1.05))
 def test_a_speed_measured_5_percent_off_chooses_the_same_model_or_a_neighbour(scale, off):
@@ -163,7 +198,7 @@ def test_the_rule_only_considers_models_that_fit_in_memory(tmp_path, monkeypatch
         candidate = dataclasses.replace(wide, hidden=hidden, dropout=0.0, weight_drop=0.0)
         return sum(memory.estimate(candidate, Spec("gru", vocab.size, hidden, 2)).values())
 
-    room = (need(256) + need(288)) / 2  # room for 256, not 288 (the process's use included)
+    room = (need(256) + need(320)) / 2  # room for 256, not 320 (the process's use included)
     monkeypatch.setattr(memory, "available", lambda: room)
     narrow, why = api.choose(text, time="10h")
     assert narrow.hidden == 256 and "GRU 2 x 256" in why
@@ -195,7 +230,7 @@ def test_one_slow_moment_does_not_decide_the_model(tmp_path, monkeypatch):
     """A candidate measured just short of MIN_UPDATES is measured again, and its faster
     speed counts: the machine's speed, scripted here, puts the 2 x 320 at 3,000 updates
     and the 2 x 384 at 2,083, but the 320's first measurement comes in 20% slow (2,400:
-    the 2 x 288 would win). A model that falls short twice, or by far, is not measured
+    the 2 x 256 would win). A model that falls short twice, or by far, is not measured
     again."""
     from rnnlm.run.training import EVAL_SHARE
     text = tmp_path / "notes.txt"
@@ -214,8 +249,8 @@ def test_one_slow_moment_does_not_decide_the_model(tmp_path, monkeypatch):
         return api.choose(text, time="5m")[0].hidden, measured
 
     hidden, measured = choose(slow=0.8, looks=1)  # by halving, then the second looks
-    assert hidden == 320 and measured == [128, 288, 384, 320, 320, 384]
+    assert hidden == 320 and measured == [128, 256, 384, 320, 320, 384]
     hidden, measured = choose(slow=0.8, looks=2)  # slow both times: the machine is slower
-    assert hidden == 288 and measured == [128, 288, 384, 320, 320]
+    assert hidden == 256 and measured == [128, 256, 384, 320, 320]
     hidden, measured = choose(slow=0.5, looks=2)  # short by far: once is enough
-    assert hidden == 288 and measured == [128, 288, 384, 320]
+    assert hidden == 256 and measured == [128, 256, 384, 320]

@@ -28,12 +28,14 @@ from rnnlm.run.plan import Plan
 from rnnlm.run.training import EVAL_SHARE
 
 SIZED = ("cell", "hidden", "layers", "dropout", "dropout_mode", "weight_drop", "lr")
-# The candidates, GRU 2 x H, each 11 to 25% wider than the last, so that a choice at a
+# The candidates, GRU 2 x H, each 14 to 25% wider than the last, so that a choice at a
 # budget's edge, where a speed measured a few percent off decides, is between neighbours
-# that end near the same loss. Steps of 64 were too coarse: on the first 300 KB of
-# Shakespeare in 3 minutes the 2 x 256 (2,800 updates) ended 0.019 below the 2 x 192
-# (4,500), two seeds each; the 2 x 224 between them (3,650) ended (docs/results.md).
-HIDDEN_SIZES = (128, 160, 192, 224, 256, 288, 320, 384, 448, 512)
+# that end near the same loss. Steps of 64 below 256 were too coarse: on the first 300 KB
+# of Shakespeare in 3 minutes the 2 x 256 (2,800 updates) ended 0.019 below the 2 x 192
+# (4,500), two seeds each, and the 2 x 224 between them (3,650) level with the 256. No
+# 288: at the rate above 256 it ended 0.011 and 0.016 behind its neighbours at 5 minutes of
+# the whole text (docs/results.md, "Stable choices").
+HIDDEN_SIZES = (128, 160, 192, 224, 256, 320, 384, 448, 512)
 MIN_UPDATES = 2500
 # The regularisation's strength (0: none, 1: locked dropout 0.35 and weight drop 0.3)
 # against the passes a model of 256 reads, a wider model's passes counting as many times
@@ -191,7 +193,7 @@ def _fitting(candidates, cfg, text, check_memory):
 def _plans(cfg, candidates, text, began):
     """{hidden: the updates the budget buys a candidate and its speed (Plan)}, of the
     candidates measured: the narrowest, and then, where it makes MIN_UPDATES, the widest
-    that does found by halving (a wider model is slower): 5 or 6 of 10 measured.
+    that does found by halving (a wider model is slower): 4 to 6 of 9 measured.
     The narrowest that falls short by less than CLOSE is measured a second time, its
     faster speed kept: a measurement is only ever slowed by the machine (another program,
     a core's clock), and the choice between neighbours should not rest on one moment."""
