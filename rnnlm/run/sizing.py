@@ -193,7 +193,7 @@ def _fitting(candidates, cfg, text, check_memory):
 def _plans(cfg, candidates, text, began):
     """{hidden: the updates the budget buys a candidate and its speed (Plan)}, of the
     candidates measured: the narrowest, and then, where it makes MIN_UPDATES, the widest
-    that does found by halving (a wider model is slower): 4 to 6 of 9 measured.
+    that does found by halving (a wider model is slower): about half of the 9 measured.
     The narrowest that falls short by less than CLOSE is measured a second time, its
     faster speed kept: a measurement is only ever slowed by the machine (another program,
     a core's clock), and the choice between neighbours should not rest on one moment."""
