@@ -33,8 +33,8 @@ SIZED = ("cell", "hidden", "layers", "dropout", "dropout_mode", "weight_drop", "
 # that end near the same loss. Steps of 64 below 256 were too coarse: on the first 300 KB
 # of Shakespeare in 3 minutes the 2 x 256 (2,800 updates) ended 0.019 below the 2 x 192
 # (4,500), two seeds each, and the 2 x 224 between them (3,650) level with the 256. No
-# 288: at the rate above 256 it ended 0.011 and 0.016 behind its neighbours at 5 minutes of
-# the whole text (docs/results.md, "Stable choices").
+# 288: at either rate it ended 0.011 or more behind both neighbours at 5 minutes of the
+# whole text (docs/results.md, "Stable choices").
 HIDDEN_SIZES = (128, 160, 192, 224, 256, 320, 384, 448, 512)
 MIN_UPDATES = 2500
 # The regularisation's strength (0: none, 1: locked dropout 0.35 and weight drop 0.3)
