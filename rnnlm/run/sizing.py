@@ -202,7 +202,10 @@ def _plans(cfg, candidates, text, began):
     def enough(candidate):
         made, rate = cfg.max_steps or float("inf"), None
         if cfg.max_seconds > 0:
-            seconds = cfg.max_seconds * (1 - EVAL_SHARE) - (time.perf_counter() - began)
+            # worker 0's clock, as speed() gives worker 0's speed: every worker must plan
+            # alike, or one measures another candidate while the others train
+            elapsed = workers.group().bcast(time.perf_counter() - began)
+            seconds = cfg.max_seconds * (1 - EVAL_SHARE) - elapsed
             rate = speed(candidate, text.ids, text.vocab.size)
             if candidate.hidden in plans:
                 rate = max(rate, plans[candidate.hidden].chars_per_sec)
